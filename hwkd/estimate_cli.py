@@ -1,0 +1,82 @@
+"""`hwkd estimate`: latency, memory, MACs and parameters of students, one result per input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from hwkd.errors import ConfigError, HwkdError
+
+log = logging.getLogger(__name__)
+
+
+def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise ConfigError("--input-shape", [f"{text!r} is not N,C,H,W (e.g. 1,3,32,32)"]) from None
+    if len(shape) != 4 or any(v < 1 for v in shape):
+        raise ConfigError("--input-shape", [f"{text!r} is not N,C,H,W with positive sizes (e.g. 1,3,32,32)"])
+    return shape
+
+
+def read_arch_file(path: str) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise HwkdError(f"--arch-file {path}: no such file")
+    archs = [line.strip() for line in file.read_text().splitlines()]
+    archs = [a for a in archs if a and not a.startswith("#")]
+    if not archs:
+        raise HwkdError(f"--arch-file {path}: no architecture in it (one per line, # for comments)")
+    return archs
+
+
+def run_estimate(args: argparse.Namespace) -> int:
+    from hwkd.latency.estimator import Estimator
+    from hwkd.profiles import load_profile
+    from hwkd.spaces import load_space
+
+    profile = load_profile(args.device)
+    if args.threads is not None:
+        profile = profile.with_threads(args.threads)
+    shape = parse_input_shape(args.input_shape)
+    if args.num_classes < 1:
+        raise HwkdError(f"--num-classes {args.num_classes}: must be at least 1")
+    estimator = Estimator(profile, args.latency_source)
+
+    if args.onnx:
+        jobs = [(path, lambda p=path: estimator.estimate_onnx(p, shape)) for path in args.onnx]
+    else:
+        if not args.space:
+            raise HwkdError("--space is needed with --arch/--arch-file (see hwkd spaces)")
+        space = load_space(args.space)
+        archs = [args.arch] if args.arch else read_arch_file(args.arch_file)
+        for arch in archs:  # every id is checked before any compiling starts
+            space.parse(arch)
+        jobs = [
+            (arch, lambda a=arch: estimator.estimate_arch(space, a, shape, args.num_classes)) for arch in archs
+        ]
+
+    show_progress = len(jobs) > 1 and sys.stderr.isatty()
+    if not args.json:
+        print(f"{'latency_ms':>11} {'source':<8} {'peak_mem_KiB':>12} {'params_KiB':>10} {'MMACs':>8}  student")
+    for n, (label, job) in enumerate(jobs, start=1):
+        if show_progress:
+            print(f"\r[{n}/{len(jobs)}] {label[:60]}", end="", file=sys.stderr, flush=True)
+        estimate = job()
+        if args.json:
+            print(json.dumps(estimate.to_json(), sort_keys=True), flush=True)
+        else:
+            print(
+                f"{estimate.latency_ms:>11.3f} {estimate.source:<8} {estimate.peak_memory_bytes / 1024:>12.1f} "
+                f"{estimate.params_bytes / 1024:>10.1f} {estimate.macs / 1e6:>8.2f}  {label}",
+                flush=True,
+            )
+    if show_progress:
+        print(file=sys.stderr)
+    return 0

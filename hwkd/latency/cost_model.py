@@ -1,0 +1,103 @@
+"""Analytic latency of a lowered graph on a device profile.
+
+Built from first principles and the datasheet facts of the profile, never fitted to measured
+latencies. For each fused kernel:
+
+- compute: each loop body of hwkd's schedule (see `hwkd.latency.kernels.LoopBody`) runs
+  `iterations` times; one execution needs `ceil(lanes / simd_lanes)` vector ops of its arithmetic,
+  its vector loads (a gather costs one load per element), one broadcast per invariant load and its
+  stores. Its cycles are the largest of arithmetic / `fma_per_cycle`, loads / `loads_per_cycle`,
+  stores / `stores_per_cycle` and, for a reduction step, `fma_latency_cycles` (it waits for the
+  previous step's accumulator). A parallel body spreads its executions over the profile's threads
+  in `ceil(parallel_extent / threads)` rounds.
+- memory: the bytes the kernel reads and writes, from L2 when they fit (`cache_bytes_per_cycle`
+  per core) or else from DRAM (`bandwidth_gb_s * dram_efficiency`).
+- time = max(compute, memory) + `kernel_overhead_us` (+ `parallel_overhead_us` when it forks).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hwkd.latency.kernels import Kernel, LoopBody
+from hwkd.profiles import DeviceProfile
+
+
+@dataclass(frozen=True)
+class KernelCost:
+    name: str
+    kind: str
+    compute_ms: float
+    memory_ms: float
+    overhead_ms: float
+
+    @property
+    def latency_ms(self) -> float:
+        return max(self.compute_ms, self.memory_ms) + self.overhead_ms
+
+    @property
+    def bound(self) -> str:
+        return "compute" if self.compute_ms >= self.memory_ms else "memory"
+
+
+def body_cycles(body: LoopBody, profile: DeviceProfile) -> float:
+    """Cycles one core spends on all executions of `body` (before spreading over threads)."""
+    cpu = profile.cpu
+    hw_lanes = cpu.fp32_lanes if body.lanes > 1 else 1
+    vector_ops = math.ceil(body.lanes / hw_lanes)
+    gathered = body.gather_loads * body.lanes  # one element load per lane
+    loads = vector_ops * body.vector_loads + gathered + body.invariant_loads
+    cycles = max(
+        vector_ops * body.alu_ops / cpu.fma_per_cycle,
+        loads / cpu.loads_per_cycle,
+        vector_ops * body.stores / cpu.stores_per_cycle,
+        cpu.fma_latency_cycles if body.carried else 0.0,
+        1.0,  # at least one issue slot per execution (loop control)
+    )
+    return body.iterations * cycles
+
+
+def parallel_rounds(parallel_extent: int, threads: int) -> float:
+    """Fraction of the work the busiest thread does: ceil(P / T) / P."""
+    if parallel_extent <= 1 or threads <= 1:
+        return 1.0
+    return math.ceil(parallel_extent / threads) / parallel_extent
+
+
+def kernel_cost(kernel: Kernel, profile: DeviceProfile) -> KernelCost:
+    threads = profile.runtime.threads
+    clock_hz = profile.cpu.clock_ghz * 1e9
+    compute_s = 0.0
+    forks = False
+    busiest_threads = 1
+    for body in kernel.features.bodies:
+        share = parallel_rounds(body.parallel_extent, threads)
+        compute_s += body_cycles(body, profile) * share / clock_hz
+        if body.parallel_extent > 1 and threads > 1:
+            forks = True
+            busiest_threads = max(busiest_threads, min(threads, body.parallel_extent))
+    traffic = kernel.bytes_read + kernel.bytes_written
+    l2_bytes = profile.cpu.l2_kib * 1024
+    if traffic <= l2_bytes:
+        bandwidth = profile.cost.cache_bytes_per_cycle * clock_hz * busiest_threads
+    else:
+        bandwidth = profile.memory.bandwidth_gb_s * 1e9 * profile.cost.dram_efficiency
+    memory_s = traffic / bandwidth
+    overhead_us = profile.cost.kernel_overhead_us + (profile.cost.parallel_overhead_us if forks else 0.0)
+    return KernelCost(
+        name=kernel.name,
+        kind=kernel.features.kind,
+        compute_ms=compute_s * 1e3,
+        memory_ms=memory_s * 1e3,
+        overhead_ms=overhead_us * 1e-3,
+    )
+
+
+def graph_cost(kernels: Iterable[Kernel], profile: DeviceProfile) -> list[KernelCost]:
+    return [kernel_cost(k, profile) for k in kernels]
+
+
+def latency_ms(kernels: Iterable[Kernel], profile: DeviceProfile) -> float:
+    return sum(c.latency_ms for c in graph_cost(kernels, profile))

@@ -1,0 +1,190 @@
+"""Compile a lowered graph with hwkd's schedule and time it, here or on a board over TVM RPC.
+
+The library compiled here is the one `hwkd export` ships: weights are inputs, weight-only kernels
+are lifted into `main_transform_params` (run once at load time), every fused kernel carries
+hwkd's CPU schedule. Timing: one warm-up call, then `repeat` runs of `number` calls each (at least
+`min_repeat_ms` long); the result is the median over runs and the spread between the 10th and
+90th percentile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwkd.errors import CompileError, MeasureError
+from hwkd.latency.kernels import LoweredGraph
+from hwkd.latency.schedule import schedule_module
+from hwkd.profiles import DeviceProfile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    latency_ms: float  # median over runs
+    spread_ms: float  # 90th minus 10th percentile of the runs
+    runs: int
+    where: str  # "local" or "rpc HOST:PORT"
+
+
+@dataclass(frozen=True)
+class TimingPlan:
+    number: int = 5
+    repeat: int = 7
+    min_repeat_ms: int = 20
+
+
+def build(lowered: LoweredGraph, profile: DeviceProfile) -> Any:
+    """A `relax.VMExecutable` for the profile's target."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    target = profile.tvm_target()
+    try:
+        mod = schedule_module(lowered.fused_mod)
+        mod = relax.transform.LiftTransformParams()(mod)
+        with target:
+            # Legalization and fusion already ran (hwkd.latency.kernels); running them again would
+            # re-fuse scheduled kernels.
+            mod = tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(mod)
+        return tvm.compile(mod, target=target, relax_pipeline=None)
+    except Exception as exc:  # noqa: BLE001 - TVM raises many types
+        raise CompileError(f"TVM cannot compile this model for {profile.name}: {_first_line(exc)}") from None
+
+
+def measure_local(
+    lowered: LoweredGraph,
+    params: list[np.ndarray],
+    input_shape: tuple[int, ...],
+    profile: DeviceProfile,
+    plan: TimingPlan = TimingPlan(),
+) -> Measurement:
+    import tvm
+
+    executable = build(lowered, profile)
+    device = tvm.cpu()
+    _set_threads(tvm.get_global_func("runtime.config_threadpool", allow_missing=True), profile.runtime.threads)
+    runs = _time(executable, device, params, input_shape, plan, lambda a: tvm.runtime.tensor(a, device))
+    return _summary(runs, "local")
+
+
+def measure_rpc(
+    lowered: LoweredGraph,
+    params: list[np.ndarray],
+    input_shape: tuple[int, ...],
+    profile: DeviceProfile,
+    plan: TimingPlan = TimingPlan(),
+) -> Measurement:
+    """Cross-compile, upload to the profile's RPC server (or tracker key), time it there."""
+    import tvm
+    from tvm import rpc
+    from tvm.support import cc
+
+    spec = profile.rpc
+    if spec is None:
+        raise MeasureError(f"device {profile.name} has no rpc section; add host and port to measure on a board")
+    where = f"{spec.host}:{spec.port}"
+    _check_reachable(spec.host, spec.port, spec.timeout_s, profile.name)
+    executable = build(lowered, profile)
+    with tempfile.TemporaryDirectory(prefix="hwkd-rpc-") as tmp:
+        lib_path = Path(tmp) / "student.so"
+        compiler = cross_compiler(profile)
+        try:
+            if compiler is None:
+                executable.export_library(str(lib_path))
+            else:
+                executable.export_library(str(lib_path), fcompile=cc.cross_compiler(compiler))
+        except Exception as exc:  # noqa: BLE001 - compiler failures vary
+            raise CompileError(f"cannot link the library for {profile.name} with {compiler or 'cc'}: {_first_line(exc)}") from None
+        try:
+            if spec.key:
+                tracker = rpc.connect_tracker(spec.host, spec.port)
+                remote = tracker.request(spec.key, session_timeout=int(spec.timeout_s * 60))
+                where = f"rpc {spec.key}@{spec.host}:{spec.port}"
+            else:
+                remote = rpc.connect(spec.host, spec.port, session_timeout=int(spec.timeout_s * 60))
+                where = f"rpc {where}"
+            remote.upload(str(lib_path))
+            remote_lib = remote.load_module(lib_path.name)
+            device = remote.cpu()
+            _set_threads(remote.get_function("runtime.config_threadpool"), profile.runtime.threads)
+            runs = _time(remote_lib, device, params, input_shape, plan, lambda a: tvm.runtime.tensor(a, device))
+        except MeasureError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - RPC errors vary
+            raise MeasureError(f"measuring on {where} failed: {_first_line(exc)}") from None
+    return _summary(runs, where)
+
+
+def cross_compiler(profile: DeviceProfile) -> str | None:
+    """The C compiler that links a library for the profile's target; None for this machine."""
+    if profile.rpc is not None and profile.rpc.cross_compiler:
+        return profile.rpc.cross_compiler
+    triple = str(profile.target.get("mtriple", ""))
+    if not triple or triple.split("-")[0] == os.uname().machine:
+        return None
+    return f"{triple}-gcc"
+
+
+def _check_reachable(host: str, port: int, timeout_s: float, device: str) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise MeasureError(
+            f"cannot reach the TVM RPC server of {device} at {host}:{port} within {timeout_s:g} s ({reason}); "
+            f"start one on the board: python -m tvm.exec.rpc_server --host 0.0.0.0 --port {port}"
+        ) from None
+
+
+def _set_threads(config_threadpool: Any, threads: int) -> None:
+    if config_threadpool is not None:
+        config_threadpool(1, threads)  # affinity mode 1: big cores first; `threads` workers
+
+
+def _time(module: Any, device: Any, params: list[np.ndarray], input_shape: tuple[int, ...], plan: TimingPlan, put: Any) -> list[float]:
+    from tvm import relax
+
+    vm = relax.VirtualMachine(module, device)
+    weights = [put(p) for p in params]
+    if "main_transform_params" in _functions(vm):
+        weights = list(vm["main_transform_params"](weights))
+    x = put(np.random.default_rng(0).standard_normal(input_shape).astype(np.float32))
+    vm["main"](x, *weights)  # warm-up: first-touch of memory, thread pool start
+    timer = vm.time_evaluator("main", device, number=plan.number, repeat=plan.repeat, min_repeat_ms=plan.min_repeat_ms)
+    result = timer(x, *weights)
+    return [float(r) * 1e3 for r in result.results]
+
+
+def _functions(vm: Any) -> set[str]:
+    names = set()
+    for name in ("main", "main_transform_params"):
+        try:
+            vm[name]
+        except Exception:  # noqa: BLE001 - the VM raises when a function is absent
+            continue
+        names.add(name)
+    return names
+
+
+def _summary(runs_ms: list[float], where: str) -> Measurement:
+    ordered = sorted(runs_ms)
+    low = ordered[int(0.1 * (len(ordered) - 1))]
+    high = ordered[int(round(0.9 * (len(ordered) - 1)))]
+    return Measurement(statistics.median(ordered), high - low, len(ordered), where)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(exc).__name__

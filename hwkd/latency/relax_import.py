@@ -1,0 +1,197 @@
+"""Import a student into TVM Relax: a torch module through torch.fx, or an ONNX file.
+
+Weights stay function parameters (`keep_params_as_input`), so nothing is constant-folded at import:
+folding BatchNorm-heavy graphs in TVM is slow. BatchNorm after a convolution is folded into it in
+torch first, as a deployed model has it. Kernels that depend on weights alone (a transposed linear
+weight, say) are recognised later and not charged, as a deployed library pre-computes them.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import operator
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from hwkd.errors import CompileError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RelaxGraph:
+    """A Relax module whose `main` takes the input first, then its weights."""
+
+    mod: Any  # tvm.IRModule
+    params: list[np.ndarray]  # weights, in the order `main` takes them after the input
+    input_name: str
+    input_shape: tuple[int, ...]
+
+    @property
+    def params_bytes(self) -> int:
+        return int(sum(p.nbytes for p in self.params))
+
+
+def torch_to_relax(module: nn.Module, input_shape: tuple[int, ...]) -> RelaxGraph:
+    """Trace `module` (eval mode) with torch.fx and import it; BN is folded into preceding convs."""
+    from tvm import relax
+    from tvm.relax.frontend.torch import from_fx
+
+    module = module.eval()
+    try:
+        graph = fx.Tracer().trace(module)
+    except Exception as exc:  # noqa: BLE001 - any tracing failure means the same to the user
+        raise CompileError(
+            f"cannot trace {type(module).__name__} with torch.fx ({_short(exc)}); "
+            "students must be traceable (no data-dependent control flow)"
+        ) from None
+    graph_module = prepare_for_tvm(module, graph)
+    try:
+        mod = from_fx(graph_module, [(tuple(input_shape), "float32")], keep_params_as_input=True)
+    except Exception as exc:  # noqa: BLE001 - TVM raises many types for unsupported ops
+        raise CompileError(f"TVM cannot import {type(module).__name__}: {_short(exc)}") from None
+    mod, params = relax.frontend.detach_params(mod)
+    weights = [p.numpy() for p in params.get("main", [])]
+    return RelaxGraph(mod, weights, "input", tuple(input_shape))
+
+
+def onnx_to_relax(path: str | os.PathLike[str], input_shape: tuple[int, ...] | None = None) -> RelaxGraph:
+    """Import an ONNX file; a free batch dimension is set to 1 (or to `input_shape`)."""
+    import onnx
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    file = Path(path)
+    if not file.is_file():
+        raise CompileError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(str(file))
+    except Exception as exc:  # noqa: BLE001 - protobuf errors vary
+        raise CompileError(f"{path}: not an ONNX model ({_short(exc)})") from None
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise CompileError(f"{path}: hwkd estimates models with one input; this one has {len(inputs)} ({names})")
+    graph_input = inputs[0]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
+    if input_shape is not None:
+        if len(input_shape) != len(dims) or any(d not in (None, s) for d, s in zip(dims, input_shape)):
+            raise CompileError(f"{path}: input {graph_input.name!r} has shape {dims}, not {list(input_shape)}")
+        shape = tuple(input_shape)
+    else:
+        if any(d is None for d in dims[1:]):
+            raise CompileError(f"{path}: input {graph_input.name!r} has free dimensions {dims}; pass --input-shape")
+        shape = tuple([1] + [int(d) for d in dims[1:]]) if dims else ()
+    try:
+        mod = from_onnx(model, shape_dict={graph_input.name: list(shape)}, keep_params_in_input=True)
+    except Exception as exc:  # noqa: BLE001 - TVM raises many types for unsupported ops
+        raise CompileError(f"{path}: TVM cannot import this ONNX model ({_short(exc)})") from None
+    mod, params = relax.frontend.detach_params(mod)
+    weights = [p.numpy() for p in params.get("main", [])]
+    return RelaxGraph(mod, weights, graph_input.name, shape)
+
+
+def prepare_for_tvm(module: nn.Module, graph: fx.Graph) -> fx.GraphModule:
+    """The traced graph as TVM 0.27's FX importer computes it right, in a new GraphModule.
+
+    - each eval BatchNorm2d that only follows a Conv2d is folded into it (a deployed model has it
+      folded), every other BatchNorm2d becomes its inference-time affine map: the importer would
+      run BatchNorm2d modules in training mode;
+    - `nn.AvgPool2d` modules become `F.avg_pool2d` calls: the importer drops their
+      `count_include_pad`.
+
+    `module` itself is not changed or copied, which matters when thousands of students are
+    estimated: only the folded convolutions are new (shallow copies with new weights).
+    """
+    modules = dict(module.named_modules())
+    new_attrs: dict[str, Any] = {}
+    for node in list(graph.nodes):
+        bn = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None or bn.running_var is None:
+            continue
+        source = node.args[0]
+        conv = modules.get(source.target) if isinstance(source, fx.Node) and source.op == "call_module" else None
+        if isinstance(conv, nn.Conv2d) and isinstance(source, fx.Node) and len(source.users) == 1:
+            fused_name = f"{source.target}_bnfold".replace(".", "_")
+            new_attrs[fused_name] = _folded_conv(conv, bn)
+            source.target = fused_name
+            node.replace_all_uses_with(source)
+            graph.erase_node(node)
+            continue
+        # TVM 0.27's FX importer runs BatchNorm2d modules in training mode (batch statistics), so
+        # a BN that cannot be folded becomes the affine map it is at inference.
+        with torch.no_grad():
+            scale = bn.running_var.add(bn.eps).rsqrt()
+            if bn.weight is not None:
+                scale = scale * bn.weight
+            shift = -bn.running_mean * scale
+            if bn.bias is not None:
+                shift = shift + bn.bias
+        base = str(node.target).replace(".", "_")
+        new_attrs[f"{base}_scale"] = scale.reshape(1, -1, 1, 1).clone()
+        new_attrs[f"{base}_shift"] = shift.reshape(1, -1, 1, 1).clone()
+        with graph.inserting_before(node), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the attributes exist once the GraphModule is built
+            scale_node = graph.get_attr(f"{base}_scale")
+            shift_node = graph.get_attr(f"{base}_shift")
+            scaled = graph.call_function(operator.mul, (node.args[0], scale_node))
+            shifted = graph.call_function(operator.add, (scaled, shift_node))
+        node.replace_all_uses_with(shifted)
+        graph.erase_node(node)
+    _functional_avg_pool(graph, modules)
+    root: dict[str, Any] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            root[node.target] = new_attrs.get(node.target) or modules[node.target]
+        elif node.op == "get_attr":
+            root[node.target] = new_attrs[node.target] if node.target in new_attrs else _get_attr(module, node.target)
+    return fx.GraphModule(root, graph)
+
+
+def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A shallow copy of `conv` whose weight and bias include `bn` (eval statistics)."""
+    assert bn.running_mean is not None and bn.running_var is not None
+    weight, bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+    )
+    folded = copy.copy(conv)
+    folded._parameters = {"weight": weight, "bias": bias}
+    return folded
+
+
+def _functional_avg_pool(graph: fx.Graph, modules: dict[str, nn.Module]) -> None:
+    """Rewrite `nn.AvgPool2d` modules as `F.avg_pool2d` calls, which keep `count_include_pad`."""
+    for node in list(graph.nodes):
+        pool = modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(pool, nn.AvgPool2d):
+            with graph.inserting_after(node):
+                call = graph.call_function(
+                    F.avg_pool2d,
+                    (node.args[0], pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode, pool.count_include_pad),
+                )
+            node.replace_all_uses_with(call)
+            graph.erase_node(node)
+
+
+def _get_attr(module: nn.Module, target: str) -> Any:
+    value: Any = module
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _short(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text[:300]

@@ -1,0 +1,515 @@
+"""Device profiles: the facts of a board and the constants of its cost model, read from YAML.
+
+A profile is data: `yaml.safe_load` into frozen dataclasses, every problem of a file reported at
+once, the file stem is the name. Built-in profiles live in the top-level `device_profiles`
+package; users pass `--device path/to/board.yaml` for their own.
+
+Numbers in `cpu`, `memory` and `cost_model` must each cite their public source under `sources`
+(a key per dotted name, e.g. `cpu.clock_ghz`). The value `auto` (only sensible for the machine
+hwkd runs on) is probed at load time and its source says how.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hwkd.errors import ConfigError, UnknownNameError
+
+PROFILE_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class CpuSpec:
+    """The processor, per core unless the name says otherwise."""
+
+    cores: int
+    clock_ghz: float
+    simd_bits: int  # width of one fp32 vector register (NEON 128, AVX2 256, AVX-512 512)
+    fma_per_cycle: float  # vector fused multiply-add instructions issued per cycle per core
+    loads_per_cycle: float  # vector loads per cycle per core
+    stores_per_cycle: float  # vector stores per cycle per core
+    fma_latency_cycles: float  # cycles before a dependent FMA may use an accumulator
+    l1d_kib: int
+    l2_kib: int  # the L2 one core can use (a shared L2 counts whole)
+    l3_kib: int  # 0 when there is none
+
+    @property
+    def fp32_lanes(self) -> int:
+        return self.simd_bits // 32
+
+    @property
+    def peak_gflops_per_core(self) -> float:
+        return self.clock_ghz * self.fma_per_cycle * self.fp32_lanes * 2
+
+
+@dataclass(frozen=True)
+class MemorySpec:
+    bandwidth_gb_s: float  # theoretical DRAM bandwidth, 1 GB = 1e9 bytes
+    size_mib: int
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """How the compiled model is run on the board; latency depends on each of these."""
+
+    threads: int
+    affinity: str  # e.g. "cores 0-3", "none"
+    clock_policy: str  # e.g. "performance governor"
+    executor: str  # what runs the graph, e.g. "TVM Relax VM"
+
+
+@dataclass(frozen=True)
+class CostConstants:
+    """Constants of the analytic cost model (see hwkd.latency.cost_model for their use)."""
+
+    dram_efficiency: float  # fraction of theoretical DRAM bandwidth a streaming kernel reaches
+    cache_bytes_per_cycle: float  # bytes per cycle per core from L2 for a streaming kernel
+    kernel_overhead_us: float  # fixed cost of one kernel call in the VM
+    parallel_overhead_us: float  # fork/join of the thread pool for one parallel kernel
+
+
+@dataclass(frozen=True)
+class RpcSpec:
+    """Where a real board waits for TVM RPC sessions."""
+
+    host: str
+    port: int
+    key: str | None  # set when connecting through a tracker at host:port
+    timeout_s: float
+    cross_compiler: str  # the C compiler that links the shared library for the board
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    target: dict[str, Any]  # TVM target as a JSON-style dict
+    cpu: CpuSpec
+    memory: MemorySpec
+    runtime: RuntimeSpec
+    cost: CostConstants
+    measure_local: bool  # hwkd runs on this device and can time it directly
+    rpc: RpcSpec | None
+    sources: dict[str, str] = field(repr=False)
+    path: str = ""
+
+    @property
+    def can_measure(self) -> bool:
+        return self.measure_local or self.rpc is not None
+
+    def tvm_target(self) -> Any:
+        import tvm
+
+        return tvm.target.Target(dict(self.target))
+
+    def with_threads(self, threads: int) -> DeviceProfile:
+        from dataclasses import replace
+
+        if threads < 1:
+            raise ConfigError(self.path or self.name, [f"threads must be >= 1, got {threads}"])
+        return replace(self, runtime=replace(self.runtime, threads=threads))
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready description, as `hwkd devices --json` prints it."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "target": self.target,
+            "cores": self.cpu.cores,
+            "clock_ghz": self.cpu.clock_ghz,
+            "peak_gflops": round(self.cpu.peak_gflops_per_core * self.runtime.threads, 2),
+            "threads": self.runtime.threads,
+            "dram_bandwidth_gb_s": self.memory.bandwidth_gb_s,
+            "measures": "local" if self.measure_local else ("rpc" if self.rpc else "model only"),
+            "path": self.path,
+        }
+
+
+# (section, key, python type, required); a type of float also accepts ints.
+_SCHEMA: dict[str, list[tuple[str, type, bool]]] = {
+    "cpu": [
+        ("cores", int, True),
+        ("clock_ghz", float, True),
+        ("simd_bits", int, True),
+        ("fma_per_cycle", float, True),
+        ("loads_per_cycle", float, True),
+        ("stores_per_cycle", float, True),
+        ("fma_latency_cycles", float, True),
+        ("l1d_kib", int, True),
+        ("l2_kib", int, True),
+        ("l3_kib", int, True),
+    ],
+    "memory": [("bandwidth_gb_s", float, True), ("size_mib", int, True)],
+    "runtime": [
+        ("threads", int, True),
+        ("affinity", str, True),
+        ("clock_policy", str, True),
+        ("executor", str, True),
+    ],
+    "cost_model": [
+        ("dram_efficiency", float, True),
+        ("cache_bytes_per_cycle", float, True),
+        ("kernel_overhead_us", float, True),
+        ("parallel_overhead_us", float, True),
+    ],
+    "rpc": [
+        ("host", str, True),
+        ("port", int, True),
+        ("key", str, False),
+        ("timeout_s", float, False),
+        ("cross_compiler", str, False),
+    ],
+}
+_TOP_KEYS = {"description", "target", "measure", "sources", *_SCHEMA}
+_CITED_SECTIONS = ("cpu", "memory", "cost_model")
+
+
+def builtin_profile_dir() -> Path:
+    return Path(str(resources.files("device_profiles")))
+
+
+def builtin_profiles() -> dict[str, Path]:
+    """Built-in profile name -> file."""
+    folder = builtin_profile_dir()
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix in PROFILE_SUFFIXES}
+
+
+def load_profile(name_or_path: str | os.PathLike[str]) -> DeviceProfile:
+    """A built-in profile by name, or a profile file by path."""
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix in PROFILE_SUFFIXES or os.sep in text:
+        if not path.is_file():
+            raise ConfigError(text, ["no such profile file"])
+        return parse_profile(path)
+    known = builtin_profiles()
+    if text not in known:
+        raise UnknownNameError("device", text, list(known) + ["PATH.yaml"])
+    return parse_profile(known[text])
+
+
+def parse_profile(path: Path) -> DeviceProfile:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML ({_first_line(exc)})"]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot be read ({exc.strerror})"]) from None
+    return profile_from_dict(path.stem, raw, str(path))
+
+
+def profile_from_dict(name: str, raw: object, origin: str) -> DeviceProfile:
+    problems: list[str] = []
+    if not isinstance(raw, dict):
+        raise ConfigError(origin, ["the file must hold a mapping of sections"])
+    for key in sorted(set(raw) - _TOP_KEYS):
+        problems.append(f"unknown key {key!r} (accepted: {', '.join(sorted(_TOP_KEYS))})")
+
+    probes = _HostProbe()
+    sources = raw.get("sources") or {}
+    if not isinstance(sources, dict):
+        problems.append("sources: must map dotted keys to citations")
+        sources = {}
+    sources = {str(k): str(v) for k, v in sources.items()}
+
+    sections: dict[str, dict[str, Any]] = {}
+    for section, fields in _SCHEMA.items():
+        if section == "rpc" and section not in raw:
+            continue
+        body = raw.get(section)
+        if not isinstance(body, dict):
+            problems.append(f"{section}: missing section (keys: {', '.join(f for f, _, _ in fields)})")
+            continue
+        allowed = {f for f, _, _ in fields}
+        for key in sorted(set(body) - allowed):
+            problems.append(f"{section}.{key}: unknown key (accepted: {', '.join(sorted(allowed))})")
+        values: dict[str, Any] = {}
+        for key, typ, required in fields:
+            dotted = f"{section}.{key}"
+            if key not in body:
+                if required:
+                    problems.append(f"{dotted}: missing")
+                continue
+            value = body[key]
+            if value == "auto":
+                probed = probes.value(dotted)
+                if probed is None:
+                    problems.append(f"{dotted}: 'auto' is not supported for this key")
+                    continue
+                value, how = probed
+                sources.setdefault(dotted, how)
+            checked = _check_value(dotted, value, typ)
+            if isinstance(checked, str) and typ is not str:
+                problems.append(checked)
+                continue
+            values[key] = checked
+            if section in _CITED_SECTIONS and not sources.get(dotted):
+                problems.append(f"{dotted}: no public source under 'sources'")
+        sections[section] = values
+
+    target = raw.get("target")
+    if not isinstance(target, dict) or target.get("kind") != "llvm":
+        problems.append("target: must be a mapping with kind: llvm (a TVM target as a JSON dict)")
+        target = {}
+    else:
+        target = {str(k): v for k, v in target.items()}
+        problems.extend(_resolve_target_auto(target, probes))
+
+    measure = raw.get("measure", "model")
+    if measure not in ("model", "local"):
+        problems.append(f"measure: {measure!r} is not one of model, local")
+
+    description = raw.get("description")
+    if not isinstance(description, str) or not description.strip():
+        problems.append("description: missing")
+
+    _check_ranges(sections, problems)
+    if problems:
+        raise ConfigError(origin, problems)
+
+    rpc_raw = sections.get("rpc")
+    rpc = None
+    if rpc_raw is not None:
+        rpc = RpcSpec(
+            host=rpc_raw["host"],
+            port=rpc_raw["port"],
+            key=rpc_raw.get("key"),
+            timeout_s=float(rpc_raw.get("timeout_s", 10.0)),
+            cross_compiler=rpc_raw.get("cross_compiler", "aarch64-linux-gnu-gcc"),
+        )
+    return DeviceProfile(
+        name=name,
+        description=str(description).strip(),
+        target=target,
+        cpu=CpuSpec(**sections["cpu"]),
+        memory=MemorySpec(**sections["memory"]),
+        runtime=RuntimeSpec(**sections["runtime"]),
+        cost=CostConstants(**sections["cost_model"]),
+        measure_local=measure == "local",
+        rpc=rpc,
+        sources=sources,
+        path=origin,
+    )
+
+
+def _check_value(dotted: str, value: object, typ: type) -> Any:
+    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if typ is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if typ is str and isinstance(value, str):
+        return value
+    return f"{dotted}: {value!r} is not a {typ.__name__}"
+
+
+def _check_ranges(sections: dict[str, dict[str, Any]], problems: list[str]) -> None:
+    positive = [
+        ("cpu", "cores"), ("cpu", "clock_ghz"), ("cpu", "fma_per_cycle"),
+        ("cpu", "loads_per_cycle"), ("cpu", "stores_per_cycle"), ("cpu", "fma_latency_cycles"),
+        ("cpu", "l1d_kib"),
+        ("cpu", "l2_kib"), ("memory", "bandwidth_gb_s"), ("runtime", "threads"),
+        ("cost_model", "cache_bytes_per_cycle"),
+    ]
+    for section, key in positive:
+        value = sections.get(section, {}).get(key)
+        if isinstance(value, (int, float)) and value <= 0:
+            problems.append(f"{section}.{key}: must be > 0, got {value}")
+    simd = sections.get("cpu", {}).get("simd_bits")
+    if isinstance(simd, int) and simd not in (32, 64, 128, 256, 512):
+        problems.append(f"cpu.simd_bits: {simd} is not one of 32, 64, 128, 256, 512")
+    eff = sections.get("cost_model", {}).get("dram_efficiency")
+    if isinstance(eff, float) and not 0 < eff <= 1:
+        problems.append(f"cost_model.dram_efficiency: must be in (0, 1], got {eff}")
+    for key in ("kernel_overhead_us", "parallel_overhead_us"):
+        value = sections.get("cost_model", {}).get(key)
+        if isinstance(value, float) and value < 0:
+            problems.append(f"cost_model.{key}: must be >= 0, got {value}")
+    port = sections.get("rpc", {}).get("port")
+    if isinstance(port, int) and not 0 < port < 65536:
+        problems.append(f"rpc.port: {port} is not a TCP port")
+
+
+def _resolve_target_auto(target: dict[str, Any], probes: _HostProbe) -> list[str]:
+    if target.get("mcpu") != "auto":
+        return []
+    mcpu = probes.llvm_mcpu()
+    if mcpu is None:
+        del target["mcpu"]
+    else:
+        target["mcpu"] = mcpu
+    return []
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class _HostProbe:
+    """Facts of the machine hwkd runs on, for profile values written as `auto`."""
+
+    def __init__(self) -> None:
+        self._cpuinfo: str | None = None
+        self._mcpu: str | None = None
+
+    def cpuinfo(self) -> str:
+        if self._cpuinfo is None:
+            try:
+                self._cpuinfo = Path("/proc/cpuinfo").read_text()
+            except OSError:
+                self._cpuinfo = ""
+        return self._cpuinfo
+
+    def flags(self) -> set[str]:
+        match = re.search(r"^(flags|Features)\s*:\s*(.*)$", self.cpuinfo(), re.M)
+        return set(match.group(2).split()) if match else set()
+
+    def value(self, dotted: str) -> tuple[Any, str] | None:
+        getter = getattr(self, "_" + dotted.replace(".", "_"), None)
+        return getter() if getter else None
+
+    def _cpu_cores(self) -> tuple[int, str]:
+        return len(os.sched_getaffinity(0)), "probed: os.sched_getaffinity"
+
+    def _runtime_threads(self) -> tuple[int, str]:
+        return len(os.sched_getaffinity(0)), "probed: os.sched_getaffinity"
+
+    def _cpu_clock_ghz(self) -> tuple[float, str]:
+        freq = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+        if freq.is_file():
+            return int(freq.read_text()) / 1e6, f"probed: {freq}"
+        match = re.search(r"^cpu MHz\s*:\s*([\d.]+)", self.cpuinfo(), re.M)
+        if match:
+            return float(match.group(1)) / 1e3, "probed: /proc/cpuinfo cpu MHz"
+        match = re.search(r"^BogoMIPS\s*:\s*([\d.]+)", self.cpuinfo(), re.M | re.I)
+        if match:
+            return float(match.group(1)) / 2e3, "probed: /proc/cpuinfo BogoMIPS / 2"
+        return 2.0, "fallback: clock unknown, 2 GHz assumed"
+
+    def _core_table(self, index: int) -> tuple[float, str]:
+        mcpu = self.llvm_mcpu() or ""
+        for prefix, values, source in _X86_CORES:
+            if mcpu.startswith(prefix):
+                return values[index], f"probed: LLVM cpu {mcpu!r}; {source}"
+        return _GENERIC_CORE[index], f"probed: LLVM cpu {mcpu!r} not in hwkd's table; one vector op of each kind per cycle assumed"
+
+    def _cpu_fma_per_cycle(self) -> tuple[float, str]:
+        return self._core_table(0)
+
+    def _cpu_loads_per_cycle(self) -> tuple[float, str]:
+        return self._core_table(1)
+
+    def _cpu_stores_per_cycle(self) -> tuple[float, str]:
+        return self._core_table(2)
+
+    def _cpu_fma_latency_cycles(self) -> tuple[float, str]:
+        return self._core_table(3)
+
+    def _cpu_simd_bits(self) -> tuple[int, str]:
+        flags = self.flags()
+        if "avx512f" in flags:
+            return 512, "probed: avx512f in /proc/cpuinfo flags"
+        if "avx2" in flags or "avx" in flags:
+            return 256, "probed: avx in /proc/cpuinfo flags"
+        return 128, "probed: SSE/NEON baseline"
+
+    def _cache_kib(self, level: int) -> tuple[int, str]:
+        base = Path("/sys/devices/system/cpu/cpu0/cache")
+        for index in sorted(base.glob("index*")) if base.is_dir() else []:
+            try:
+                lvl = int((index / "level").read_text())
+                kind = (index / "type").read_text().strip()
+                size = (index / "size").read_text().strip()
+            except OSError:
+                continue
+            if lvl == level and kind in ("Data", "Unified"):
+                number = int(re.sub(r"\D", "", size))
+                return (number * 1024 if size.endswith("M") else number), f"probed: {index}/size"
+        return 0, f"probed: no L{level} cache listed under {base}"
+
+    def _cpu_l1d_kib(self) -> tuple[int, str]:
+        return self._cache_kib(1)
+
+    def _cpu_l2_kib(self) -> tuple[int, str]:
+        return self._cache_kib(2)
+
+    def _cpu_l3_kib(self) -> tuple[int, str]:
+        return self._cache_kib(3)
+
+    def _memory_size_mib(self) -> tuple[int, str]:
+        match = re.search(r"^MemTotal:\s*(\d+) kB", _read("/proc/meminfo"), re.M)
+        return (int(match.group(1)) // 1024 if match else 0), "probed: /proc/meminfo"
+
+    def llvm_mcpu(self) -> str | None:
+        """LLVM's name for this CPU, as TVM's bundled LLVM reports it."""
+        if self._mcpu is None:
+            self._mcpu = _system_cpu() or ""
+        return self._mcpu or None
+
+    def _memory_bandwidth_gb_s(self) -> tuple[float, str]:
+        return _measured_bandwidth()
+
+
+@functools.lru_cache(maxsize=1)
+def _system_cpu() -> str | None:
+    """LLVM's name for this CPU, as TVM's bundled LLVM reports it."""
+    try:
+        import tvm
+
+        get = tvm.get_global_func("target.llvm_get_system_cpu", allow_missing=True)
+        return str(get()) if get is not None else None
+    except Exception:  # noqa: BLE001 - probing is best effort; the target then has no mcpu
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _measured_bandwidth() -> tuple[float, str]:
+    """Streaming copy bandwidth of this machine (read + write bytes), best of a few runs."""
+    import time
+
+    import numpy as np
+
+    src = np.ones(16 * 2**20, dtype=np.float32)  # 64 MiB, far above any cache here
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(4):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return round(2 * src.nbytes / best / 1e9, 2), "measured: numpy copy of 64 MiB (read + write)"
+
+
+# Per-core throughput in vector ops of the full SIMD width (fma, loads, stores per cycle) and FMA
+# latency, for x86-64 cores the host profile may probe, from the vendors' optimization guides.
+_X86_CORES: list[tuple[str, tuple[float, float, float, float], str]] = [
+    ("znver5", (2, 2, 1, 4), "AMD Zen 5 optimization guide: full 512-bit FMA, load and store paths"),
+    ("znver4", (1, 1, 0.5, 4), "AMD Zen 4 optimization guide: two 256-bit FMA pipes and load paths, one 256-bit store; 512-bit ops use both halves"),
+    ("znver3", (2, 2, 1, 4), "AMD Zen 3 optimization guide: two 256-bit FMA pipes, two 256-bit loads, one store per cycle"),
+    ("znver2", (2, 2, 1, 5), "AMD Zen 2 optimization guide: two 256-bit FMA pipes, two 256-bit loads, one store per cycle"),
+    ("sapphirerapids", (2, 2, 1, 4), "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
+    ("icelake-server", (2, 2, 1, 4), "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
+    ("cascadelake", (2, 2, 1, 4), "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
+    ("skylake-avx512", (2, 2, 1, 4), "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
+    ("skylake", (2, 2, 1, 4), "Intel optimization manual: two 256-bit FMA units, two loads and one store per cycle"),
+    ("haswell", (2, 2, 1, 5), "Intel optimization manual: two 256-bit FMA units, two loads and one store per cycle"),
+]
+_GENERIC_CORE = (1.0, 1.0, 1.0, 4.0)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def profile_json(profile: DeviceProfile) -> str:
+    return json.dumps(profile.summary(), sort_keys=True)

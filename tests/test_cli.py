@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from hwkd.cli import main
+
+
+def test_help_is_fast_and_imports_no_heavy_library() -> None:
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, hwkd.cli; hwkd.cli.build_parser(); "
+         "print(sorted(m for m in ('torch', 'tvm', 'optuna') if m in sys.modules))"],
+        capture_output=True, text=True, check=True,
+    )
+    assert out.stdout.strip() == "[]"
+    assert time.perf_counter() - start < 10
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    out = subprocess.run([sys.executable, "-m", "hwkd", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "estimate" in out.stdout and "devices" in out.stdout
+
+
+def test_devices_json_lists_builtin_profiles(capsys) -> None:
+    assert main(["devices", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by_name = {row["name"]: row for row in rows}
+    assert {"rpi4", "rpi5", "host"} <= set(by_name)
+    assert by_name["rpi4"]["peak_gflops"] == 48.0
+    assert by_name["host"]["measures"] == "local"
+
+
+def test_errors_are_one_line_with_exit_2(capsys) -> None:
+    code = main(["estimate", "--device", "rpi9", "--space", "nb201", "--arch", "x"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "unknown device 'rpi9'" in err and "rpi4" in err

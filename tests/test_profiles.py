@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hwkd.errors import ConfigError, UnknownNameError
+from hwkd.profiles import builtin_profiles, load_profile
+
+
+def test_builtin_profiles_are_shipped_and_load() -> None:
+    names = set(builtin_profiles())
+    assert {"rpi4", "rpi5", "host"} <= names
+    for name in names:
+        profile = load_profile(name)
+        assert profile.name == name
+        assert profile.runtime.threads >= 1
+
+
+def test_rpi4_facts_match_the_datasheet() -> None:
+    rpi4 = load_profile("rpi4")
+    assert rpi4.target == {
+        "kind": "llvm",
+        "mtriple": "aarch64-linux-gnu",
+        "mcpu": "cortex-a72",
+        "mattr": ["+neon"],
+    }
+    # 4 cores x 1.5 GHz x 8 FLOP/cycle (one 128-bit FMLA per cycle).
+    assert rpi4.cpu.peak_gflops_per_core == pytest.approx(12.0)
+    assert rpi4.memory.bandwidth_gb_s == pytest.approx(12.8)
+    assert rpi4.runtime.threads == 4
+    assert not rpi4.can_measure
+
+
+def test_rpi5_is_faster_than_rpi4_on_paper() -> None:
+    rpi4, rpi5 = load_profile("rpi4"), load_profile("rpi5")
+    assert rpi5.cpu.peak_gflops_per_core == pytest.approx(2.4 * 16)
+    assert rpi5.cpu.peak_gflops_per_core > 3 * rpi4.cpu.peak_gflops_per_core
+
+
+def test_every_number_cites_a_source() -> None:
+    for name in builtin_profiles():
+        profile = load_profile(name)
+        for section in ("cpu", "memory", "cost_model"):
+            for key in yaml.safe_load(Path(profile.path).read_text())[section]:
+                assert profile.sources.get(f"{section}.{key}"), (name, section, key)
+
+
+def test_host_profile_probes_this_machine() -> None:
+    host = load_profile("host")
+    assert host.measure_local
+    assert host.cpu.cores >= 1 and host.cpu.clock_ghz > 0.1
+    assert host.memory.bandwidth_gb_s > 0.5
+    assert host.target.get("mcpu") != "auto"
+    assert host.sources["cpu.cores"].startswith("probed")
+
+
+def test_unknown_device_lists_the_candidates() -> None:
+    with pytest.raises(UnknownNameError) as info:
+        load_profile("rpi9")
+    message = str(info.value)
+    assert "'rpi9'" in message and "rpi4" in message and "host" in message
+
+
+def test_missing_profile_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.yaml: no such profile file"):
+        load_profile(tmp_path / "nope.yaml")
+
+
+def _rpi4_dict() -> dict:
+    return yaml.safe_load((Path(load_profile("rpi4").path)).read_text())
+
+
+def test_malformed_profile_reports_every_problem_at_once(tmp_path: Path) -> None:
+    raw = _rpi4_dict()
+    raw["cpu"]["clock_ghz"] = "fast"
+    del raw["memory"]["bandwidth_gb_s"]
+    raw["runtime"]["threads"] = 0
+    raw["cost_model"]["colour"] = 3
+    del raw["sources"]["cpu.cores"]
+    path = tmp_path / "board.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as info:
+        load_profile(path)
+    message = str(info.value)
+    assert message.startswith(str(path))
+    for expected in (
+        "cpu.clock_ghz: 'fast' is not a float",
+        "memory.bandwidth_gb_s: missing",
+        "runtime.threads: must be > 0",
+        "cost_model.colour: unknown key",
+        "cpu.cores: no public source",
+    ):
+        assert expected in message
+    assert "\n" not in message
+
+
+def test_user_profile_with_rpc_section(tmp_path: Path) -> None:
+    raw = _rpi4_dict()
+    raw["rpc"] = {"host": "127.0.0.1", "port": 9090, "timeout_s": 3}
+    path = tmp_path / "myboard.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    board = load_profile(path)
+    assert board.name == "myboard"
+    assert board.rpc is not None and board.rpc.port == 9090 and board.rpc.timeout_s == 3.0
+    assert board.rpc.cross_compiler == "aarch64-linux-gnu-gcc"
+    assert board.can_measure
+
+
+def test_yaml_tags_are_not_executed(tmp_path: Path) -> None:
+    path = tmp_path / "evil.yaml"
+    path.write_text("description: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_profile(path)
