@@ -85,7 +85,7 @@ class RpcSpec:
     port: int
     key: str | None  # set when connecting through a tracker at host:port
     timeout_s: float
-    cross_compiler: str  # the C compiler that links the shared library for the board
+    cross_compiler: str | None  # C compiler linking the library for the board; None: from the target triple
 
 
 @dataclass(frozen=True)
@@ -284,7 +284,7 @@ def profile_from_dict(name: str, raw: object, origin: str) -> DeviceProfile:
             port=rpc_raw["port"],
             key=rpc_raw.get("key"),
             timeout_s=float(rpc_raw.get("timeout_s", 10.0)),
-            cross_compiler=rpc_raw.get("cross_compiler", "aarch64-linux-gnu-gcc"),
+            cross_compiler=rpc_raw.get("cross_compiler"),
         )
     return DeviceProfile(
         name=name,

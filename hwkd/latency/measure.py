@@ -1,8 +1,8 @@
 """Compile a lowered graph with hwkd's schedule and time it, here or on a board over TVM RPC.
 
 The library compiled here is the one `hwkd export` ships: weights are inputs, weight-only kernels
-are lifted into `main_transform_params` (run once at load time), every fused kernel carries
-hwkd's CPU schedule. Timing: one warm-up call, then `repeat` runs of `number` calls each (at least
+(transposed or reshaped weights) are lifted out and applied once here, so `main` takes the
+transformed weights; every fused kernel carries hwkd's CPU schedule. Timing: one warm-up call, then `repeat` runs of `number` calls each (at least
 `min_repeat_ms` long); the result is the median over runs and the spread between the 10th and
 90th percentile.
 """
@@ -43,23 +43,57 @@ class TimingPlan:
     min_repeat_ms: int = 20
 
 
-def build(lowered: LoweredGraph, profile: DeviceProfile) -> Any:
-    """A `relax.VMExecutable` for the profile's target."""
+@dataclass(frozen=True)
+class CompiledStudent:
+    """A library for the profile's target and the weights its `main` takes after the input."""
+
+    executable: Any  # relax.VMExecutable
+    weights: list[np.ndarray]  # weight-only kernels (transposes, reshapes) already applied
+
+
+def compile_student(lowered: LoweredGraph, params: list[np.ndarray], profile: DeviceProfile) -> CompiledStudent:
+    """Schedule, lift the weight-only kernels out of `main` and compile it for the profile."""
     import tvm
     from tvm import relax
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     target = profile.tvm_target()
     try:
-        mod = schedule_module(lowered.fused_mod)
-        mod = relax.transform.LiftTransformParams()(mod)
-        with target:
-            # Legalization and fusion already ran (hwkd.latency.kernels); running them again would
-            # re-fuse scheduled kernels.
-            mod = tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(mod)
-        return tvm.compile(mod, target=target, relax_pipeline=None)
+        lifted = relax.transform.LiftTransformParams()(schedule_module(lowered.fused_mod))
+        weights = _transform_weights(lifted, params)
+        main_only = relax.transform.DeadCodeElimination(entry_functions=["main"])(
+            tvm.IRModule({gv: f for gv, f in lifted.functions.items() if gv.name_hint != "main_transform_params"},
+                         attrs=lifted.attrs)
+        )
+        return CompiledStudent(_compile(main_only, target), weights)
     except Exception as exc:  # noqa: BLE001 - TVM raises many types
         raise CompileError(f"TVM cannot compile this model for {profile.name}: {_first_line(exc)}") from None
+
+
+def _compile(mod: Any, target: Any) -> Any:
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    with target:
+        # Legalization and fusion already ran (hwkd.latency.kernels); running them again would
+        # re-fuse scheduled kernels.
+        mod = tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(mod)
+    return tvm.compile(mod, target=target, relax_pipeline=None)
+
+
+def _transform_weights(lifted: Any, params: list[np.ndarray]) -> list[np.ndarray]:
+    """Run the lifted weight-only kernels once, here: they are exact, so the board gets results."""
+    import tvm
+    from tvm import relax
+
+    names = {gv.name_hint for gv in lifted.functions}
+    if "main_transform_params" not in names:
+        return list(params)
+    only = relax.transform.DeadCodeElimination(entry_functions=["main_transform_params"])(
+        tvm.IRModule({gv: f for gv, f in lifted.functions.items() if gv.name_hint != "main"}, attrs=lifted.attrs)
+    )
+    vm = relax.VirtualMachine(_compile(only, tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    out = vm["main_transform_params"]([tvm.runtime.tensor(p, tvm.cpu()) for p in params])
+    return [t.numpy() for t in out]
 
 
 def measure_local(
@@ -71,10 +105,10 @@ def measure_local(
 ) -> Measurement:
     import tvm
 
-    executable = build(lowered, profile)
+    student = compile_student(lowered, params, profile)
     device = tvm.cpu()
     _set_threads(tvm.get_global_func("runtime.config_threadpool", allow_missing=True), profile.runtime.threads)
-    runs = _time(executable, device, params, input_shape, plan, lambda a: tvm.runtime.tensor(a, device))
+    runs = _time(student.executable, device, student.weights, input_shape, plan, lambda a: tvm.runtime.tensor(a, device))
     return _summary(runs, "local")
 
 
@@ -95,15 +129,15 @@ def measure_rpc(
         raise MeasureError(f"device {profile.name} has no rpc section; add host and port to measure on a board")
     where = f"{spec.host}:{spec.port}"
     _check_reachable(spec.host, spec.port, spec.timeout_s, profile.name)
-    executable = build(lowered, profile)
+    student = compile_student(lowered, params, profile)
     with tempfile.TemporaryDirectory(prefix="hwkd-rpc-") as tmp:
         lib_path = Path(tmp) / "student.so"
         compiler = cross_compiler(profile)
         try:
             if compiler is None:
-                executable.export_library(str(lib_path))
+                student.executable.export_library(str(lib_path))
             else:
-                executable.export_library(str(lib_path), fcompile=cc.cross_compiler(compiler))
+                student.executable.export_library(str(lib_path), fcompile=cc.cross_compiler(compiler))
         except Exception as exc:  # noqa: BLE001 - compiler failures vary
             raise CompileError(f"cannot link the library for {profile.name} with {compiler or 'cc'}: {_first_line(exc)}") from None
         try:
@@ -118,7 +152,7 @@ def measure_rpc(
             remote_lib = remote.load_module(lib_path.name)
             device = remote.cpu()
             _set_threads(remote.get_function("runtime.config_threadpool"), profile.runtime.threads)
-            runs = _time(remote_lib, device, params, input_shape, plan, lambda a: tvm.runtime.tensor(a, device))
+            runs = _time(remote_lib, device, student.weights, input_shape, plan, lambda a: tvm.runtime.tensor(a, device))
         except MeasureError:
             raise
         except Exception as exc:  # noqa: BLE001 - RPC errors vary
@@ -158,24 +192,11 @@ def _time(module: Any, device: Any, params: list[np.ndarray], input_shape: tuple
 
     vm = relax.VirtualMachine(module, device)
     weights = [put(p) for p in params]
-    if "main_transform_params" in _functions(vm):
-        weights = list(vm["main_transform_params"](weights))
     x = put(np.random.default_rng(0).standard_normal(input_shape).astype(np.float32))
     vm["main"](x, *weights)  # warm-up: first-touch of memory, thread pool start
     timer = vm.time_evaluator("main", device, number=plan.number, repeat=plan.repeat, min_repeat_ms=plan.min_repeat_ms)
     result = timer(x, *weights)
     return [float(r) * 1e3 for r in result.results]
-
-
-def _functions(vm: Any) -> set[str]:
-    names = set()
-    for name in ("main", "main_transform_params"):
-        try:
-            vm[name]
-        except Exception:  # noqa: BLE001 - the VM raises when a function is absent
-            continue
-        names.add(name)
-    return names
 
 
 def _summary(runs_ms: list[float], where: str) -> Measurement:

@@ -10,7 +10,7 @@ import torch
 
 from hwkd.errors import CompileError
 from hwkd.latency.kernels import Lowerer
-from hwkd.latency.measure import build
+from hwkd.latency.measure import compile_student
 from hwkd.latency.relax_import import onnx_to_relax, torch_to_relax
 from hwkd.profiles import load_profile
 from hwkd.spaces import load_space
@@ -32,10 +32,10 @@ def run_tvm(graph, x: np.ndarray) -> np.ndarray:
     import tvm
     from tvm import relax
 
-    executable = build(Lowerer().lower(graph), load_profile("host"))
+    student = compile_student(Lowerer().lower(graph), graph.params, load_profile("host"))
     device = tvm.cpu()
-    vm = relax.VirtualMachine(executable, device)
-    weights = list(vm["main_transform_params"]([tvm.runtime.tensor(p, device) for p in graph.params]))
+    vm = relax.VirtualMachine(student.executable, device)
+    weights = [tvm.runtime.tensor(w, device) for w in student.weights]
     return vm["main"](tvm.runtime.tensor(x, device), *weights).numpy()
 
 

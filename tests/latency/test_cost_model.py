@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from hwkd.latency.cost_model import body_cycles, kernel_cost, latency_ms, parallel_rounds
+from hwkd.latency.kernels import Lowerer, LoopBody
+from hwkd.latency.relax_import import torch_to_relax
+from hwkd.profiles import load_profile
+from hwkd.spaces import load_space
+
+ALL_3X3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+SMALL = "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"
+
+
+def kernels(arch: str):
+    return Lowerer().lower(torch_to_relax(load_space("nb201").build(arch, 10), (1, 3, 32, 32))).kernels
+
+
+def test_a_reduction_step_by_hand() -> None:
+    rpi4 = load_profile("rpi4")  # 4 fp32 lanes, 1 FMA, 1 load per cycle, accumulate latency 4
+    step = LoopBody("conv", iterations=1000, parallel_extent=1, lanes=32, alu_ops=1, vector_loads=1,
+                    gather_loads=0, invariant_loads=1, stores=0, carried=True)
+    # 8 vector FMAs and 8 + 1 loads per step: load-bound at 9 cycles (the latency of 4 is hidden)
+    assert body_cycles(step, rpi4) == pytest.approx(1000 * 9)
+    narrow = replace(step, lanes=4)
+    # one FMA per step must wait for the previous one: latency-bound at 4 cycles
+    assert body_cycles(narrow, rpi4) == pytest.approx(1000 * 4)
+
+
+def test_parallel_rounds() -> None:
+    assert parallel_rounds(512, 4) == pytest.approx(1 / 4)
+    assert parallel_rounds(5, 4) == pytest.approx(2 / 5)  # the busiest thread does two of five
+    assert parallel_rounds(1, 4) == 1.0
+
+
+def test_latency_ranks_students_by_their_work() -> None:
+    rpi4 = load_profile("rpi4")
+    big, small = latency_ms(kernels(ALL_3X3), rpi4), latency_ms(kernels(SMALL), rpi4)
+    assert big > 4 * small > 0
+
+
+def test_faster_board_and_more_threads_mean_lower_latency() -> None:
+    ks = kernels(ALL_3X3)
+    rpi4, rpi5 = load_profile("rpi4"), load_profile("rpi5")
+    assert latency_ms(ks, rpi5) < latency_ms(ks, rpi4) / 2
+    one, four = latency_ms(ks, rpi4.with_threads(1)), latency_ms(ks, rpi4)
+    assert 2.5 < one / four < 4.0  # 4 threads, minus fork/join and serial kernels
+
+
+def test_rpi4_latency_of_nb201_is_in_a_plausible_range() -> None:
+    # 440 MFLOP at 48 GFLOP/s peak is 9 ms; an unblocked schedule reaches a fraction of it.
+    assert 9 < latency_ms(kernels(ALL_3X3), load_profile("rpi4")) < 200
+
+
+def test_kernel_cost_reports_its_bound() -> None:
+    rpi4 = load_profile("rpi4")
+    conv = next(k for k in kernels(ALL_3X3) if k.features.kind == "conv")
+    cost = kernel_cost(conv, rpi4)
+    assert cost.bound == "compute" and cost.latency_ms > cost.overhead_ms > 0

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from hwkd.latency.kernels import Lowerer
+from hwkd.latency.relax_import import torch_to_relax
+from hwkd.spaces import load_space
+
+ALL_3X3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+
+
+def lower(space: str, arch: str, lowerer: Lowerer | None = None, shape=(1, 3, 32, 32)):
+    graph = torch_to_relax(load_space(space).build(arch, 10, shape), shape)
+    return (lowerer or Lowerer()).lower(graph)
+
+
+def test_macs_come_from_the_graph_and_match_the_formula() -> None:
+    assert lower("nb201", ALL_3X3).macs == 7_783_040 + 15 * 6 * 2_359_296
+
+
+def test_every_conv_is_fused_with_its_epilogue_and_scheduled() -> None:
+    graph = lower("nb201", ALL_3X3)
+    convs = [k for k in graph.kernels if k.features.kind == "conv"]
+    # 90 cell convs + stem + 2 x 3 reduction convs
+    assert len(convs) == 90 + 1 + 6
+    assert all(k.features.strategy == "anchored" for k in convs)
+    cell_conv = next(k for k in convs if k.bytes_written == 16 * 32 * 32 * 4 and "relu" in k.name)
+    update = next(b for b in cell_conv.features.bodies if b.carried)
+    # one reduction step: a row of 32 outputs, one FMA, one input row, one broadcast weight
+    assert (update.lanes, update.alu_ops, update.vector_loads, update.invariant_loads) == (32, 1, 1, 1)
+    assert update.parallel_extent == 16 * 32  # output channels x rows
+    assert update.iterations == 16 * 32 * 16 * 9  # rows x (input channels x 3 x 3)
+
+
+def test_weight_only_kernels_are_set_apart() -> None:
+    graph = lower("nb201", ALL_3X3)
+    assert graph.weight_only_kernels > 0  # bias reshapes, the transposed classifier weight
+    assert not any(k.name.startswith("transpose") for k in graph.kernels)
+
+
+def test_memory_plan_reuses_storage() -> None:
+    graph = lower("nb201", ALL_3X3)
+    one_activation = 16 * 32 * 32 * 4
+    # every edge makes a 64 KiB tensor; the plan keeps only a handful alive at once
+    assert one_activation <= graph.peak_memory_bytes <= 8 * one_activation
+
+
+def test_kernels_and_legalization_are_cached_across_students() -> None:
+    lowerer = Lowerer()
+    space = load_space("nb201")
+    rng = random.Random(0)
+    archs = [space.sample(rng) for _ in range(6)]
+    lower("nb201", archs[0], lowerer)
+    misses = lowerer.stats["kernel_misses"]
+    for arch in archs[1:]:
+        lower("nb201", arch, lowerer)
+    assert lowerer.stats["kernel_hits"] > 4 * (lowerer.stats["kernel_misses"] - misses)
+    assert lowerer.stats["legalize_hits"] > 10 * lowerer.stats["legalize_misses"]
+    again = lower("nb201", archs[0], lowerer)
+    assert again.structure_hash == lower("nb201", archs[0]).structure_hash
+
+
+@pytest.mark.parametrize("digits", ["8888888888888888888888", "1111111111111111111111"])
+def test_fbnet_kernels_cover_grouped_and_skip_blocks(digits: str) -> None:
+    graph = lower("fbnet", digits)
+    kinds = {k.features.kind for k in graph.kernels}
+    assert "conv" in kinds and "matmul" in kinds
+    assert all(k.features.strategy != "default" for k in graph.kernels)

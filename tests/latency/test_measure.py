@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import socket
+import time
+import pytest
+
+from hwkd.errors import MeasureError
+from hwkd.latency.kernels import Lowerer
+from hwkd.latency.measure import TimingPlan, cross_compiler, measure_local, measure_rpc
+from hwkd.latency.relax_import import torch_to_relax
+from hwkd.profiles import load_profile
+from hwkd.spaces import load_space
+
+SMALL = "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"
+BIG = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+FAST = TimingPlan(number=3, repeat=5, min_repeat_ms=5)
+
+
+def lowered(arch: str):
+    graph = torch_to_relax(load_space("nb201").build(arch, 10), (1, 3, 32, 32))
+    return graph, Lowerer().lower(graph)
+
+
+def test_local_measurement_tells_a_big_student_from_a_small_one() -> None:
+    host = load_profile("host")
+    small = measure_local(*_args(SMALL), host, FAST)
+    big = measure_local(*_args(BIG), host, FAST)
+    assert small.where == "local" and small.runs == 5
+    assert 0 < small.latency_ms and small.spread_ms >= 0
+    assert big.latency_ms > 3 * small.latency_ms  # 220 M MACs against 18 M
+
+
+def _args(arch: str):
+    graph, low = lowered(arch)
+    return low, graph.params, graph.input_shape
+
+
+def test_rpc_measurement_through_a_local_server(rpc_server: int, board_file) -> None:
+    board = load_profile(board_file(rpc_server))
+    assert cross_compiler(board) is None  # same architecture: the native compiler links it
+    low, params, shape = _args(SMALL)
+    remote = measure_rpc(low, params, shape, board, FAST)
+    local = measure_local(low, params, shape, load_profile("host"), FAST)
+    assert remote.where == f"rpc 127.0.0.1:{rpc_server}"
+    # the same library on the same machine: timings through RPC match local ones
+    assert 0.3 < remote.latency_ms / local.latency_ms < 3
+
+
+def test_unreachable_rpc_server_fails_fast_with_one_line(board_file) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    board = load_profile(board_file(port))
+    start = time.monotonic()
+    with pytest.raises(MeasureError) as info:
+        measure_rpc(*_args(SMALL), board, FAST)
+    assert time.monotonic() - start < 10
+    message = str(info.value)
+    assert f"127.0.0.1:{port}" in message and "tvm.exec.rpc_server" in message and "\n" not in message
+
+
+def test_arm_boards_are_linked_with_the_cross_compiler() -> None:
+    assert cross_compiler(load_profile("rpi4")) == "aarch64-linux-gnu-gcc"
+    assert cross_compiler(load_profile("host")) is None
