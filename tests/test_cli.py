@@ -38,3 +38,17 @@ def test_errors_are_one_line_with_exit_2(capsys) -> None:
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "unknown device 'rpi9'" in err and "rpi4" in err
+
+
+def test_installed_package_finds_its_data_outside_the_checkout(tmp_path) -> None:
+    out = subprocess.run([sys.executable, "-m", "hwkd", "spaces", "--json"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    names = {json.loads(line)["name"] for line in out.stdout.splitlines()}
+    assert {"nb201", "fbnet"} <= names
+
+
+def test_debug_shows_the_traceback() -> None:
+    out = subprocess.run([sys.executable, "-m", "hwkd", "--debug", "estimate", "--device", "rpi9",
+                          "--space", "nb201", "--arch", "x"], capture_output=True, text=True)
+    assert out.returncode != 0 and "Traceback" in out.stderr
