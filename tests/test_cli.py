@@ -52,3 +52,32 @@ def test_debug_shows_the_traceback() -> None:
     out = subprocess.run([sys.executable, "-m", "hwkd", "--debug", "estimate", "--device", "rpi9",
                           "--space", "nb201", "--arch", "x"], capture_output=True, text=True)
     assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+def test_search_then_report_from_the_command_line(tmp_path, teacher_file, capsys) -> None:
+    run = tmp_path / "run"
+    argv = ["search", "--teacher", str(teacher_file), "--run-dir", str(run), "--trials", "2", "--steps", "30",
+            "--train-device", "cpu"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "val_acc" in out and "2 new trials" in out and str(run) in out
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "latency_ms" in out and "2 trials" in out and str(run / "pareto.png") in out
+    # the same command continues the same study
+    assert main(argv[:-4] + ["--trials", "1", "--steps", "30", "--train-device", "cpu"]) == 0
+    assert main(["report", str(run)]) == 0
+    assert "3 trials" in capsys.readouterr().out
+
+
+def test_search_and_report_bad_input_are_one_line(tmp_path, capsys) -> None:
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"hwkd report: error: {tmp_path / 'nope'}: no such run folder"
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a hwkd run folder (no run.json)" in capsys.readouterr().err
+    assert main(["search", "--steps", "0", "--alpha", "2", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--steps 0: must be at least 1" in err and "--alpha 2.0: must be in [0, 1]" in err and "\n" not in err
+    assert main(["search", "--device", "pi4", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "unknown device 'pi4'" in capsys.readouterr().err

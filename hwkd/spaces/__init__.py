@@ -17,12 +17,14 @@ import yaml
 from hwkd.errors import ConfigError, UnknownNameError
 from hwkd.registry import Registry
 from hwkd.spaces.base import InputSpec, SearchSpace
+from hwkd.spaces.blocks import BlockSpace
 from hwkd.spaces.fbnet import FBNetSpace
 from hwkd.spaces.nb201 import NB201Space
 
 SPACE_KINDS: Registry[type[SearchSpace]] = Registry("space kind")
 SPACE_KINDS.add("nb201", NB201Space)
 SPACE_KINDS.add("fbnet", FBNetSpace)
+SPACE_KINDS.add("blocks", BlockSpace)
 
 SPACE_SUFFIXES = (".yaml", ".yml")
 

@@ -1,0 +1,1 @@
+"""Knowledge distillation: losses and the training loops that use them."""

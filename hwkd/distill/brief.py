@@ -1,0 +1,110 @@
+"""Brief distillation: the accuracy signal of a search trial.
+
+A fixed number of steps on the training split with the teacher's logits computed once beforehand
+(no per-step teacher and therefore no augmentation), SGD with Nesterov momentum and a one-cycle
+learning rate, channels-last tensors. Validation accuracy is the trial's score.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hwkd.data.datasets import Dataset, Split
+from hwkd.distill.config import BriefConfig
+from hwkd.distill.losses import kd_loss
+from hwkd.errors import HwkdError
+
+
+class TrainingDiverged(HwkdError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    val_accuracy: float
+    final_loss: float
+    steps: int
+    images_per_s: float
+    seconds: float
+
+
+def pick_device(choice: str) -> torch.device:
+    """`auto` takes CUDA when present; `cuda` without one is an error."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise HwkdError("--train-device cuda: no CUDA device is available (choose auto or cpu)")
+    if choice not in ("cpu", "cuda"):
+        raise HwkdError(f"--train-device {choice!r}: choose auto, cpu or cuda")
+    return torch.device(choice)
+
+
+def brief_distill(
+    student: nn.Module,
+    dataset: Dataset,
+    teacher_logits: torch.Tensor | None,
+    config: BriefConfig,
+    device: torch.device,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train `student` in place for `config.steps` steps; teacher_logits: (N_train, K) or None."""
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    student.to(device=device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(student.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
+                                weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps,
+                                                    pct_start=0.15)
+    train = dataset.train
+    n = len(train)
+    order = torch.randperm(n, generator=generator)
+    position = 0
+    loss_value = float("nan")
+    start = time.perf_counter()
+    for step in range(config.steps):
+        if position + config.batch_size > n:
+            order, position = torch.randperm(n, generator=generator), 0
+        index = order[position : position + config.batch_size]
+        position += config.batch_size
+        images = dataset.normalize(train.images[index]).to(device, memory_format=torch.channels_last)
+        labels = train.labels[index].to(device)
+        soft = teacher_logits[index].to(device) if teacher_logits is not None else None
+        loss = kd_loss(student(images), soft, labels, config.temperature, config.alpha)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(f"the loss became {loss_value} at step {step + 1} of {config.steps}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if on_step is not None:
+            on_step(step + 1, loss_value)
+    seconds = time.perf_counter() - start
+    accuracy = evaluate(student, dataset, dataset.val, device)
+    return TrainResult(
+        val_accuracy=accuracy,
+        final_loss=loss_value,
+        steps=config.steps,
+        images_per_s=config.steps * config.batch_size / max(seconds, 1e-9),
+        seconds=seconds,
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, split: Split, device: torch.device, batch_size: int = 500) -> float:
+    """Top-1 accuracy of `model` on `split`, in [0, 1]."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(split), batch_size):
+        images = dataset.normalize(split.images[start : start + batch_size]).to(device, memory_format=torch.channels_last)
+        logits = model(images)
+        correct += int((logits.argmax(1).cpu() == split.labels[start : start + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(len(split), 1)

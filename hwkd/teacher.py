@@ -1,0 +1,274 @@
+"""The fixed teacher: a user's file (torch.export `.pt2`, TorchScript, ONNX) or hwkd's default.
+
+A teacher takes what students take: float32 images (N, C, H, W) standardized with the dataset's
+training mean and std, and returns logits (N, classes). Without `--teacher`, hwkd trains a
+default teacher (a small residual CNN) for the dataset once and caches it under the cache folder
+(`$HWKD_CACHE_DIR`, default `~/.cache/hwkd`); it is loaded back with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwkd.data.datasets import Dataset
+from hwkd.errors import DataError
+
+log = logging.getLogger(__name__)
+
+TEACHER_SUFFIXES = {".pt2": "torch.export", ".pt": "TorchScript", ".ts": "TorchScript", ".onnx": "ONNX"}
+DEFAULT_TEACHER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Teacher:
+    name: str  # file name or "default"
+    kind: str  # "default", "torch.export", "TorchScript", "ONNX"
+    path: str
+    sha256: str
+    forward: Callable[[torch.Tensor], torch.Tensor]  # standardized images -> logits
+    batch_size: int = 256
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (N, K) for standardized float images (N, C, H, W), computed in batches on CPU."""
+        outs = [self.forward(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
+        return torch.cat(outs).float()
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("HWKD_CACHE_DIR") or str(Path.home() / ".cache" / "hwkd")
+    return Path(root)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_teacher_file(path: str | Path, dataset: Dataset) -> Teacher:
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"--teacher {path}: no such file")
+    kind = TEACHER_SUFFIXES.get(file.suffix)
+    if kind is None:
+        raise DataError(f"--teacher {path}: unknown format; use {', '.join(f'{k} ({v})' for k, v in TEACHER_SUFFIXES.items())}")
+    try:
+        forward, batch = _OPENERS[kind](file)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - each format fails its own way
+        raise DataError(f"--teacher {path}: cannot be loaded as {kind} ({_short(exc)})") from None
+    teacher = Teacher(file.name, kind, str(file), sha256_file(file), forward, batch)
+    check_teacher(teacher, dataset)
+    return teacher
+
+
+def check_teacher(teacher: Teacher, dataset: Dataset) -> None:
+    """One-line error unless the teacher maps two validation images to (2, classes) logits."""
+    sample = dataset.normalize(dataset.val.images[:2])
+    try:
+        out = teacher.logits(sample)
+    except Exception as exc:  # noqa: BLE001 - a wrong input shape fails differently per runtime
+        raise DataError(
+            f"teacher {teacher.name} cannot run on {dataset.name} images of shape {tuple(sample.shape[1:])}: {_short(exc)}"
+        ) from None
+    if out.ndim != 2 or out.shape[1] != dataset.num_classes:
+        raise DataError(
+            f"teacher {teacher.name} outputs shape {tuple(out.shape)} for 2 images; dataset {dataset.name} "
+            f"has {dataset.num_classes} classes, so (2, {dataset.num_classes}) is expected"
+        )
+
+
+def _open_export(file: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+    program = torch.export.load(str(file))
+    module = program.module()
+    batch = _static_batch([n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"][-1:])
+    return _torch_forward(module), batch
+
+
+def _open_torchscript(file: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+    module = torch.jit.load(str(file), map_location="cpu").eval()
+    return _torch_forward(module), 256
+
+
+def _open_onnx(file: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = len(os.sched_getaffinity(0))
+    session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    batch = inp.shape[0] if isinstance(inp.shape[0], int) else 256
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(session.run(None, {inp.name: images.numpy().astype(np.float32)})[0]))
+
+    return forward, batch
+
+
+_OPENERS: dict[str, Callable[[Path], tuple[Callable[[torch.Tensor], torch.Tensor], int]]] = {
+    "torch.export": _open_export,
+    "TorchScript": _open_torchscript,
+    "ONNX": _open_onnx,
+}
+
+
+def _torch_forward(module: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        out = module(images)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    return forward
+
+
+def _static_batch(values: list[Any]) -> int:
+    for value in values:
+        shape = getattr(value, "shape", None)
+        if shape is not None and len(shape) and isinstance(shape[0], int):
+            return int(shape[0])
+    return 256
+
+
+def _short(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:200]
+
+
+# ---- the default teacher -----------------------------------------------------------------------------
+
+
+class _ResidualStage(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = (
+            nn.Identity() if c_in == c_out and stride == 1
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class DefaultTeacher(nn.Module):
+    """A small residual CNN (stem 32, stages 32/64/128): ~0.7 M parameters, any input size."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.stages = nn.Sequential(_ResidualStage(32, 32, 1), _ResidualStage(32, 64, 2), _ResidualStage(64, 128, 2))
+        self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, classes)
+        return self.fc(self.stages(self.stem(x)).mean((2, 3)))
+
+
+def default_teacher_path(dataset: Dataset) -> Path:
+    return cache_dir() / "teachers" / f"default-v{DEFAULT_TEACHER_VERSION}-{dataset.name}-{dataset.fingerprint()}.pt"
+
+
+def default_teacher(dataset: Dataset, device: torch.device, progress: Callable[[str], None] | None = None,
+                    images_budget: int = 80_000) -> Teacher:
+    """hwkd's teacher for `dataset`: trained once (about `images_budget` images seen), then cached."""
+    path = default_teacher_path(dataset)
+    model = DefaultTeacher(dataset.input_shape[1], dataset.num_classes)
+    if path.is_file():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(saved["state_dict"])
+        except Exception as exc:  # noqa: BLE001 - a corrupt cache file is retrained, not trusted
+            log.warning("the cached default teacher %s is unreadable (%s); training it again", path, _short(exc))
+        else:
+            log.info("default teacher: cached at %s", path)
+            return _wrap_default(model, path)
+    log.info("training the default teacher for %s once (%d training images); it is cached at %s",
+             dataset.name, len(dataset.train), path)
+    epochs = max(1, min(15, math.ceil(images_budget / max(len(dataset.train), 1))))
+    accuracy = train_default_teacher(model, dataset, epochs, device, progress)
+    log.info("default teacher: validation accuracy %.2f%%", 100 * accuracy)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save({"state_dict": model.state_dict(), "val_accuracy": accuracy, "epochs": epochs}, partial)
+    os.replace(partial, path)  # atomic: an interrupted save never leaves a half-written teacher
+    return _wrap_default(model.cpu(), path)
+
+
+def _wrap_default(model: nn.Module, path: Path) -> Teacher:
+    model = model.cpu().eval()
+    return Teacher("default", "default", str(path), sha256_file(path), _torch_forward(model))
+
+
+def train_default_teacher(model: nn.Module, dataset: Dataset, epochs: int, device: torch.device,
+                          progress: Callable[[str], None] | None = None, batch_size: int = 128) -> float:
+    from hwkd.distill.brief import evaluate
+
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    model.to(device=device, memory_format=torch.channels_last).train()
+    steps_per_epoch = max(1, len(dataset.train) // batch_size)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total_steps=epochs * steps_per_epoch, pct_start=0.2)
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        order = torch.randperm(len(dataset.train), generator=generator)
+        for step in range(steps_per_epoch):
+            index = order[step * batch_size : (step + 1) * batch_size]
+            images = augment(dataset.train.images[index], generator)
+            x = dataset.normalize(images).to(device, memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(x), dataset.train.labels[index].to(device), label_smoothing=0.1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        if progress is not None:
+            progress(f"default teacher: epoch {epoch + 1}/{epochs}, loss {float(loss.detach()):.3f}, "
+                     f"{time.perf_counter() - start:.0f} s")
+    return evaluate(model, dataset, dataset.val, device)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Random shifts of up to `pad` pixels (zero fill) and horizontal flips; uint8 (N, C, H, W)."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    shifted = _shift(padded, dy, dx, h, w)
+    flip = torch.rand(n, generator=generator) < 0.5
+    shifted[flip] = shifted[flip].flip(3)
+    return shifted
+
+
+def _shift(padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    out = torch.empty((padded.shape[0], padded.shape[1], h, w), dtype=padded.dtype)
+    for i in range(padded.shape[0]):
+        out[i] = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
+    return out
+
+
+def copy_into(teacher: Teacher, folder: Path) -> Path:
+    """Keep a copy of the teacher file in the run folder so the run stands on its own."""
+    target = folder / ("teacher" + (Path(teacher.path).suffix or ".pt"))
+    if not target.exists():
+        shutil.copyfile(teacher.path, target)
+    return target

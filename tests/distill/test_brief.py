@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hwkd.data import load_dataset
+from hwkd.distill.brief import TrainingDiverged, brief_distill, evaluate, pick_device
+from hwkd.distill.config import BriefConfig
+from hwkd.errors import HwkdError
+from hwkd.spaces import load_space
+
+ARCH = "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("embedded")
+
+
+def student(data):
+    torch.manual_seed(0)
+    return load_space("nb201-small").build(ARCH, data.num_classes, data.input_shape)
+
+
+def test_brief_training_learns_far_above_chance(data) -> None:
+    net = student(data)
+    before = evaluate(net, data, data.val, torch.device("cpu"))
+    result = brief_distill(net, data, None, BriefConfig(steps=60), torch.device("cpu"))
+    assert result.steps == 60 and result.images_per_s > 0
+    assert result.val_accuracy > 0.6 > before + 0.3
+    assert result.val_accuracy == evaluate(net, data, data.val, torch.device("cpu"))
+
+
+def test_same_seed_same_result(data) -> None:
+    a = brief_distill(student(data), data, None, BriefConfig(steps=10), torch.device("cpu"))
+    b = brief_distill(student(data), data, None, BriefConfig(steps=10), torch.device("cpu"))
+    assert a.val_accuracy == b.val_accuracy and a.final_loss == b.final_loss
+
+
+def test_nan_loss_stops_with_the_step(data) -> None:
+    teacher_logits = torch.full((len(data.train), 10), float("nan"))
+    with pytest.raises(TrainingDiverged, match="the loss became nan at step 1 of 5"):
+        brief_distill(student(data), data, teacher_logits, BriefConfig(steps=5), torch.device("cpu"))
+
+
+def test_train_device_choice() -> None:
+    assert pick_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert pick_device("auto").type == "cpu"
+        with pytest.raises(HwkdError, match="no CUDA device"):
+            pick_device("cuda")

@@ -1,0 +1,200 @@
+"""A small real study: real data, a real teacher file, real brief distillation and TVM estimates."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+import hwkd.search as search_module
+from hwkd.distill.brief import TrainingDiverged
+from hwkd.distill.config import BriefConfig
+from hwkd.errors import HwkdError, RunError
+from hwkd.run_folder import STUDY_NAME
+from hwkd.search import Budgets, Search, SearchConfig
+
+BRIEF = BriefConfig(steps=40, batch_size=64)
+
+
+def make_config(run_dir: Path, teacher_file: Path, **changes) -> SearchConfig:
+    base = SearchConfig(device="rpi4", space="nb201-small", teacher=str(teacher_file), run_dir=str(run_dir), trials=3,
+                        brief=BRIEF, train_device="cpu")
+    return replace(base, **changes)
+
+
+def study_of(run_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{run_dir / 'study.db'}")
+
+
+def test_search_trains_ranks_writes_the_run_folder_and_resumes(tmp_path: Path, teacher_file: Path) -> None:
+    run = tmp_path / "run"
+    summary = Search(make_config(run, teacher_file)).run(progress=False)
+    assert summary.new_trials == 3 and summary.completed + summary.infeasible == 3 and not summary.interrupted
+    for name in ("study.db", "run.json", "teacher.pt", "teacher_logits.pt", "trials.csv", "pareto.csv",
+                 "pareto.png", "pareto.html"):
+        assert (run / name).is_file(), name
+    assert (run / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<script" in (run / "pareto.html").read_text()  # plotly inlined: opens offline
+
+    trials = pd.read_csv(run / "trials.csv")
+    done = trials[trials.state == "COMPLETE"]
+    assert len(done) >= 2
+    assert (done.val_accuracy > 0.4).all()  # 40 steps from a real teacher: far above 10% chance
+    assert (done.latency_ms > 0).all() and set(done.latency_source) == {"model"}
+    assert (done.peak_memory_bytes > 0).all() and (done.macs > 0).all() and (done.params_bytes > 0).all()
+    assert (done.duration_s > 0).all() and done.arch.str.startswith("|").all()
+
+    front = pd.read_csv(run / "pareto.csv")
+    assert len(front) >= 1 and list(front.val_accuracy) == sorted(front.val_accuracy, reverse=True)
+    # no trained student beats a front member on both objectives
+    for row in front.itertuples():
+        assert not ((done.val_accuracy > row.val_accuracy) & (done.latency_ms < row.latency_ms)).any()
+
+    info = json.loads((run / "run.json").read_text())
+    assert info["config"]["device"] == "rpi4" and info["config"]["brief"]["steps"] == 40
+    assert info["dataset"]["name"] == "embedded" and info["dataset"]["val"] > 0
+    assert info["teacher"]["kind"] == "TorchScript" and info["teacher"]["val_accuracy"] > 0.7
+    assert {"torch", "tvm", "optuna", "onnx", "onnxruntime"} <= set(info["libraries"])
+
+    before = {t.number: (t.state, t.values, t.user_attrs.get("arch")) for t in study_of(run).trials}
+    again = Search(make_config(run, teacher_file, trials=2)).run(progress=False)
+    assert again.new_trials == 2
+    after = study_of(run).trials
+    assert len(after) == 5
+    for t in after[:3]:  # finished trials are kept as they were
+        assert (t.state, t.values, t.user_attrs.get("arch")) == before[t.number]
+    # a student proposed again reuses its result instead of training twice
+    archs = [t.user_attrs["arch"] for t in after if t.state == TrialState.COMPLETE]
+    for t in after:
+        if "duplicate_of" in t.user_attrs:
+            assert t.values == after[t.user_attrs["duplicate_of"]].values
+    assert len(archs) >= 2
+
+
+def test_budgets_are_checked_before_training(tmp_path: Path, teacher_file: Path, monkeypatch) -> None:
+    def never(*args, **kwargs):  # an infeasible student must not reach training
+        raise AssertionError("an over-budget student was trained")
+
+    monkeypatch.setattr(search_module, "brief_distill", never)
+    run = tmp_path / "run"
+    config = make_config(run, teacher_file, trials=2, budgets=Budgets(max_latency_ms=0.001, max_params=10))
+    summary = Search(config).run(progress=False)
+    assert summary.infeasible == 2 and summary.completed == 0 and summary.front_size == 0
+    trials = pd.read_csv(run / "trials.csv")
+    assert set(trials.state) == {"INFEASIBLE"}
+    for reason in trials.reason:
+        assert "> --max-latency-ms 0.001" in reason and "> --max-params 10" in reason
+    for t in study_of(run).trials:
+        assert set(t.constraints) == {"max_latency_ms", "max_params"}
+        assert all(v > 0 for v in t.constraints.values())  # Optuna sees both as violated
+
+
+def test_a_budget_splits_trials_into_trained_and_infeasible(tmp_path: Path, teacher_file: Path) -> None:
+    run = tmp_path / "run"
+    # about the median nb201-small latency on rpi4: some students fit, some do not
+    config = make_config(run, teacher_file, trials=5, budgets=Budgets(max_latency_ms=2.0),
+                         brief=replace(BRIEF, steps=10))
+    Search(config).run(progress=False)
+    trials = pd.read_csv(run / "trials.csv")
+    trained = trials[trials.state == "COMPLETE"]
+    over = trials[trials.state == "INFEASIBLE"]
+    assert len(trained) >= 1 and len(over) >= 1
+    assert (trained.latency_ms <= 2.0).all() and trained.val_accuracy.notna().all()
+    assert (over.latency_ms > 2.0).all() and over.val_accuracy.isna().all()
+
+
+def test_changed_settings_do_not_continue_a_run(tmp_path: Path, teacher_file: Path) -> None:
+    run = tmp_path / "run"
+    Search(make_config(run, teacher_file, trials=1)).run(progress=False)
+    with pytest.raises(RunError, match=r"other settings \(device: 'rpi4' -> 'rpi5'\)"):
+        Search(make_config(run, teacher_file, trials=1, device="rpi5")).run(progress=False)
+    with pytest.raises(RunError, match="brief"):
+        Search(make_config(run, teacher_file, trials=1, brief=replace(BRIEF, steps=41))).run(progress=False)
+    assert len(study_of(run).trials) == 1
+
+
+def test_ctrl_c_keeps_finished_trials_and_the_next_run_continues(tmp_path: Path, teacher_file: Path,
+                                                                 monkeypatch) -> None:
+    real = search_module.brief_distill
+    calls = {"n": 0}
+
+    def interrupt_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "brief_distill", interrupt_second)
+    run = tmp_path / "run"
+    summary = Search(make_config(run, teacher_file, trials=6)).run(progress=False)
+    assert summary.interrupted and summary.completed == 1
+    trials = study_of(run).trials
+    assert trials[-1].state == TrialState.FAIL and trials[-1].user_attrs["fail_reason"] == "interrupted by the user"
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 1
+    assert (run / "pareto.csv").is_file() and len(pd.read_csv(run / "pareto.csv")) == 1  # reports still written
+
+    monkeypatch.setattr(search_module, "brief_distill", real)
+    Search(make_config(run, teacher_file, trials=1)).run(progress=False)
+    assert len(study_of(run).trials) == len(trials) + 1
+
+
+def test_a_trial_left_running_by_a_crash_is_marked_failed(tmp_path: Path, teacher_file: Path) -> None:
+    run = tmp_path / "run"
+    search = Search(make_config(run, teacher_file, trials=1))
+    search.prepare()
+    search.open_study().ask()  # the process dies here, leaving the trial RUNNING
+    Search(make_config(run, teacher_file, trials=1)).run(progress=False)
+    first = study_of(run).trials[0]
+    assert first.state == TrialState.FAIL and first.user_attrs["fail_reason"].startswith("abandoned")
+
+
+def test_a_diverged_student_is_a_failed_trial_with_its_reason(tmp_path: Path, teacher_file: Path,
+                                                              monkeypatch) -> None:
+    def diverge(*args, **kwargs):
+        raise TrainingDiverged("the loss became nan at step 3 of 40")
+
+    monkeypatch.setattr(search_module, "brief_distill", diverge)
+    run = tmp_path / "run"
+    summary = Search(make_config(run, teacher_file, trials=2)).run(progress=False)
+    assert summary.failed + summary.infeasible == 2 and summary.failed >= 1
+    trials = pd.read_csv(run / "trials.csv")
+    assert "the loss became nan at step 3 of 40" in set(trials[trials.state == "FAIL"].reason)
+
+
+def test_a_yaml_block_space_is_searched_like_a_built_in_one(tmp_path: Path, teacher_file: Path) -> None:
+    space = Path(__file__).parents[1] / "search_spaces" / "mbconv-small.yaml"
+    run = tmp_path / "run"
+    Search(make_config(run, teacher_file, trials=1, space=str(space), sampler="nsga2")).run(progress=False)
+    trials = pd.read_csv(run / "trials.csv")
+    assert (trials.state == "COMPLETE").all() and trials.arch.str.startswith("w").all()
+    assert (trials.val_accuracy > 0.3).all()
+
+
+def test_any_optuna_storage_url(tmp_path: Path, teacher_file: Path) -> None:
+    run = tmp_path / "run"
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    Search(make_config(run, teacher_file, trials=1, storage=url)).run(progress=False)
+    assert not (run / "study.db").exists()
+    assert len(optuna.load_study(study_name=STUDY_NAME, storage=url).trials) == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"device": "rpi9"}, "unknown device 'rpi9'.*rpi4"),
+        ({"space": "nb301"}, "unknown space 'nb301'.*nb201"),
+        ({"data": "imagenet"}, "imagenet.*embedded"),
+        ({"sampler": "random"}, "--sampler 'random': choose tpe or nsga2"),
+        ({"trials": 0}, "--trials 0: must be at least 1"),
+        ({"teacher": "/nonexistent/t.pt2"}, "/nonexistent/t.pt2"),
+    ],
+)
+def test_bad_search_settings_are_one_line_errors(tmp_path: Path, teacher_file: Path, changes, message) -> None:
+    with pytest.raises(HwkdError, match=message) as info:
+        Search(make_config(tmp_path / "run", teacher_file, **changes)).run(progress=False)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from hwkd.data import load_dataset
+from hwkd.errors import DataError
+from hwkd.teacher import DefaultTeacher, augment, default_teacher, default_teacher_path, load_teacher_file
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("embedded")
+
+
+def small_teacher(classes: int = 10) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return DefaultTeacher(1, classes).eval()
+
+
+def test_teacher_formats_give_the_same_logits(tmp_path: Path, data) -> None:
+    model = small_teacher()
+    x = torch.zeros(2, 1, 28, 28)
+    exported = tmp_path / "t.pt2"
+    torch.export.save(torch.export.export(model, (x,)), str(exported))
+    scripted = tmp_path / "t.pt"
+    torch.jit.save(torch.jit.trace(model, x), str(scripted))
+    onnx_file = tmp_path / "t.onnx"
+    torch.onnx.export(model, (x,), str(onnx_file), input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
+    images = data.normalize(data.val.images[:50])
+    expected = model(images)
+    for path, kind in ((exported, "torch.export"), (scripted, "TorchScript"), (onnx_file, "ONNX")):
+        teacher = load_teacher_file(path, data)
+        assert teacher.kind == kind and len(teacher.sha256) == 64
+        torch.testing.assert_close(teacher.logits(images), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_teacher_with_the_wrong_number_of_classes(tmp_path: Path, data) -> None:
+    path = tmp_path / "seven.pt"
+    torch.jit.save(torch.jit.trace(small_teacher(7), torch.zeros(2, 1, 28, 28)), str(path))
+    with pytest.raises(DataError, match=r"outputs shape \(2, 7\).*has 10 classes"):
+        load_teacher_file(path, data)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [("missing.pt", None, "no such file"), ("t.h5", b"x", "unknown format"), ("broken.onnx", b"not onnx", "cannot be loaded as ONNX")],
+)
+def test_bad_teacher_files(tmp_path: Path, data, name: str, content: bytes | None, message: str) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        load_teacher_file(path, data)
+
+
+def test_default_teacher_trains_once_then_loads_from_the_cache(tmp_path: Path, monkeypatch, data) -> None:
+    monkeypatch.setenv("HWKD_CACHE_DIR", str(tmp_path))
+    lines: list[str] = []
+    first = default_teacher(data, torch.device("cpu"), progress=lines.append, images_budget=4000)
+    assert lines and "epoch 1/1" in lines[-1]
+    path = default_teacher_path(data)
+    assert path.is_file() and first.kind == "default"
+    accuracy = float((first.logits(data.normalize(data.val.images)).argmax(1) == data.val.labels).float().mean())
+    assert accuracy > 0.6  # far above 10% chance after one epoch on the embedded data
+    lines.clear()
+    second = default_teacher(data, torch.device("cpu"), progress=lines.append)
+    assert not lines and second.sha256 == first.sha256  # loaded, not trained
+    # a corrupt cache file is trained again, not trusted
+    path.write_bytes(b"garbage")
+    third = default_teacher(data, torch.device("cpu"), progress=lines.append, images_budget=100)
+    assert lines and third.sha256 != first.sha256
+
+
+def test_augment_shifts_and_flips_without_changing_shape() -> None:
+    images = torch.arange(2 * 1 * 6 * 6, dtype=torch.uint8).reshape(2, 1, 6, 6)
+    out = augment(images, torch.Generator().manual_seed(0), pad=1)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert not torch.equal(out, images)
