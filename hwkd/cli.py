@@ -99,7 +99,7 @@ def _check_brief(brief: object) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from hwkd.report import front_table, write_reports
+    from hwkd.report import MIN_FIDELITY_STUDENTS, front_table, proxy_fidelity, write_reports
     from hwkd.run_folder import open_run
 
     folder = open_run(args.run)
@@ -107,9 +107,102 @@ def _cmd_report(args: argparse.Namespace) -> int:
     states = trials.state.value_counts().to_dict()
     print(front_table(front))
     print(f"\n{len(trials)} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))})")
-    for name in ("trials.csv", "pareto.csv", "pareto.png", "pareto.html"):
+    fidelity = proxy_fidelity(trials)
+    distilled = int(trials.full_test_accuracy.notna().sum())
+    if fidelity is not None:
+        print(fidelity.line())
+    elif distilled:
+        print(f"{distilled} fully distilled student(s); proxy fidelity is shown from {MIN_FIDELITY_STUDENTS}")
+    names = ["trials.csv", "pareto.csv", "pareto.png", "pareto.html"] + (["fidelity.png"] if fidelity else [])
+    for name in names:
         print(f"  {folder.file(name)}")
     return 0
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from hwkd.distill.config import FullConfig
+    from hwkd.distill_trial import distill_trial
+
+    d = FullConfig()
+    config = FullConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=d.warmup_epochs,
+        weight_decay=d.weight_decay, temperature=args.temperature, alpha=args.alpha, transfer=args.transfer,
+        transfer_weight=args.transfer_weight, teacher_layers=tuple(_names(args.teacher_layers)),
+        student_layers=tuple(_names(args.student_layers)), augment=not args.no_augment, seed=args.seed,
+    )
+    problems = []
+    if config.epochs < 1:
+        problems.append(f"--epochs {config.epochs}: must be at least 1")
+    if not 0 <= config.alpha <= 1:
+        problems.append(f"--alpha {config.alpha}: must be in [0, 1]")
+    if config.transfer not in ("none", "feature", "attention"):
+        problems.append(f"--transfer {config.transfer!r}: choose none, feature or attention")
+    if problems:
+        raise HwkdError("; ".join(problems))
+    outcome = distill_trial(args.run, args.trial, config, args.train_device, args.restart)
+    r = outcome.result
+    print(f"trial {outcome.trial.number}: test accuracy {100 * r.test_accuracy:.2f}% after {r.epochs} epochs "
+          f"(teacher {100 * outcome.teacher_test_accuracy:.2f}%, brief validation accuracy "
+          f"{100 * outcome.trial.val_accuracy:.2f}%), {r.seconds:.0f} s")
+    print(f"  {outcome.folder / 'student.pt'}\n  {outcome.folder / 'result.json'}")
+    return 0
+
+
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from hwkd.export import export_trial, parse_formats
+
+    outcome = export_trial(args.run, args.trial, parse_formats(args.format), args.out, args.force)
+    m = outcome.manifest
+    acc = ", ".join(f"{k} {100 * v:.2f}%" for k, v in m["test_accuracy"].items())
+    print(f"trial {m['trial']} exported for {m['device']['name']}: test accuracy {acc}")
+    for name in m["sha256"]:
+        print(f"  {outcome.out_dir / name}")
+    print(f"  {outcome.out_dir / 'manifest.json'}")
+    for warning in outcome.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _add_distill(sub: argparse._SubParsersAction) -> None:
+    from hwkd.distill.config import FullConfig
+
+    d = FullConfig()
+    p = sub.add_parser("distill", help="fully distill a searched student from the run's teacher",
+                       description="Full distillation of one trial's student: Hinton KD, optionally feature or "
+                       "attention transfer, augmentation, warm-up + cosine schedule; checkpoints every epoch and "
+                       "resumes when run again.")
+    p.add_argument("run", metavar="RUN", help="a run folder written by hwkd search")
+    p.add_argument("--trial", type=int, required=True, help="the trial number (hwkd report lists them)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--alpha", type=float, default=d.alpha, help=f"weight of the KD term (default {d.alpha})")
+    p.add_argument("--transfer", default="none", help="none (default), feature (FitNets hints with adapters) "
+                   "or attention (attention transfer)")
+    p.add_argument("--transfer-weight", type=float, default=d.transfer_weight)
+    p.add_argument("--teacher-layers", help="comma-separated teacher layers (fx node names); default: pair the "
+                   "deepest stages automatically")
+    p.add_argument("--student-layers", help="comma-separated student layers, as many as --teacher-layers")
+    p.add_argument("--no-augment", action="store_true", help="no random shifts and flips")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    p.set_defaults(handler=_cmd_distill)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="deployable files of a distilled student for the run's device")
+    p.add_argument("run", metavar="RUN", help="a run folder written by hwkd search")
+    p.add_argument("--trial", type=int, required=True)
+    p.add_argument("--format", default="onnx,onnx-int8,tvm", help="any of onnx, onnx-int8, tvm (default: all)")
+    p.add_argument("--out", help="output folder (default RUN/export/trial-N)")
+    p.add_argument("--force", action="store_true", help="replace the files of an existing output folder")
+    p.set_defaults(handler=_cmd_export)
 
 
 def _add_search(sub: argparse._SubParsersAction) -> None:
@@ -203,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hwkd {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_search, _add_report, _add_estimate, _add_devices, _add_spaces):
+    for add in (_add_search, _add_report, _add_distill, _add_export, _add_estimate, _add_devices, _add_spaces):
         add(sub)
     return parser
 

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -56,7 +58,7 @@ def trials_frame(study: Any) -> pd.DataFrame:
             "train_images_per_s": attrs.get("train_images_per_s"),
             "duplicate_of": attrs.get("duplicate_of"),
             "reason": attrs.get("infeasible") or attrs.get("fail_reason"),
-            "full_test_accuracy": attrs.get("full_test_accuracy"),
+            "full_test_accuracy": None,  # filled from RUN/distilled by write_reports
         })
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -75,9 +77,50 @@ def pareto_front(trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(front).sort_values("val_accuracy", ascending=False).reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class ProxyFidelity:
+    """How well brief distillation ranked the students that were later fully distilled."""
+
+    students: int
+    spearman: float
+    kendall: float
+
+    def line(self) -> str:
+        return (f"proxy fidelity over {self.students} fully distilled students: Spearman {self.spearman:.3f}, "
+                f"Kendall {self.kendall:.3f} (brief validation accuracy vs full test accuracy)")
+
+
+MIN_FIDELITY_STUDENTS = 3
+
+
+def full_accuracies(folder: RunFolder) -> dict[int, float]:
+    """Test accuracy of each fully distilled trial (RUN/distilled/trial-N/result.json)."""
+    out = {}
+    for path in sorted((folder.path / "distilled").glob("trial-*/result.json")):
+        try:
+            data = json.loads(path.read_text())
+            out[int(data["trial"])] = float(data["test_accuracy"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s is unreadable (%s); left out of the report", path, exc)
+    return out
+
+
+def proxy_fidelity(trials: pd.DataFrame) -> ProxyFidelity | None:
+    from hwkd.stats import kendall, spearman
+
+    both = trials.dropna(subset=["val_accuracy", "full_test_accuracy"])
+    both = both[both.duplicate_of.isna()]
+    if len(both) < MIN_FIDELITY_STUDENTS:
+        return None
+    brief, full = list(both.val_accuracy), list(both.full_test_accuracy)
+    return ProxyFidelity(len(both), spearman(brief, full), kendall(brief, full))
+
+
 def write_reports(folder: RunFolder, study: Any | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     study = study if study is not None else load_study(folder)
     trials = trials_frame(study)
+    full = full_accuracies(folder)
+    trials["full_test_accuracy"] = [full.get(int(n)) for n in trials.trial]
     front = pareto_front(trials)
     write_atomic(folder.file("trials.csv"), trials.to_csv(index=False))
     write_atomic(folder.file("pareto.csv"), front.to_csv(index=False))
@@ -85,7 +128,33 @@ def write_reports(folder: RunFolder, study: Any | None = None) -> tuple[pd.DataF
     title = _title(info)
     _plot_png(folder, trials, front, title)
     _plot_html(folder, trials, front, title)
+    fidelity = proxy_fidelity(trials)
+    if fidelity is not None:
+        _plot_fidelity(folder, trials, fidelity)
     return trials, front
+
+
+def _plot_fidelity(folder: RunFolder, trials: pd.DataFrame, fidelity: ProxyFidelity) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    both = trials.dropna(subset=["val_accuracy", "full_test_accuracy"])
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
+    ax.scatter(100 * both.val_accuracy, 100 * both.full_test_accuracy, color="#1f6feb")
+    for r in both.itertuples():
+        ax.annotate(f"#{int(r.trial)}", (100 * r.val_accuracy, 100 * r.full_test_accuracy), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("validation accuracy after brief distillation (%)")
+    ax.set_ylabel("test accuracy after full distillation (%)")
+    ax.set_title(f"Spearman {fidelity.spearman:.2f}, Kendall {fidelity.kendall:.2f} ({fidelity.students} students)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    partial = folder.file("fidelity.png.partial")
+    fig.savefig(partial, format="png")
+    plt.close(fig)
+    partial.replace(folder.file("fidelity.png"))
 
 
 def _title(info: dict[str, Any]) -> str:

@@ -41,6 +41,7 @@ class Teacher:
     sha256: str
     forward: Callable[[torch.Tensor], torch.Tensor]  # standardized images -> logits
     batch_size: int = 256
+    module: nn.Module | None = None  # the torch network, where there is one whose layers can be tapped
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -70,12 +71,28 @@ def load_teacher_file(path: str | Path, dataset: Dataset) -> Teacher:
     if kind is None:
         raise DataError(f"--teacher {path}: unknown format; use {', '.join(f'{k} ({v})' for k, v in TEACHER_SUFFIXES.items())}")
     try:
-        forward, batch = _OPENERS[kind](file)
+        forward, batch, module = _OPENERS[kind](file)
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - each format fails its own way
         raise DataError(f"--teacher {path}: cannot be loaded as {kind} ({_short(exc)})") from None
-    teacher = Teacher(file.name, kind, str(file), sha256_file(file), forward, batch)
+    teacher = Teacher(file.name, kind, str(file), sha256_file(file), forward, batch, module)
+    check_teacher(teacher, dataset)
+    return teacher
+
+
+def load_run_teacher(file: Path, kind: str, dataset: Dataset) -> Teacher:
+    """The copy of its teacher a run folder keeps (`kind` as run.json records it)."""
+    if kind != "default":
+        return load_teacher_file(file, dataset)
+    if not file.is_file():
+        raise DataError(f"the run's teacher {file} is missing; the run folder is incomplete")
+    model = DefaultTeacher(dataset.input_shape[1], dataset.num_classes)
+    try:
+        model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True)["state_dict"])
+    except Exception as exc:  # noqa: BLE001 - a corrupt copy
+        raise DataError(f"the run's teacher {file} is unreadable ({_short(exc)})") from None
+    teacher = _wrap_default(model, file)
     check_teacher(teacher, dataset)
     return teacher
 
@@ -96,19 +113,22 @@ def check_teacher(teacher: Teacher, dataset: Dataset) -> None:
         )
 
 
-def _open_export(file: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+_Opened = tuple[Callable[[torch.Tensor], torch.Tensor], int, "nn.Module | None"]
+
+
+def _open_export(file: Path) -> _Opened:
     program = torch.export.load(str(file))
     module = program.module()
     batch = _static_batch([n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"][-1:])
-    return _torch_forward(module), batch
+    return _torch_forward(module), batch, module
 
 
-def _open_torchscript(file: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+def _open_torchscript(file: Path) -> _Opened:
     module = torch.jit.load(str(file), map_location="cpu").eval()
-    return _torch_forward(module), 256
+    return _torch_forward(module), 256, None  # a ScriptModule's layers cannot be tapped with fx
 
 
-def _open_onnx(file: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+def _open_onnx(file: Path) -> _Opened:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -120,10 +140,10 @@ def _open_onnx(file: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]
     def forward(images: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(np.asarray(session.run(None, {inp.name: images.numpy().astype(np.float32)})[0]))
 
-    return forward, batch
+    return forward, batch, None
 
 
-_OPENERS: dict[str, Callable[[Path], tuple[Callable[[torch.Tensor], torch.Tensor], int]]] = {
+_OPENERS: dict[str, Callable[[Path], _Opened]] = {
     "torch.export": _open_export,
     "TorchScript": _open_torchscript,
     "ONNX": _open_onnx,
@@ -216,7 +236,7 @@ def default_teacher(dataset: Dataset, device: torch.device, progress: Callable[[
 
 def _wrap_default(model: nn.Module, path: Path) -> Teacher:
     model = model.cpu().eval()
-    return Teacher("default", "default", str(path), sha256_file(path), _torch_forward(model))
+    return Teacher("default", "default", str(path), sha256_file(path), _torch_forward(model), module=model)
 
 
 def train_default_teacher(model: nn.Module, dataset: Dataset, epochs: int, device: torch.device,

@@ -16,3 +16,22 @@ class BriefConfig:
     temperature: float = 4.0
     alpha: float = 0.7  # weight of the distillation term; 1 - alpha goes to the labels
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class FullConfig:
+    """Full distillation of a chosen student (`hwkd distill`)."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1  # peak of the warm-up + cosine schedule
+    warmup_epochs: float = 1.0
+    weight_decay: float = 5e-4
+    temperature: float = 4.0
+    alpha: float = 0.9  # weight of the distillation term; 1 - alpha goes to the labels
+    transfer: str = "none"  # "none", "feature" (FitNets hints) or "attention"
+    transfer_weight: float = 1.0  # added to the loss times this weight; attention maps use 1000x (as in AT)
+    teacher_layers: tuple[str, ...] = ()  # fx node names; empty: pair the deepest stages automatically
+    student_layers: tuple[str, ...] = ()
+    augment: bool = True
+    seed: int = 0

@@ -1,0 +1,145 @@
+"""Benchmark of brief distillation: speed with cached teacher outputs, and what distillation buys.
+
+Prints, in one run on this machine:
+1. images per second of hwkd's brief distillation (teacher logits computed once per run, looked
+   up per step) against a plain PyTorch loop that runs the teacher on every batch, for three
+   students (small, middle, large) with the same steps, batch, loss and optimizer; also the
+   one-time cost of the cached logits spread over a default search (goal: at least 2x);
+2. on Fashion-MNIST, the test accuracy of one student distilled from the teacher against the
+   same student trained from the labels alone with equal steps, over several seeds (goal:
+   distillation ahead by at least 1 point).
+
+    python benchmarks/distill.py [--data fashion-mnist] [--steps 200,600] [--seeds 3]
+
+The teacher is hwkd's default teacher for the data (trained once and cached, as `hwkd search`
+does). Scores use the test split, which the search itself never looks at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from hwkd.data import load_dataset
+from hwkd.distill.brief import brief_distill, evaluate
+from hwkd.distill.config import BriefConfig
+from hwkd.distill.losses import kd_loss
+from hwkd.search import DEFAULT_TRIALS
+from hwkd.spaces import load_space
+from hwkd.teacher import default_teacher
+
+STUDENTS = {
+    "small": "|skip_connect~0|+|nor_conv_1x1~0|skip_connect~1|+|skip_connect~0|skip_connect~1|nor_conv_1x1~2|",
+    "middle": "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+    "large": "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+}
+
+
+def plain_loop(student: torch.nn.Module, teacher: Callable[[torch.Tensor], torch.Tensor], dataset,
+               config: BriefConfig) -> float:
+    """The usual distillation loop: the teacher runs on every batch. Returns images per second."""
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    student.to(memory_format=torch.channels_last).train()  # as hwkd's loop, so only the teacher differs
+    optimizer = torch.optim.SGD(student.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
+                                weight_decay=config.weight_decay)
+    start = time.perf_counter()
+    for _ in range(config.steps):
+        index = torch.randint(len(dataset.train), (config.batch_size,), generator=generator)
+        images = dataset.normalize(dataset.train.images[index]).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            soft = teacher(images)
+        loss = kd_loss(student(images), soft, dataset.train.labels[index], config.temperature, config.alpha)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return config.steps * config.batch_size / (time.perf_counter() - start)
+
+
+def forward_macs(model: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple[int, ...]) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(input_shape))
+    return counter.get_total_flops() / 2
+
+
+def speed(dataset, teacher_forward: Callable[[torch.Tensor], torch.Tensor], logits_seconds: float, steps: int) -> None:
+    space = load_space("nb201-small")
+    config = BriefConfig(steps=steps)
+    cpu = torch.device("cpu")
+    logits = torch.zeros(len(dataset.train), dataset.num_classes)  # speed only: values do not matter here
+    amortized = logits_seconds / DEFAULT_TRIALS
+    print(f"\n1. brief distillation speed, {steps} steps of {config.batch_size} images, "
+          f"{torch.get_num_threads()} threads, CPU")
+    print(f"   teacher: {forward_macs(teacher_forward, dataset.input_shape) / 1e6:.2f} MMACs per image")
+    print(f"   teacher outputs on {len(dataset.train)} training images: {logits_seconds:.1f} s once per run "
+          f"({amortized:.1f} s per trial over a default {DEFAULT_TRIALS}-trial search)")
+    print(f"   {'student':<8} {'MMACs':>6} {'cached img/s':>13} {'+ amortized':>12} {'plain img/s':>12} "
+          f"{'ratio':>6} {'ratio amortized':>16}")
+    ratios = []
+    for name, arch in STUDENTS.items():
+        torch.manual_seed(0)
+        student = space.build(arch, dataset.num_classes, dataset.input_shape)
+        macs = forward_macs(student, dataset.input_shape)
+        cached = brief_distill(student, dataset, logits, config, cpu).images_per_s
+        with_share = steps * config.batch_size / (steps * config.batch_size / cached + amortized)
+        torch.manual_seed(0)
+        student = space.build(arch, dataset.num_classes, dataset.input_shape)
+        plain = plain_loop(student, teacher_forward, dataset, config)
+        ratios.append(with_share / plain)
+        print(f"   {name:<8} {macs / 1e6:>6.2f} {cached:>13.0f} {with_share:>12.0f} {plain:>12.0f} "
+              f"{cached / plain:>5.2f}x {with_share / plain:>15.2f}x")
+    print(f"   goal: at least 2x; amortized ratio min {min(ratios):.2f}x, median {statistics.median(ratios):.2f}x")
+
+
+def accuracy(dataset, logits: torch.Tensor, teacher_acc: float, steps_list: list[int], seeds: int) -> None:
+    space = load_space("nb201-small")
+    arch = STUDENTS["middle"]
+    cpu = torch.device("cpu")
+    print(f"\n2. test accuracy on {dataset.name} ({len(dataset.test)} test images), student {arch}")
+    print(f"   teacher test accuracy {100 * teacher_acc:.2f}%; defaults T={BriefConfig.temperature}, "
+          f"alpha={BriefConfig.alpha}; {seeds} seeds each")
+    print(f"   {'steps':>6} {'labels only':>12} {'distilled':>10} {'gain (pt)':>10}  per seed (labels / distilled)")
+    for steps in steps_list:
+        plain, kd = [], []
+        for seed in range(seeds):
+            for target, soft in ((plain, None), (kd, logits)):
+                torch.manual_seed(seed)
+                student = space.build(arch, dataset.num_classes, dataset.input_shape)
+                brief_distill(student, dataset, soft, BriefConfig(steps=steps, seed=seed), cpu)
+                target.append(100 * evaluate(student, dataset, dataset.test, cpu))
+        gain = statistics.mean(kd) - statistics.mean(plain)
+        per_seed = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(plain, kd))
+        print(f"   {steps:>6} {statistics.mean(plain):>11.2f}% {statistics.mean(kd):>9.2f}% {gain:>+10.2f}  {per_seed}")
+    print("   goal: distillation ahead by at least 1 point")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--steps", default="200,600", help="brief budgets to compare, comma separated")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--speed-steps", type=int, default=60)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    dataset = load_dataset(args.data, args.data_dir)
+    print(f"{dataset.name}: {len(dataset.train)} train / {len(dataset.val)} val / {len(dataset.test)} test images")
+    teacher = default_teacher(dataset, torch.device("cpu"), progress=print)
+    start = time.perf_counter()
+    logits = teacher.logits(dataset.normalize(dataset.train.images))
+    logits_seconds = time.perf_counter() - start
+    test_logits = teacher.logits(dataset.normalize(dataset.test.images))
+    teacher_acc = float((test_logits.argmax(1) == dataset.test.labels).float().mean())
+    speed(dataset, teacher.forward, logits_seconds, args.speed_steps)
+    accuracy(dataset, logits, teacher_acc, [int(s) for s in args.steps.split(",")], args.seeds)
+
+
+if __name__ == "__main__":
+    main()

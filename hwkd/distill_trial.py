@@ -1,0 +1,95 @@
+"""`hwkd distill RUN --trial N`: full distillation of a searched student from the run's teacher."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from hwkd.distill.brief import pick_device
+from hwkd.distill.config import FullConfig
+from hwkd.distill.full import FullResult, full_distill
+from hwkd.run_folder import library_versions, write_atomic
+from hwkd.run_trial import RunContext, TrialRecord, load_trial, open_context
+from hwkd.teacher import load_run_teacher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistillOutcome:
+    trial: TrialRecord
+    result: FullResult
+    teacher_test_accuracy: float
+    folder: Path
+
+
+def distill_trial(run: str | Path, number: int, config: FullConfig, train_device: str = "auto",
+                  restart: bool = False, progress: bool | None = None) -> DistillOutcome:
+    context = open_context(run)
+    trial = load_trial(context, number)
+    device = pick_device(train_device)
+    teacher_path, kind = context.teacher_file()
+    teacher = load_run_teacher(teacher_path, kind, context.dataset)
+    student = context.space.build(trial.arch, context.num_classes, context.input_shape)
+    out = context.distilled_dir(number)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "checkpoint.pt"
+    if restart and checkpoint.exists():
+        checkpoint.unlink()
+    identity = {"arch": trial.arch, "teacher_sha256": teacher.sha256, "data": context.dataset.fingerprint()}
+    log.info("distilling trial %d (%s) from teacher %s for %d epochs on %s; checkpoints in %s", number,
+             trial.arch, teacher.name, config.epochs, device, out)
+    result = full_distill(student, teacher.forward, teacher.module, context.dataset, config, checkpoint, device,
+                          identity, progress)
+    test_logits = teacher.logits(context.dataset.normalize(context.dataset.test.images))
+    teacher_test = float((test_logits.argmax(1) == context.dataset.test.labels).float().mean())
+    torch.save(student.cpu().state_dict(), out / "student.pt.partial")
+    (out / "student.pt.partial").replace(out / "student.pt")
+    write_result(context, trial, result, teacher_test, config, str(device))
+    return DistillOutcome(trial, result, teacher_test, out)
+
+
+def write_result(context: RunContext, trial: TrialRecord, result: FullResult, teacher_test: float,
+                 config: FullConfig, device: str) -> None:
+    data = {
+        "trial": trial.number,
+        "arch": trial.arch,
+        "test_accuracy": result.test_accuracy,
+        "val_accuracy": result.val_accuracy,
+        "teacher_test_accuracy": teacher_test,
+        "brief_val_accuracy": trial.val_accuracy,
+        "brief_steps": context.info["config"]["brief"]["steps"],
+        "brief_batch_size": context.info["config"]["brief"]["batch_size"],
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "train_images": result.steps * config.batch_size,
+        "seconds": round(result.seconds, 2),
+        "images_per_s": round(result.images_per_s, 1),
+        "layer_pairs": [list(p) for p in result.layer_pairs],
+        "config": asdict(config),
+        "train_device": device,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "libraries": library_versions(),
+    }
+    write_atomic(context.distilled_dir(trial.number) / "result.json", json.dumps(data, indent=2) + "\n")
+
+
+def load_student(context: RunContext, trial: TrialRecord) -> torch.nn.Module:
+    """The fully distilled student of `trial`, in eval mode."""
+    from hwkd.errors import RunError
+
+    path = context.distilled_dir(trial.number) / "student.pt"
+    if not path.is_file():
+        raise RunError(f"trial {trial.number} is not distilled yet ({path} is missing); run "
+                       f"hwkd distill {context.folder.path} --trial {trial.number} first")
+    student = context.space.build(trial.arch, context.num_classes, context.input_shape)
+    try:
+        student.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file
+        raise RunError(f"{path} is unreadable ({str(exc).splitlines()[0][:160]}); run hwkd distill again") from None
+    return student.eval()

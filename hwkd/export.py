@@ -1,0 +1,250 @@
+"""`hwkd export RUN --trial N`: deployable files of a fully distilled student, each checked.
+
+- `student.onnx`: one file, free batch size; run with onnxruntime on the whole test split and
+  compared with torch (largest logit difference, both accuracies).
+- `student-int8.onnx`: static quantization in QDQ format, per-channel weights, calibrated on
+  images of the training split; its test accuracy is measured again.
+- `student.so` (or `student.tar`, object files, when the board's cross compiler is missing):
+  the TVM library compiled for the run's device profile with hwkd's schedule, plus
+  `student_params.npz` (the weights `main` takes after the input, in order). A library built for
+  this machine is also run on the test split and compared with torch.
+- `manifest.json`: architecture, device profile, accuracies, latency and memory with their
+  source, library versions, and the sha256 of every file written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hwkd.data.datasets import Dataset
+from hwkd.distill_trial import load_student
+from hwkd.errors import CompileError, HwkdError, RunError
+from hwkd.run_folder import library_versions, write_atomic
+from hwkd.run_trial import RunContext, TrialRecord, load_trial, open_context
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "onnx-int8", "tvm")
+CALIBRATION_IMAGES = 512
+ONNX_OPSET = 17
+
+
+@dataclass
+class ExportOutcome:
+    out_dir: Path
+    manifest: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_formats(text: str) -> list[str]:
+    formats = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise HwkdError(f"--format {text!r}: unknown {', '.join(unknown) or 'empty list'} (accepted: {', '.join(FORMATS)})")
+    return list(dict.fromkeys(formats))
+
+
+def export_trial(run: str | Path, number: int, formats: list[str], out: str | Path | None = None,
+                 force: bool = False) -> ExportOutcome:
+    context = open_context(run)
+    trial = load_trial(context, number)
+    student = load_student(context, trial)
+    out_dir = Path(out) if out else context.folder.path / "export" / f"trial-{number}"
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not force:
+            raise RunError(f"--out {out_dir} exists and is not empty; pass --force to replace its files")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = context.dataset
+    test_x = dataset.normalize(dataset.test.images)
+    labels = dataset.test.labels.numpy()
+    with torch.no_grad():
+        torch_logits = torch.cat([student(test_x[i : i + 500]) for i in range(0, len(test_x), 500)]).numpy()
+    distilled = context.distilled_result(number) or {}
+    outcome = ExportOutcome(out_dir, {})
+    accuracy: dict[str, float] = {"torch": _accuracy(torch_logits, labels)}
+    files: dict[str, Any] = {}
+    onnx_path = out_dir / "student.onnx"
+    if "onnx" in formats or "onnx-int8" in formats:
+        _export_onnx(student, context.input_shape, onnx_path)
+        onnx_logits = _run_onnx(onnx_path, test_x.numpy())
+        accuracy["onnx"] = _accuracy(onnx_logits, labels)
+        files["onnx"] = {"file": onnx_path.name, "input": "input", "output": "logits",
+                         "input_shape": ["batch", *context.input_shape[1:]],
+                         "max_abs_diff_vs_torch": float(np.abs(onnx_logits - torch_logits).max())}
+        log.info("ONNX: test accuracy %.2f%% (torch %.2f%%), largest logit difference %.2e",
+                 100 * accuracy["onnx"], 100 * accuracy["torch"], files["onnx"]["max_abs_diff_vs_torch"])
+    if "onnx-int8" in formats:
+        int8_path = out_dir / "student-int8.onnx"
+        _quantize(onnx_path, int8_path, dataset)
+        accuracy["onnx_int8"] = _accuracy(_run_onnx(int8_path, test_x.numpy()), labels)
+        files["onnx-int8"] = {"file": int8_path.name, "format": "QDQ", "weights": "int8 per channel",
+                              "activations": "int8", "calibration_images": CALIBRATION_IMAGES}
+        log.info("int8 ONNX: test accuracy %.2f%%", 100 * accuracy["onnx_int8"])
+    if "onnx" not in formats and onnx_path.exists():
+        onnx_path.unlink()  # only the int8 model was asked for
+        files.pop("onnx", None)
+    if "tvm" in formats:
+        files["tvm"] = _export_tvm(student, context, out_dir, test_x.numpy(), torch_logits, outcome.warnings)
+    manifest = {
+        "trial": trial.number,
+        "arch": trial.arch,
+        "space": context.space.name,
+        "device": context.profile.summary(),
+        "input": {"name": "input", "shape": list(context.input_shape), "dtype": "float32",
+                  "mean": context.info["dataset"]["mean"], "std": context.info["dataset"]["std"],
+                  "scaling": "pixels / 255, then (x - mean) / std per channel"},
+        "classes": list(dataset.class_names),
+        "test_accuracy": accuracy,
+        "teacher_test_accuracy": distilled.get("teacher_test_accuracy"),
+        "brief_val_accuracy": trial.val_accuracy,
+        "latency_ms": trial.latency_ms,
+        "latency_source": trial.latency_source,
+        "peak_memory_bytes": trial.peak_memory_bytes,
+        "params_bytes": trial.params_bytes,
+        "macs": trial.macs,
+        "formats": files,
+        "warnings": outcome.warnings,
+        "libraries": library_versions(),
+        "sha256": {p.name: _sha256(p) for p in sorted(out_dir.iterdir()) if p.is_file()},
+    }
+    write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    outcome.manifest = manifest
+    return outcome
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(1) == labels).mean())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _export_onnx(student: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
+    example = torch.zeros((2, *input_shape[1:]))
+    partial = path.with_name(path.name + ".partial")
+    torch.onnx.export(student, (example,), str(partial), input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=ONNX_OPSET,
+                      dynamo=False)
+    os.replace(partial, path)
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = len(os.sched_getaffinity(0))
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _run_onnx(path: Path, images: np.ndarray) -> np.ndarray:
+    session = _session(path)
+    return np.concatenate([session.run(None, {"input": images[i : i + 500]})[0] for i in range(0, len(images), 500)])
+
+
+def _quantize(source: Path, target: Path, dataset: Dataset) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    order = torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(0))[:CALIBRATION_IMAGES]
+    images = dataset.normalize(dataset.train.images[order]).numpy()
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"input": images[i : i + 64]} for i in range(0, len(images), 64)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    prepared = target.with_name(target.stem + ".prep.onnx")
+    partial = target.with_name(target.name + ".partial")
+    try:
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(partial), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        os.replace(partial, target)
+    finally:
+        prepared.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+
+
+def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, test_x: np.ndarray,
+                torch_logits: np.ndarray, warnings: list[str]) -> dict[str, Any]:
+    import tvm
+    from tvm.support import cc
+
+    from hwkd.latency.kernels import Lowerer
+    from hwkd.latency.measure import compile_student, cross_compiler
+    from hwkd.latency.relax_import import torch_to_relax
+
+    profile = context.profile
+    graph = torch_to_relax(student, context.input_shape)
+    compiled = compile_student(Lowerer().lower(graph), graph.params, profile)
+    params = out_dir / "student_params.npz"
+    np.savez(params, **{f"p{i:03d}": w for i, w in enumerate(compiled.weights)})
+    compiler = cross_compiler(profile)
+    info: dict[str, Any] = {
+        "target": profile.target,
+        "params": params.name,
+        "entry": "main",
+        "inputs": [{"name": graph.input_name, "shape": list(graph.input_shape), "dtype": "float32"}],
+        "call": "main(input, *params in order p000, p001, ...) -> logits",
+        "load": "vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(LIB), tvm.cpu()); "
+                "vm['main'](x, *[w[k] for k in sorted(w)]) with w = numpy.load(PARAMS)",
+    }
+    if compiler is not None and shutil.which(compiler) is None:
+        library = out_dir / "student.tar"
+        compiled.executable.export_library(str(library))  # object files; link them on the board
+        message = (f"{compiler} is not installed, so {library.name} holds object files for {profile.name}; "
+                   f"install it (Debian/Ubuntu: apt-get install gcc-{compiler.removesuffix('-gcc')}) and export "
+                   "again for a shared library, or link them on the board: tar xf student.tar && gcc -shared *.o -o student.so")
+        warnings.append(message)
+        log.warning("%s", message)
+        info.update({"library": library.name, "kind": "object archive"})
+        return info
+    library = out_dir / "student.so"
+    try:
+        if compiler is None:
+            compiled.executable.export_library(str(library))
+        else:
+            compiled.executable.export_library(str(library), fcompile=cc.cross_compiler(compiler))
+    except Exception as exc:  # noqa: BLE001 - linker failures vary
+        raise CompileError(f"cannot link the TVM library for {profile.name} with {compiler or 'cc'}: "
+                           f"{str(exc).strip().splitlines()[-1][:200]}") from None
+    info.update({"library": library.name, "kind": "shared library", "compiler": compiler or "cc",
+                 "machine": _elf_machine(library)})
+    if compiler is None:  # built for this machine: run it on the test images against torch
+        vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
+        weights = [tvm.runtime.tensor(w) for w in compiled.weights]
+        n = min(len(test_x), 200)
+        outs = np.concatenate([vm["main"](tvm.runtime.tensor(test_x[i : i + 1]), *weights).numpy() for i in range(n)])
+        info["checked_images"] = n
+        info["max_abs_diff_vs_torch"] = float(np.abs(outs - torch_logits[:n]).max())
+        info["agreement_with_torch"] = float((outs.argmax(1) == torch_logits[:n].argmax(1)).mean())
+    return info
+
+
+_ELF_MACHINES = {0x3E: "x86-64", 0xB7: "AArch64", 0x28: "ARM", 0xF3: "RISC-V"}
+
+
+def _elf_machine(path: Path) -> str:
+    header = path.read_bytes()[:20]
+    if header[:4] != b"\x7fELF":
+        return platform.machine()
+    return _ELF_MACHINES.get(int.from_bytes(header[18:20], "little"), "unknown")
