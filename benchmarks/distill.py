@@ -74,7 +74,8 @@ def speed(dataset, teacher_forward: Callable[[torch.Tensor], torch.Tensor], logi
     config = BriefConfig(steps=steps)
     cpu = torch.device("cpu")
     logits = torch.zeros(len(dataset.train), dataset.num_classes)  # speed only: values do not matter here
-    amortized = logits_seconds / DEFAULT_TRIALS
+    trial_images = DEFAULT_TRIALS * BriefConfig.steps * config.batch_size
+    amortized = logits_seconds / DEFAULT_TRIALS  # seconds per trial of a default search
     print(f"\n1. brief distillation speed, {steps} steps of {config.batch_size} images, "
           f"{torch.get_num_threads()} threads, CPU")
     print(f"   teacher: {forward_macs(teacher_forward, dataset.input_shape) / 1e6:.2f} MMACs per image")
@@ -88,7 +89,8 @@ def speed(dataset, teacher_forward: Callable[[torch.Tensor], torch.Tensor], logi
         student = space.build(arch, dataset.num_classes, dataset.input_shape)
         macs = forward_macs(student, dataset.input_shape)
         cached = brief_distill(student, dataset, logits, config, cpu).images_per_s
-        with_share = steps * config.batch_size / (steps * config.batch_size / cached + amortized)
+        # the one-time teacher pass spread over the images a default search trains on
+        with_share = 1 / (1 / cached + logits_seconds / trial_images)
         torch.manual_seed(0)
         student = space.build(arch, dataset.num_classes, dataset.input_shape)
         plain = plain_loop(student, teacher_forward, dataset, config)
@@ -124,7 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--data-dir")
-    parser.add_argument("--steps", default="200,600", help="brief budgets to compare, comma separated")
+    parser.add_argument("--steps", default="200,600", help="brief budgets to compare, comma separated ('' skips part 2)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--speed-steps", type=int, default=60)
     args = parser.parse_args()
@@ -138,7 +140,8 @@ def main() -> None:
     test_logits = teacher.logits(dataset.normalize(dataset.test.images))
     teacher_acc = float((test_logits.argmax(1) == dataset.test.labels).float().mean())
     speed(dataset, teacher.forward, logits_seconds, args.speed_steps)
-    accuracy(dataset, logits, teacher_acc, [int(s) for s in args.steps.split(",")], args.seeds)
+    if args.steps:
+        accuracy(dataset, logits, teacher_acc, [int(s) for s in args.steps.split(",")], args.seeds)
 
 
 if __name__ == "__main__":

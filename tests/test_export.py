@@ -1,0 +1,140 @@
+"""hwkd distill and hwkd export on a real small run: files, accuracies, libraries, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import hwkd.export as export_module
+from hwkd.cli import main
+from hwkd.distill.brief import evaluate
+from hwkd.distill_trial import load_student
+from hwkd.errors import HwkdError, RunError
+from hwkd.export import export_trial, parse_formats
+from hwkd.profiles import load_profile
+from hwkd.report import proxy_fidelity
+from hwkd.run_trial import load_trial, open_context
+from hwkd.search import Budgets, Search, SearchConfig
+from hwkd.distill.config import BriefConfig
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, teacher_file: Path) -> tuple[Path, int]:
+    """A 3-trial search, one infeasible trial added, and one student distilled for an epoch."""
+    path = tmp_path_factory.mktemp("export") / "run"
+    config = SearchConfig(teacher=str(teacher_file), run_dir=str(path), trials=3, train_device="cpu",
+                          brief=BriefConfig(steps=30))
+    Search(config).run(progress=False)
+    Search(replace(config, trials=1, budgets=Budgets(max_latency_ms=0.001))).run(progress=False)
+    trials = pd.read_csv(path / "trials.csv")
+    number = int(trials[trials.state == "COMPLETE"].trial.iloc[0])
+    assert main(["distill", str(path), "--trial", str(number), "--epochs", "1", "--train-device", "cpu"]) == 0
+    return path, number
+
+
+def test_distill_writes_the_student_and_its_accuracies(run) -> None:
+    path, number = run
+    result = json.loads((path / "distilled" / f"trial-{number}" / "result.json").read_text())
+    trials = pd.read_csv(path / "trials.csv")
+    assert result["test_accuracy"] > 0.6 and result["teacher_test_accuracy"] > 0.7
+    assert result["brief_val_accuracy"] == pytest.approx(float(trials.set_index("trial").val_accuracy[number]))
+    assert result["epochs"] == 1 and result["train_images"] == (8100 // 128) * 128
+    context = open_context(path)
+    student = load_student(context, load_trial(context, number))
+    assert evaluate(student, context.dataset, context.dataset.test, torch.device("cpu")) == result["test_accuracy"]
+
+
+def test_export_writes_checked_onnx_int8_and_an_arm_library(run, tmp_path: Path) -> None:
+    path, number = run
+    out = tmp_path / "out"
+    outcome = export_trial(path, number, ["onnx", "onnx-int8", "tvm"], out)
+    m = json.loads((out / "manifest.json").read_text())
+    acc = m["test_accuracy"]
+    assert abs(acc["onnx"] - acc["torch"]) <= 0.001  # within 0.1 point
+    assert abs(acc["onnx_int8"] - acc["torch"]) <= 0.01  # within 1 point
+    assert m["formats"]["onnx"]["max_abs_diff_vs_torch"] < 1e-3
+    so = (out / "student.so").read_bytes()
+    assert so[:4] == b"\x7fELF" and so[4] == 2 and int.from_bytes(so[18:20], "little") == 0xB7  # 64-bit AArch64
+    assert m["formats"]["tvm"]["machine"] == "AArch64" and m["formats"]["tvm"]["inputs"][0]["shape"] == [1, 1, 28, 28]
+    assert m["device"]["name"] == "rpi4" and m["latency_source"] == "model" and m["latency_ms"] > 0
+    assert m["peak_memory_bytes"] > 0 and m["arch"].startswith("|") and {"torch", "tvm", "onnxruntime"} <= set(m["libraries"])
+    for name, digest in m["sha256"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+    assert set(m["sha256"]) == {"student.onnx", "student-int8.onnx", "student.so", "student_params.npz"}
+    assert not outcome.warnings
+    # the ONNX model's batch size is free
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out / "student.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"input": np.zeros((5, 1, 28, 28), np.float32)})[0].shape == (5, 10)
+
+
+def test_a_library_for_this_machine_computes_what_torch_computes(run, tmp_path: Path) -> None:
+    path, number = run
+    context = open_context(path)
+    host = replace(context, profile=load_profile("host"))
+    student = load_student(context, load_trial(context, number))
+    x = context.dataset.normalize(context.dataset.test.images[:20])
+    with torch.no_grad():
+        logits = student(x).numpy()
+    info = export_module._export_tvm(student, host, tmp_path, x.numpy(), logits, [])
+    assert info["kind"] == "shared library" and info["checked_images"] == 20
+    assert info["max_abs_diff_vs_torch"] < 1e-3 and info["agreement_with_torch"] == 1.0
+
+
+def test_a_missing_cross_compiler_still_writes_the_rest(run, tmp_path: Path, monkeypatch) -> None:
+    path, number = run
+    monkeypatch.setattr(export_module.shutil, "which", lambda name: None)
+    outcome = export_trial(path, number, ["onnx", "tvm"], tmp_path / "out")
+    assert (tmp_path / "out" / "student.tar").is_file() and (tmp_path / "out" / "student.onnx").is_file()
+    assert "apt-get install gcc-aarch64-linux-gnu" in outcome.warnings[0]
+    assert outcome.manifest["formats"]["tvm"]["kind"] == "object archive"
+
+
+def test_an_existing_output_folder_needs_force(run, tmp_path: Path) -> None:
+    path, number = run
+    out = tmp_path / "out"
+    export_trial(path, number, ["onnx"], out)
+    with pytest.raises(RunError, match="exists and is not empty; pass --force"):
+        export_trial(path, number, ["onnx"], out)
+    export_trial(path, number, ["onnx"], out, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "student.onnx"]
+
+
+def test_bad_runs_trials_and_formats(run, tmp_path: Path, capsys) -> None:
+    path, number = run
+    trials = pd.read_csv(path / "trials.csv")
+    infeasible = int(trials[trials.state == "INFEASIBLE"].trial.iloc[-1])
+    others = [int(t) for t in trials[trials.state == "COMPLETE"].trial if int(t) != number]
+    with pytest.raises(RunError, match=f"--trial {infeasible} is infeasible .*never trained"):
+        export_trial(path, infeasible, ["onnx"], tmp_path / "a")
+    with pytest.raises(RunError, match="--trial 99: .* has trials 0..3"):
+        export_trial(path, 99, ["onnx"], tmp_path / "b")
+    if others:
+        with pytest.raises(RunError, match=f"trial {others[0]} is not distilled yet.*hwkd distill"):
+            export_trial(path, others[0], ["onnx"], tmp_path / "c")
+    with pytest.raises(HwkdError, match="--format 'onnx,tflite': unknown tflite \\(accepted: onnx, onnx-int8, tvm\\)"):
+        parse_formats("onnx,tflite")
+    assert main(["export", str(tmp_path / "nothing"), "--trial", "0"]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    assert main(["distill", str(path), "--trial", str(infeasible), "--epochs", "0"]) == 2
+    assert "--epochs 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_report_shows_proxy_fidelity_from_three_distilled_students(run, capsys) -> None:
+    path, _ = run
+    assert main(["report", str(path)]) == 0
+    assert "1 fully distilled student(s); proxy fidelity is shown from 3" in capsys.readouterr().out
+    frame = pd.DataFrame({"val_accuracy": [0.80, 0.85, 0.90, 0.70], "full_test_accuracy": [0.86, 0.88, 0.91, 0.89],
+                          "duplicate_of": [None] * 4})
+    fidelity = proxy_fidelity(frame)
+    assert fidelity is not None and fidelity.students == 4
+    assert fidelity.spearman == pytest.approx(0.4) and fidelity.kendall == pytest.approx(1 / 3)
+    assert proxy_fidelity(frame.iloc[:2]) is None
