@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from hwkd.distill_trial import load_student
 from hwkd.errors import CompileError, HwkdError, RunError
 from hwkd.run_folder import library_versions, write_atomic
 from hwkd.run_trial import RunContext, TrialRecord, load_trial, open_context
+from hwkd.teacher import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def export_trial(run: str | Path, number: int, formats: list[str], out: str | Pa
         "formats": files,
         "warnings": outcome.warnings,
         "libraries": library_versions(),
-        "sha256": {p.name: _sha256(p) for p in sorted(out_dir.iterdir()) if p.is_file()},
+        "sha256": {p.name: sha256_file(p) for p in sorted(out_dir.iterdir()) if p.is_file()},
     }
     write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     outcome.manifest = manifest
@@ -126,14 +126,6 @@ def export_trial(run: str | Path, number: int, formats: list[str], out: str | Pa
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(1) == labels).mean())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _export_onnx(student: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:

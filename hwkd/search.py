@@ -31,6 +31,7 @@ from hwkd.distill.config import BriefConfig
 from hwkd.errors import ArchitectureError, CompileError, HwkdError, RunError
 from hwkd.latency.estimator import Estimate, Estimator
 from hwkd.profiles import DeviceProfile, load_profile
+from hwkd.progress import progress_bar
 from hwkd.run_folder import STUDY_NAME, RunFolder, library_versions
 from hwkd.spaces import SearchSpace, load_space
 from hwkd.teacher import Teacher, copy_into, default_teacher, load_teacher_file
@@ -269,7 +270,7 @@ class Search:
         known = {t.user_attrs.get("arch"): t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
         trials = self.config.trials if self.config.trials is not None else (None if self.config.timeout_s else DEFAULT_TRIALS)
         show = sys.stderr.isatty() if progress is None else progress
-        bar = _progress_bar(trials, show)
+        bar = progress_bar(trials, "trials", "trial", show)
         counts = {"complete": 0, "infeasible": 0, "failed": 0}
         new = 0
         interrupted = False
@@ -370,22 +371,6 @@ def _fail_abandoned(study: Any) -> None:
         study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "abandoned: the search stopped during it")
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         log.info("trial %d was cut off by an earlier stop; marked failed", trial.number)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int | None, show: bool) -> Any:
-    if not show:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="trials", unit="trial", file=sys.stderr)
 
 
 def _now() -> str:

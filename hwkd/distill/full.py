@@ -28,6 +28,7 @@ from hwkd.distill.config import FullConfig
 from hwkd.distill.features import Transfer, feature_points, pair_layers, tap, trace
 from hwkd.distill.losses import kd_loss
 from hwkd.errors import HwkdError
+from hwkd.progress import progress_bar
 from hwkd.teacher import augment
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def full_distill(
         student_tap.train()
         transfer.train()
         order = torch.randperm(len(dataset.train), generator=generator)
-        bar = _bar(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", show)
+        bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", "step", show, leave=False)
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
@@ -191,18 +192,3 @@ def _resume(path: Path, key: dict[str, Any], student: nn.Module, transfer: nn.Mo
     generator.set_state(saved["generator"])
     return int(saved["epoch"]), float(saved["seconds"])
 
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, desc: str, show: bool) -> Any:
-    if not show:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, leave=False)
