@@ -28,7 +28,7 @@ import torch
 
 from hwkd.data.datasets import Dataset
 from hwkd.distill_trial import load_student
-from hwkd.errors import CompileError, HwkdError, RunError
+from hwkd.errors import HwkdError, RunError
 from hwkd.run_folder import library_versions, write_atomic
 from hwkd.run_trial import RunContext, TrialRecord, load_trial, open_context
 from hwkd.teacher import sha256_file
@@ -179,10 +179,9 @@ def _quantize(source: Path, target: Path, dataset: Dataset) -> None:
 def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, test_x: np.ndarray,
                 torch_logits: np.ndarray, warnings: list[str]) -> dict[str, Any]:
     import tvm
-    from tvm.support import cc
 
     from hwkd.latency.kernels import Lowerer
-    from hwkd.latency.measure import compile_student, cross_compiler
+    from hwkd.latency.measure import compile_student, cross_compiler, link_library
     from hwkd.latency.relax_import import torch_to_relax
 
     profile = context.profile
@@ -211,15 +210,8 @@ def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, te
         info.update({"library": library.name, "kind": "object archive"})
         return info
     library = out_dir / "student.so"
-    try:
-        if compiler is None:
-            compiled.executable.export_library(str(library))
-        else:
-            compiled.executable.export_library(str(library), fcompile=cc.cross_compiler(compiler))
-    except Exception as exc:  # noqa: BLE001 - linker failures vary
-        raise CompileError(f"cannot link the TVM library for {profile.name} with {compiler or 'cc'}: "
-                           f"{str(exc).strip().splitlines()[-1][:200]}") from None
-    info.update({"library": library.name, "kind": "shared library", "compiler": compiler or "cc",
+    used = link_library(compiled, library, profile)
+    info.update({"library": library.name, "kind": "shared library", "compiler": used,
                  "machine": _elf_machine(library)})
     if compiler is None:  # built for this machine: run it on the test images against torch
         vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())

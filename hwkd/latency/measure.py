@@ -122,7 +122,6 @@ def measure_rpc(
     """Cross-compile, upload to the profile's RPC server (or tracker key), time it there."""
     import tvm
     from tvm import rpc
-    from tvm.support import cc
 
     spec = profile.rpc
     if spec is None:
@@ -132,14 +131,7 @@ def measure_rpc(
     student = compile_student(lowered, params, profile)
     with tempfile.TemporaryDirectory(prefix="hwkd-rpc-") as tmp:
         lib_path = Path(tmp) / "student.so"
-        compiler = cross_compiler(profile)
-        try:
-            if compiler is None:
-                student.executable.export_library(str(lib_path))
-            else:
-                student.executable.export_library(str(lib_path), fcompile=cc.cross_compiler(compiler))
-        except Exception as exc:  # noqa: BLE001 - compiler failures vary
-            raise CompileError(f"cannot link the library for {profile.name} with {compiler or 'cc'}: {_first_line(exc)}") from None
+        link_library(student, lib_path, profile)
         try:
             if spec.key:
                 tracker = rpc.connect_tracker(spec.host, spec.port)
@@ -158,6 +150,21 @@ def measure_rpc(
         except Exception as exc:  # noqa: BLE001 - RPC errors vary
             raise MeasureError(f"measuring on {where} failed: {_first_line(exc)}") from None
     return _summary(runs, where)
+
+
+def link_library(student: CompiledStudent, path: Path, profile: DeviceProfile) -> str:
+    """Write `student` as a shared library for the profile's target; returns the compiler used."""
+    from tvm.support import cc
+
+    compiler = cross_compiler(profile)
+    try:
+        if compiler is None:
+            student.executable.export_library(str(path))
+        else:
+            student.executable.export_library(str(path), fcompile=cc.cross_compiler(compiler))
+    except Exception as exc:  # noqa: BLE001 - compiler failures vary
+        raise CompileError(f"cannot link the library for {profile.name} with {compiler or 'cc'}: {_first_line(exc)}") from None
+    return compiler or "cc"
 
 
 def cross_compiler(profile: DeviceProfile) -> str | None:
