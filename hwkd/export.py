@@ -181,7 +181,7 @@ def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, te
     import tvm
 
     from hwkd.latency.kernels import Lowerer
-    from hwkd.latency.measure import compile_student, cross_compiler, link_library
+    from hwkd.latency.measure import compile_student, cross_compiler, install_hint, link_library, toolchain_problem
     from hwkd.latency.relax_import import torch_to_relax
 
     profile = context.profile
@@ -199,12 +199,14 @@ def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, te
         "load": "vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(LIB), tvm.cpu()); "
                 "vm['main'](x, *[w[k] for k in sorted(w)]) with w = numpy.load(PARAMS)",
     }
-    if compiler is not None and shutil.which(compiler) is None:
+    problem = toolchain_problem(compiler) if compiler is not None else None
+    if problem is not None:
+        assert compiler is not None
         library = out_dir / "student.tar"
         compiled.executable.export_library(str(library))  # object files; link them on the board
-        message = (f"{compiler} is not installed, so {library.name} holds object files for {profile.name}; "
-                   f"install it (Debian/Ubuntu: apt-get install gcc-{compiler.removesuffix('-gcc')}) and export "
-                   "again for a shared library, or link them on the board: tar xf student.tar && gcc -shared *.o -o student.so")
+        message = (f"{problem}, so {library.name} holds object files for {profile.name}; install the toolchain "
+                   f"(Debian/Ubuntu: {install_hint(compiler)}) and export again for a shared library, or link "
+                   "them on the board: tar xf student.tar && gcc -shared *.o -o student.so")
         warnings.append(message)
         log.warning("%s", message)
         info.update({"library": library.name, "kind": "object archive"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,6 +53,11 @@ def test_distill_writes_the_student_and_its_accuracies(run) -> None:
 
 
 def test_export_writes_checked_onnx_int8_and_an_arm_library(run, tmp_path: Path) -> None:
+    from hwkd.latency.measure import install_hint, toolchain_problem
+
+    problem = toolchain_problem("aarch64-linux-gnu-gcc")
+    if problem:  # .ci/run installs it as root
+        pytest.skip(f"{problem}: {install_hint('aarch64-linux-gnu-gcc')}")
     path, number = run
     out = tmp_path / "out"
     outcome = export_trial(path, number, ["onnx", "onnx-int8", "tvm"], out)
@@ -91,11 +97,41 @@ def test_a_library_for_this_machine_computes_what_torch_computes(run, tmp_path: 
 
 def test_a_missing_cross_compiler_still_writes_the_rest(run, tmp_path: Path, monkeypatch) -> None:
     path, number = run
-    monkeypatch.setattr(export_module.shutil, "which", lambda name: None)
+    bin_dir = tmp_path / "bin"  # tar and gzip (TVM writes the archive with them), no aarch64-linux-gnu-gcc
+    bin_dir.mkdir()
+    for tool in ("tar", "gzip"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    monkeypatch.setenv("PATH", str(bin_dir))
     outcome = export_trial(path, number, ["onnx", "tvm"], tmp_path / "out")
     assert (tmp_path / "out" / "student.tar").is_file() and (tmp_path / "out" / "student.onnx").is_file()
-    assert "apt-get install gcc-aarch64-linux-gnu" in outcome.warnings[0]
+    assert "aarch64-linux-gnu-gcc is not installed" in outcome.warnings[0]
+    assert "apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross" in outcome.warnings[0]
     assert outcome.manifest["formats"]["tvm"]["kind"] == "object archive"
+    assert set(outcome.manifest["sha256"]) == {"student.onnx", "student.tar", "student_params.npz"}
+
+
+def test_a_cross_compiler_that_cannot_link_still_writes_the_rest(run, tmp_path: Path, monkeypatch) -> None:
+    """gcc-aarch64-linux-gnu installed without its C library (libc6-dev-arm64-cross) compiles but cannot link."""
+    path, number = run
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "aarch64-linux-gnu-gcc"
+    fake.write_text("#!/bin/sh\necho '/usr/bin/aarch64-linux-gnu-ld: cannot find crti.o: No such file or directory' >&2\n"
+                    "echo 'collect2: error: ld returned 1 exit status' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    outcome = export_trial(path, number, ["tvm"], tmp_path / "out")
+    assert (tmp_path / "out" / "student.tar").is_file() and not (tmp_path / "out" / "student.so").exists()
+    warning = outcome.warnings[0]
+    assert "cannot link a shared library (/usr/bin/aarch64-linux-gnu-ld: cannot find crti.o" in warning
+    assert "libc6-dev-arm64-cross" in warning
+
+
+def test_install_hints_name_the_compiler_and_its_c_library() -> None:
+    from hwkd.latency.measure import install_hint
+
+    assert install_hint("aarch64-linux-gnu-gcc") == "apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
+    assert install_hint("arm-linux-gnueabihf-gcc") == "apt-get install gcc-arm-linux-gnueabihf libc6-dev-armhf-cross"
 
 
 def test_an_existing_output_folder_needs_force(run, tmp_path: Path) -> None:

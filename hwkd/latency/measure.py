@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 import socket
 import statistics
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +166,9 @@ def link_library(student: CompiledStudent, path: Path, profile: DeviceProfile) -
         else:
             student.executable.export_library(str(path), fcompile=cc.cross_compiler(compiler))
     except Exception as exc:  # noqa: BLE001 - compiler failures vary
-        raise CompileError(f"cannot link the library for {profile.name} with {compiler or 'cc'}: {_first_line(exc)}") from None
+        hint = f"; install the toolchain ({install_hint(compiler)})" if compiler else ""
+        raise CompileError(f"cannot link the library for {profile.name} with {compiler or 'cc'}: "
+                           f"{_compiler_error(str(exc))}{hint}") from None
     return compiler or "cc"
 
 
@@ -175,6 +180,48 @@ def cross_compiler(profile: DeviceProfile) -> str | None:
     if not triple or triple.split("-")[0] == os.uname().machine:
         return None
     return f"{triple}-gcc"
+
+
+def toolchain_problem(compiler: str) -> str | None:
+    """Why `compiler` cannot link a shared library on this machine, or None when it can.
+
+    A cross gcc without its target's C library (Debian installs `libc6-dev-<arch>-cross` only as
+    a recommendation) compiles but cannot link; linking a one-line library finds that out.
+    """
+    if shutil.which(compiler) is None:
+        return f"{compiler} is not installed"
+    with tempfile.TemporaryDirectory(prefix="hwkd-cc-") as tmp:
+        source = Path(tmp) / "probe.c"
+        source.write_text("int hwkd_probe(void) { return 0; }\n")
+        try:
+            done = subprocess.run([compiler, "-shared", "-fPIC", "-o", str(Path(tmp) / "probe.so"), str(source)],
+                                  capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{compiler} cannot run ({exc})"
+    if done.returncode != 0:
+        return f"{compiler} cannot link a shared library ({_compiler_error(done.stderr)})"
+    return None
+
+
+# Debian's architecture names, for the package of a cross toolchain's C library.
+_DEBIAN_ARCH = {"aarch64": "arm64", "arm": "armhf", "riscv64": "riscv64", "x86_64": "amd64", "i686": "i386"}
+
+
+def install_hint(compiler: str) -> str:
+    """The Debian/Ubuntu command that installs a cross compiler named `TRIPLE-gcc` and its C library."""
+    triple = compiler.removesuffix("-gcc")
+    arch = _DEBIAN_ARCH.get(triple.split("-")[0])
+    return f"apt-get install gcc-{triple}" + (f" libc6-dev-{arch}-cross" if arch else "")
+
+
+def _compiler_error(output: str) -> str:
+    """The line of a compiler's output that says what went wrong (not the command line TVM appends)."""
+    lines = [line.strip() for line in output.strip().splitlines()
+             if line.strip() and not line.strip().startswith(("Compilation error", "Command line"))]
+    for line in lines:
+        if re.search(r"cannot find|error:|undefined reference|not found", line) and not line.startswith("collect2"):
+            return line[:300]
+    return lines[0][:300] if lines else "no output"
 
 
 def _check_reachable(host: str, port: int, timeout_s: float, device: str) -> None:
