@@ -34,7 +34,7 @@ from hwkd.profiles import DeviceProfile, load_profile
 from hwkd.progress import progress_bar
 from hwkd.run_folder import STUDY_NAME, RunFolder, library_versions
 from hwkd.spaces import SearchSpace, load_space
-from hwkd.teacher import Teacher, copy_into, default_teacher, load_teacher_file
+from hwkd.teacher import Teacher, copy_into, default_teacher, load_run_teacher, load_teacher_file
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +165,26 @@ class Search:
         """The teacher and its logits on the training split (computed once per run)."""
         self.folder.check_same_run(self.fixed_settings())
         self.folder.path.mkdir(parents=True, exist_ok=True)
-        if self.config.teacher:
-            teacher = load_teacher_file(self.config.teacher, self.dataset)
-        else:
-            teacher = default_teacher(self.dataset, self.train_device, progress=log.info)
+        teacher = self._teacher()
         logits = self._teacher_logits(teacher)
         self._write_run_json(teacher, logits)
         return teacher, logits
+
+    def _teacher(self) -> Teacher:
+        """The run's teacher: a continued run keeps the one its trials were distilled from."""
+        recorded = (self.folder.read().get("teacher") or {}) if self.folder.exists() else {}
+        kept = self.folder.path / recorded["file"] if "file" in recorded else None
+        if self.config.teacher:
+            teacher = load_teacher_file(self.config.teacher, self.dataset)
+            if recorded.get("sha256") not in (None, teacher.sha256):
+                raise RunError(f"--teacher {self.config.teacher} is not the teacher {self.folder.path} was searched "
+                               f"with (sha256 {teacher.sha256[:12]}, the run's {recorded['sha256'][:12]}); "
+                               "continue with the same file or choose another --run-dir")
+            return teacher
+        if kept is not None and kept.is_file():  # not retrained: the cache may be gone or newer
+            log.info("default teacher: the run's copy %s", kept)
+            return load_run_teacher(kept, str(recorded["kind"]), self.dataset)
+        return default_teacher(self.dataset, self.train_device, progress=log.info)
 
     def _teacher_logits(self, teacher: Teacher) -> torch.Tensor:
         path = self.folder.teacher_logits

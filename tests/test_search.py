@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -198,3 +199,40 @@ def test_bad_search_settings_are_one_line_errors(tmp_path: Path, teacher_file: P
     with pytest.raises(HwkdError, match=message) as info:
         Search(make_config(tmp_path / "run", teacher_file, **changes)).run(progress=False)
     assert "\n" not in str(info.value)
+
+
+def test_a_continued_run_keeps_the_default_teacher_it_started_with(tmp_path: Path, monkeypatch) -> None:
+    real = search_module.default_teacher
+    monkeypatch.setenv("HWKD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(search_module, "default_teacher",  # hwkd's teacher on a small budget
+                        lambda data, device, progress=None: real(data, device, progress, images_budget=2000))
+    run = tmp_path / "run"
+    config = SearchConfig(run_dir=str(run), trials=1, brief=replace(BRIEF, steps=10), train_device="cpu")
+    Search(config).run(progress=False)
+    first = json.loads((run / "run.json").read_text())["teacher"]
+    assert first["kind"] == "default" and (run / first["file"]).is_file()
+
+    def retrain(*args, **kwargs):  # the cache is gone (or holds a newer teacher): never retrain for this run
+        raise AssertionError("the default teacher was trained again for a continued run")
+
+    shutil.rmtree(tmp_path / "cache")
+    monkeypatch.setattr(search_module, "default_teacher", retrain)
+    Search(replace(config, trials=1)).run(progress=False)
+    assert json.loads((run / "run.json").read_text())["teacher"]["sha256"] == first["sha256"]
+    assert len(study_of(run).trials) == 2
+
+
+def test_a_changed_teacher_file_does_not_continue_a_run(tmp_path: Path, teacher_file: Path) -> None:
+    import torch
+
+    teacher = tmp_path / "teacher.pt"
+    shutil.copyfile(teacher_file, teacher)
+    run = tmp_path / "run"
+    Search(make_config(run, teacher, trials=1)).run(progress=False)
+    model = torch.jit.load(str(teacher))
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)  # retrained in place: same path, other weights
+    torch.jit.save(model, str(teacher))
+    with pytest.raises(RunError, match=r"--teacher .*teacher.pt is not the teacher .* was searched with"):
+        Search(make_config(run, teacher, trials=1)).run(progress=False)
+    assert len(study_of(run).trials) == 1
