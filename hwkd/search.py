@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SPACE = "nb201-small"
 DEFAULT_TRIALS = 16
+STARTUP_TRIALS = 8  # spread over the cost range (hwkd.initial_design), then the sampler's own
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,7 @@ class Search:
             population = max(8, min(50, (self.config.trials or DEFAULT_TRIALS) // 2))
             sampler: Any = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
         else:
-            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)
+            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=STARTUP_TRIALS)
         try:
             study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler,
                                         directions=["maximize", "minimize"], load_if_exists=True)
@@ -272,6 +273,23 @@ class Search:
         _fail_abandoned(study)
         return study
 
+    def startup_plan(self, study: Any) -> list[dict[str, Any]]:
+        """Params of the study's first trials: students spread evenly over the space's range of MACs.
+
+        The plan depends only on the space, the data's shape and the seed, so a continued study
+        recomputes the same one; empty once the study has that many trials.
+        """
+        from hwkd.initial_design import spread_by_cost
+
+        done = len(study.get_trials(deepcopy=False))
+        if done >= STARTUP_TRIALS:
+            return []
+        picks = spread_by_cost(self.space, self.num_classes, self.input_shape, STARTUP_TRIALS, self.config.seed)
+        if picks and not done:
+            log.info("the first %d trials span the space's cost range, from %s to %s", len(picks), picks[0][0],
+                     picks[-1][0])
+        return [params for _, params in picks]
+
     # ---- the loop -----------------------------------------------------------------------------
 
     def run(self, progress: bool | None = None) -> SearchSummary:
@@ -280,6 +298,7 @@ class Search:
         start = time.monotonic()
         teacher, logits = self.prepare()
         study = self.open_study()
+        plan = self.startup_plan(study)
         known = {t.user_attrs.get("arch"): t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
         trials = self.config.trials if self.config.trials is not None else (None if self.config.timeout_s else DEFAULT_TRIALS)
         show = sys.stderr.isatty() if progress is None else progress
@@ -293,6 +312,9 @@ class Search:
             while trials is None or new < trials:
                 if self.config.timeout_s is not None and time.monotonic() - start > self.config.timeout_s:
                     break
+                done = len(study.get_trials(deepcopy=False)) if plan else 0
+                if done < len(plan):  # enqueued one at a time: no waiting trials are left in the study
+                    study.enqueue_trial(plan[done])
                 trial = study.ask()
                 new += 1
                 try:

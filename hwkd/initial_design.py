@@ -1,0 +1,70 @@
+"""The first trials of a new study: students spread evenly over the space's range of cost.
+
+Accuracy grows with a student's size, but noisily; a front is only as wide as the latencies the
+study has tried. Random first proposals bunch in the middle of the cost range, so a short search
+can miss both ends of the front. Instead hwkd draws random proposals, sorts them by forward
+MACs (counted on the meta device: no weights, no compute) and enqueues those closest to evenly
+spaced MACs from the cheapest to the largest. The sampler takes over after them.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+
+from hwkd.errors import ArchitectureError
+from hwkd.spaces import SearchSpace
+
+
+class _RandomProposal:
+    """Answers a space's categorical questions at random, keeping the answers as Optuna params."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.params: dict[str, Any] = {}
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        value = self.rng.choice(list(choices))
+        self.params[name] = value
+        return value
+
+
+def forward_macs(space: SearchSpace, arch: str, num_classes: int, input_shape: tuple[int, ...]) -> float:
+    """Multiply-accumulates of one forward pass of `arch`, counted without computing anything."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = space.build(arch, num_classes, input_shape)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(input_shape, device="meta"))
+    return counter.get_total_flops() / 2
+
+
+def spread_by_cost(space: SearchSpace, num_classes: int, input_shape: tuple[int, ...], count: int, seed: int,
+                   candidates: int = 64) -> list[tuple[str, dict[str, Any]]]:
+    """(arch, Optuna params) of up to `count` distinct valid students whose MACs are spread evenly
+    between the cheapest and the largest of `candidates` random proposals, cheapest first."""
+    rng = random.Random(seed)
+    pool: dict[str, dict[str, Any]] = {}
+    for _ in range(candidates * 4):  # invalid proposals (NB201's constant cells) are drawn again
+        if len(pool) == candidates:
+            break
+        proposal = _RandomProposal(rng)
+        try:
+            arch = space.parse(space.suggest(proposal))
+        except ArchitectureError:
+            continue
+        pool.setdefault(arch, proposal.params)
+    costs = sorted((forward_macs(space, arch, num_classes, input_shape), arch) for arch in pool)
+    if not costs or count < 1:
+        return []
+    low, high = costs[0][0], costs[-1][0]
+    picks: list[str] = []
+    for i in range(min(count, len(costs))):
+        target = low + (high - low) * i / max(1, count - 1)
+        _, arch = min((c for c in costs if c[1] not in picks), key=lambda c: abs(c[0] - target))
+        picks.append(arch)
+    return [(arch, pool[arch]) for arch in picks]
