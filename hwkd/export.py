@@ -200,8 +200,7 @@ def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, te
                 "vm['main'](x, *[w[k] for k in sorted(w)]) with w = numpy.load(PARAMS)",
     }
     problem = toolchain_problem(compiler) if compiler is not None else None
-    if problem is not None:
-        assert compiler is not None
+    if compiler is not None and problem is not None:
         library = out_dir / "student.tar"
         compiled.executable.export_library(str(library))  # object files; link them on the board
         message = (f"{problem}, so {library.name} holds object files for {profile.name}; install the toolchain "
