@@ -30,6 +30,7 @@ from hwkd.data import load_dataset
 from hwkd.distill.brief import brief_distill, evaluate
 from hwkd.distill.config import BriefConfig
 from hwkd.distill.losses import kd_loss
+from hwkd.initial_design import count_macs
 from hwkd.search import DEFAULT_TRIALS
 from hwkd.spaces import load_space
 from hwkd.teacher import DefaultTeacher, default_teacher
@@ -62,15 +63,6 @@ def plain_loop(student: torch.nn.Module, teacher: Callable[[torch.Tensor], torch
     return config.steps * config.batch_size / (time.perf_counter() - start)
 
 
-def forward_macs(model: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple[int, ...]) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.zeros(input_shape))
-    return counter.get_total_flops() / 2
-
-
 def speed(dataset, teachers: list[tuple[str, Callable[[torch.Tensor], torch.Tensor], float]], steps: int) -> None:
     """`teachers`: (name, forward, seconds of its outputs on the training split)."""
     space = load_space("nb201-small")
@@ -87,7 +79,7 @@ def speed(dataset, teachers: list[tuple[str, Callable[[torch.Tensor], torch.Tens
         cached[name] = brief_distill(student, dataset, logits, config, cpu).images_per_s
     for teacher_name, teacher_forward, logits_seconds in teachers:
         amortized = logits_seconds / DEFAULT_TRIALS  # seconds per trial of a default search
-        print(f"\n   teacher: {teacher_name}, {forward_macs(teacher_forward, dataset.input_shape) / 1e6:.2f} MMACs "
+        print(f"\n   teacher: {teacher_name}, {count_macs(teacher_forward, dataset.input_shape) / 1e6:.2f} MMACs "
               f"per image; its outputs on {len(dataset.train)} training images: {logits_seconds:.1f} s once per run "
               f"({amortized:.1f} s per trial over a default {DEFAULT_TRIALS}-trial search)")
         print(f"   {'student':<8} {'MMACs':>6} {'cached img/s':>13} {'+ amortized':>12} {'plain img/s':>12} "
@@ -96,7 +88,7 @@ def speed(dataset, teachers: list[tuple[str, Callable[[torch.Tensor], torch.Tens
         for name, arch in STUDENTS.items():
             torch.manual_seed(0)
             student = space.build(arch, dataset.num_classes, dataset.input_shape)
-            macs = forward_macs(student, dataset.input_shape)
+            macs = count_macs(student, dataset.input_shape)
             # the one-time teacher pass spread over the images a default search trains on
             with_share = 1 / (1 / cached[name] + logits_seconds / trial_images)
             plain = plain_loop(student, teacher_forward, dataset, config)
@@ -149,13 +141,15 @@ def main() -> None:
     dataset = load_dataset(args.data, args.data_dir)
     print(f"{dataset.name}: {len(dataset.train)} train / {len(dataset.val)} val / {len(dataset.test)} test images")
     teacher = default_teacher(dataset, torch.device("cpu"), progress=print)
+    start = time.perf_counter()
     logits = teacher.logits(dataset.normalize(dataset.train.images))
+    logits_seconds = time.perf_counter() - start
     test_logits = teacher.logits(dataset.normalize(dataset.test.images))
     teacher_acc = float((test_logits.argmax(1) == dataset.test.labels).float().mean())
     # A teacher of the size users bring (ResNet-18 widths, one block per stage); speed does not
     # depend on its weights, so it is not trained.
     large = DefaultTeacher(dataset.input_shape[1], dataset.num_classes, widths=(64, 128, 256, 512)).eval()
-    speed(dataset, [("hwkd's default", teacher.forward, teacher_outputs_seconds(teacher.forward, dataset)),
+    speed(dataset, [("hwkd's default", teacher.forward, logits_seconds),
                     ("ResNet-18 widths (64-512), untrained", large, teacher_outputs_seconds(large, dataset))],
           args.speed_steps)
     if args.steps:

@@ -10,6 +10,7 @@ spaced MACs from the cheapest to the largest. The sampler takes over after them.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,16 +32,22 @@ class _RandomProposal:
         return value
 
 
-def forward_macs(space: SearchSpace, arch: str, num_classes: int, input_shape: tuple[int, ...]) -> float:
-    """Multiply-accumulates of one forward pass of `arch`, counted without computing anything."""
+def count_macs(model: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple[int, ...],
+               device: str = "cpu") -> float:
+    """Multiply-accumulates of one forward pass of `model` on a zero input of `input_shape`."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.device("meta"):
-        model = space.build(arch, num_classes, input_shape)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.zeros(input_shape, device="meta"))
+        model(torch.zeros(input_shape, device=device))
     return counter.get_total_flops() / 2
+
+
+def forward_macs(space: SearchSpace, arch: str, num_classes: int, input_shape: tuple[int, ...]) -> float:
+    """Multiply-accumulates of one forward pass of `arch`, counted without computing anything."""
+    with torch.device("meta"):
+        model = space.build(arch, num_classes, input_shape)
+    return count_macs(model, input_shape, device="meta")
 
 
 def spread_by_cost(space: SearchSpace, num_classes: int, input_shape: tuple[int, ...], count: int, seed: int,

@@ -174,7 +174,6 @@ class Search:
     def _teacher(self) -> Teacher:
         """The run's teacher: a continued run keeps the one its trials were distilled from."""
         recorded = (self.folder.read().get("teacher") or {}) if self.folder.exists() else {}
-        kept = self.folder.path / recorded["file"] if "file" in recorded else None
         if self.config.teacher:
             teacher = load_teacher_file(self.config.teacher, self.dataset)
             if recorded.get("sha256") not in (None, teacher.sha256):
@@ -182,6 +181,7 @@ class Search:
                                f"with (sha256 {teacher.sha256[:12]}, the run's {recorded['sha256'][:12]}); "
                                "continue with the same file or choose another --run-dir")
             return teacher
+        kept = self.folder.path / recorded["file"] if "file" in recorded else None
         if kept is not None and kept.is_file():  # not retrained: the cache may be gone or newer
             log.info("default teacher: the run's copy %s", kept)
             return load_run_teacher(kept, str(recorded["kind"]), self.dataset)
