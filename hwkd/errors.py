@@ -49,3 +49,12 @@ class DataError(HwkdError):
 
 class RunError(HwkdError):
     """A run folder, trial or checkpoint that cannot be used."""
+
+
+def error_line(exc: BaseException, *, first: bool = False, limit: int = 300) -> str:
+    """One line of `exc`'s message for a one-line error: the last non-empty line, where TVM and
+    torch put the cause after their tracebacks, or with `first` the first, where YAML puts it."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return (lines[0] if first else lines[-1])[:limit]

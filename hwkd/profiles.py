@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from hwkd.errors import ConfigError, UnknownNameError
+from hwkd.errors import ConfigError, UnknownNameError, error_line
 
 PROFILE_SUFFIXES = (".yaml", ".yml")
 
@@ -201,7 +201,7 @@ def parse_profile(path: Path) -> DeviceProfile:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [f"not valid YAML ({_first_line(exc)})"]) from None
+        raise ConfigError(str(path), [f"not valid YAML ({error_line(exc, first=True)})"]) from None
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot be read ({exc.strerror})"]) from None
     return profile_from_dict(path.stem, raw, str(path))
@@ -348,9 +348,6 @@ def _resolve_target_auto(target: dict[str, Any], probes: _HostProbe) -> list[str
         target["mcpu"] = mcpu
     return []
 
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 class _HostProbe:

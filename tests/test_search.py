@@ -18,6 +18,7 @@ from hwkd.distill.config import BriefConfig
 from hwkd.errors import HwkdError, RunError
 from hwkd.run_folder import STUDY_NAME
 from hwkd.search import Budgets, Search, SearchConfig
+from hwkd.teacher import TeacherRecipe
 
 BRIEF = BriefConfig(steps=40, batch_size=64)
 
@@ -204,8 +205,9 @@ def test_bad_search_settings_are_one_line_errors(tmp_path: Path, teacher_file: P
 def test_a_continued_run_keeps_the_default_teacher_it_started_with(tmp_path: Path, monkeypatch) -> None:
     real = search_module.default_teacher
     monkeypatch.setenv("HWKD_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(search_module, "default_teacher",  # hwkd's teacher on a small budget
-                        lambda data, device, progress=None: real(data, device, progress, images_budget=2000))
+    small = TeacherRecipe((16, 32, 64), 2000)  # hwkd's teacher, narrower and briefer: the run's copy keeps its widths
+    monkeypatch.setattr(search_module, "default_teacher",
+                        lambda data, device, progress=None: real(data, device, progress, recipe=small))
     run = tmp_path / "run"
     config = SearchConfig(run_dir=str(run), trials=1, brief=replace(BRIEF, steps=10), train_device="cpu")
     Search(config).run(progress=False)

@@ -7,7 +7,15 @@ import torch
 
 from hwkd.data import load_dataset
 from hwkd.errors import DataError
-from hwkd.teacher import DefaultTeacher, augment, default_teacher, default_teacher_path, load_teacher_file
+from hwkd.teacher import (
+    DefaultTeacher,
+    TeacherRecipe,
+    augment,
+    default_recipe,
+    default_teacher,
+    default_teacher_path,
+    load_teacher_file,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +67,7 @@ def test_bad_teacher_files(tmp_path: Path, data, name: str, content: bytes | Non
 def test_default_teacher_trains_once_then_loads_from_the_cache(tmp_path: Path, monkeypatch, data) -> None:
     monkeypatch.setenv("HWKD_CACHE_DIR", str(tmp_path))
     lines: list[str] = []
-    first = default_teacher(data, torch.device("cpu"), progress=lines.append, images_budget=4000)
+    first = default_teacher(data, torch.device("cpu"), progress=lines.append, recipe=TeacherRecipe((32, 64, 128), 4000))
     assert lines and "epoch 1/1" in lines[-1]
     path = default_teacher_path(data)
     assert path.is_file() and first.kind == "default"
@@ -70,8 +78,18 @@ def test_default_teacher_trains_once_then_loads_from_the_cache(tmp_path: Path, m
     assert not lines and second.sha256 == first.sha256  # loaded, not trained
     # a corrupt cache file is trained again, not trusted
     path.write_bytes(b"garbage")
-    third = default_teacher(data, torch.device("cpu"), progress=lines.append, images_budget=100)
+    third = default_teacher(data, torch.device("cpu"), progress=lines.append, recipe=TeacherRecipe((16, 32), 100))
     assert lines and third.sha256 != first.sha256
+    # the cache keeps the widths it was trained with, whatever the recipe asked for now
+    fourth = default_teacher(data, torch.device("cpu"))
+    sample = data.normalize(data.val.images[:8])
+    assert torch.equal(fourth.logits(sample), third.logits(sample))
+
+
+def test_the_default_teacher_grows_with_the_data(data) -> None:
+    narrow, wide = default_recipe(len(data.train)), default_recipe(54_000)  # embedded, Fashion-MNIST
+    assert narrow.widths == (32, 64, 128) and wide.widths == (64, 128, 256)
+    assert wide.images > narrow.images  # and sees more images
 
 
 def test_augment_shifts_and_flips_without_changing_shape() -> None:

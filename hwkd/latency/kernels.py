@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hwkd.errors import CompileError
+from hwkd.errors import CompileError, error_line
 from hwkd.latency.relax_import import RelaxGraph
 from hwkd.latency.schedule import schedule_primfunc
 
@@ -99,7 +99,7 @@ class Lowerer:
                 ]
             )(mod)
         except Exception as exc:  # noqa: BLE001 - TVM raises many types
-            raise CompileError(f"TVM cannot lower this model: {_first_line(exc)}") from None
+            raise CompileError(f"TVM cannot lower this model: {error_line(exc)}") from None
 
         main = fused["main"]
         num_input = int(main.attrs["num_input"]) if main.attrs and "num_input" in main.attrs else 1
@@ -574,8 +574,3 @@ def _dtype_bits(dtype: str) -> int:
 
 def _const(value: Any) -> int:
     return int(value.value) if hasattr(value, "value") else int(value)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[-1][:300] if text else type(exc).__name__

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from hwkd.errors import CompileError, MeasureError
+from hwkd.errors import CompileError, MeasureError, error_line
 from hwkd.latency.kernels import LoweredGraph
 from hwkd.latency.schedule import schedule_module
 from hwkd.profiles import DeviceProfile
@@ -69,7 +69,7 @@ def compile_student(lowered: LoweredGraph, params: list[np.ndarray], profile: De
         )
         return CompiledStudent(_compile(main_only, target), weights)
     except Exception as exc:  # noqa: BLE001 - TVM raises many types
-        raise CompileError(f"TVM cannot compile this model for {profile.name}: {_first_line(exc)}") from None
+        raise CompileError(f"TVM cannot compile this model for {profile.name}: {error_line(exc)}") from None
 
 
 def _compile(mod: Any, target: Any) -> Any:
@@ -151,7 +151,7 @@ def measure_rpc(
         except MeasureError:
             raise
         except Exception as exc:  # noqa: BLE001 - RPC errors vary
-            raise MeasureError(f"measuring on {where} failed: {_first_line(exc)}") from None
+            raise MeasureError(f"measuring on {where} failed: {error_line(exc)}") from None
     return _summary(runs, where)
 
 
@@ -258,8 +258,3 @@ def _summary(runs_ms: list[float], where: str) -> Measurement:
     low = ordered[int(0.1 * (len(ordered) - 1))]
     high = ordered[int(round(0.9 * (len(ordered) - 1)))]
     return Measurement(statistics.median(ordered), high - low, len(ordered), where)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else type(exc).__name__

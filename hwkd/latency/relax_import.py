@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from hwkd.errors import CompileError
+from hwkd.errors import CompileError, error_line
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,14 @@ def torch_to_relax(module: nn.Module, input_shape: tuple[int, ...]) -> RelaxGrap
         graph = fx.Tracer().trace(module)
     except Exception as exc:  # noqa: BLE001 - any tracing failure means the same to the user
         raise CompileError(
-            f"cannot trace {type(module).__name__} with torch.fx ({_short(exc)}); "
+            f"cannot trace {type(module).__name__} with torch.fx ({error_line(exc)}); "
             "students must be traceable (no data-dependent control flow)"
         ) from None
     graph_module = prepare_for_tvm(module, graph)
     try:
         mod = from_fx(graph_module, [(tuple(input_shape), "float32")], keep_params_as_input=True)
     except Exception as exc:  # noqa: BLE001 - TVM raises many types for unsupported ops
-        raise CompileError(f"TVM cannot import {type(module).__name__}: {_short(exc)}") from None
+        raise CompileError(f"TVM cannot import {type(module).__name__}: {error_line(exc)}") from None
     mod, params = relax.frontend.detach_params(mod)
     weights = [p.numpy() for p in params.get("main", [])]
     return RelaxGraph(mod, weights, "input", tuple(input_shape))
@@ -77,7 +77,7 @@ def onnx_to_relax(path: str | os.PathLike[str], input_shape: tuple[int, ...] | N
     try:
         model = onnx.load(str(file))
     except Exception as exc:  # noqa: BLE001 - protobuf errors vary
-        raise CompileError(f"{path}: not an ONNX model ({_short(exc)})") from None
+        raise CompileError(f"{path}: not an ONNX model ({error_line(exc)})") from None
     initializers = {init.name for init in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
@@ -96,7 +96,7 @@ def onnx_to_relax(path: str | os.PathLike[str], input_shape: tuple[int, ...] | N
     try:
         mod = from_onnx(model, shape_dict={graph_input.name: list(shape)}, keep_params_in_input=True)
     except Exception as exc:  # noqa: BLE001 - TVM raises many types for unsupported ops
-        raise CompileError(f"{path}: TVM cannot import this ONNX model ({_short(exc)})") from None
+        raise CompileError(f"{path}: TVM cannot import this ONNX model ({error_line(exc)})") from None
     mod, params = relax.frontend.detach_params(mod)
     weights = [p.numpy() for p in params.get("main", [])]
     return RelaxGraph(mod, weights, graph_input.name, shape)
@@ -189,9 +189,3 @@ def _get_attr(module: nn.Module, target: str) -> Any:
     for part in target.split("."):
         value = getattr(value, part)
     return value
-
-
-def _short(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    text = lines[-1] if lines else type(exc).__name__
-    return text[:300]
