@@ -217,8 +217,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         "again continues the same study.",
     )
     p.add_argument("--device", default="rpi4", help="device name or path/to/board.yaml (default rpi4)")
-    p.add_argument("--space", default="nb201-small", help="nb201, nb201-small, fbnet, ... or path/to/space.yaml "
-                   "(default nb201-small)")
+    p.add_argument("--space", default="nb201-widths", help="nb201-widths, nb201-small, nb201, fbnet, ... or "
+                   "path/to/space.yaml (default nb201-widths)")
     p.add_argument("--data", default="embedded", help="embedded (default), fashion-mnist, cifar10, cifar100, folder")
     p.add_argument("--data-dir", help="the dataset's folder (fashion-mnist, cifar10, cifar100, folder)")
     p.add_argument("--teacher", help="teacher file: .pt2 (torch.export), .pt (TorchScript) or .onnx; "

@@ -38,7 +38,7 @@ from hwkd.teacher import Teacher, copy_into, default_teacher, load_run_teacher, 
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPACE = "nb201-small"
+DEFAULT_SPACE = "nb201-widths"
 DEFAULT_TRIALS = 16
 STARTUP_TRIALS = 8  # spread over the cost range (hwkd.initial_design), then the sampler's own
 
@@ -379,7 +379,9 @@ class Search:
             study.tell(trial, state=TrialState.PRUNED)
             log.info("trial %d: %s is over budget (%s), not trained", trial.number, arch, "; ".join(reasons))
             return "infeasible"
-        student = self.space.build(arch, self.num_classes, self.input_shape)
+        with torch.random.fork_rng():  # initial weights depend on the student and seed, not on earlier trials
+            torch.manual_seed(self.config.brief.seed)
+            student = self.space.build(arch, self.num_classes, self.input_shape)
         try:
             result = brief_distill(student, self.dataset, logits, self.config.brief, self.train_device)
         except TrainingDiverged as exc:

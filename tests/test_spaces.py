@@ -120,6 +120,47 @@ def test_nb201_suggest_through_optuna_gives_valid_ids() -> None:
     assert arch_string(tuple(trial.params[f"edge_{j}_{i}"] for j, i in EDGES)) == arch
 
 
+def widths_space(tmp_path: Path, widths: object) -> object:
+    raw = yaml.safe_load(builtin_spaces()["nb201-small"].read_text())
+    path = tmp_path / "widths.yaml"
+    path.write_text(yaml.safe_dump({**raw, "stem_channels": widths}))
+    return load_space(path)
+
+
+def test_nb201_widths_scale_the_network_and_lead_the_id(tmp_path: Path) -> None:
+    space = widths_space(tmp_path, [16, 8])
+    assert space.size() == 2 * 15_625
+    narrow, wide = space.build("C8:" + ALL_3X3, 10), space.build("C16:" + ALL_3X3, 10)
+    assert narrow.fc.in_features == 32 and wide.fc.in_features == 64  # the stem's width, doubled twice
+    # 3x3 convs dominate, so a network half as wide has about a quarter of the MACs
+    ratio = conv_linear_macs(narrow, (1, 1, 28, 28)) / conv_linear_macs(wide, (1, 1, 28, 28))
+    assert 0.24 < ratio < 0.3
+    assert space.parse(ALL_3X3) == "C16:" + ALL_3X3  # a bare cell is the widest network
+    assert n_params(space.build(ALL_3X3, 10)) == n_params(wide)
+    assert load_space("nb201-small").parse("C16:" + ALL_3X3) == ALL_3X3  # one width: ids stay bare
+    with pytest.raises(ArchitectureError, match="width 'C12' is not one of C8, C16"):
+        space.parse("C12:" + ALL_3X3)
+
+
+def test_nb201_widths_are_an_optuna_parameter(tmp_path: Path) -> None:
+    space = widths_space(tmp_path, [4, 8, 12, 16])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    widths = set()
+    for _ in range(12):
+        trial = study.ask()
+        arch = space.suggest(trial)
+        assert arch.startswith(f"C{trial.params['stem_channels']}:|")
+        widths.add(trial.params["stem_channels"])
+    assert len(widths) > 1
+
+
+@pytest.mark.parametrize(("widths", "message"), [([], "is not a positive int"), ([8, 0], "is not a positive int"),
+                                                 ([8, 8], "lists a width twice"), ("wide", "is not a positive int")])
+def test_nb201_bad_widths_are_named(tmp_path: Path, widths: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        widths_space(tmp_path, widths)
+
+
 # ---- FBNet -----------------------------------------------------------------------------------
 
 FBNET_BLOCKS = {0: (3, 1, 1), 1: (3, 1, 2), 2: (3, 3, 1), 3: (3, 6, 1), 4: (5, 1, 1), 5: (5, 1, 2), 6: (5, 3, 1), 7: (5, 6, 1)}

@@ -3,6 +3,10 @@
 Architecture id, as the benchmark writes it: `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`; the three
 `+`-separated groups are nodes 1, 2, 3 and `op~i` is applied to node i and summed into the node.
 
+A space file may also offer widths (`stem_channels: [8, 12, 16]`, the stem's channels, doubled
+at each of the two reductions), the knob that trades accuracy for latency most smoothly. Its ids
+then start with the width, `C8:|op~0|+...`; a bare cell means the widest network.
+
 What the built student computes: only *live* edges, those whose input depends on the cell input and
 whose node reaches the cell output (node 3) through edges other than `none`. Dead edges are not
 built, so their MACs and parameters are not counted. A cell whose output does not depend on its
@@ -28,6 +32,7 @@ NODES = 4
 # (to_node, from_node) in the benchmark's order: 0->1, 0->2, 1->2, 0->3, 1->3, 2->3.
 EDGES = tuple((j, i) for j in range(1, NODES) for i in range(j))
 FORMAT = "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|"
+WIDTH_PARAM = "stem_channels"  # the Optuna parameter of a space with several widths
 
 
 def live_edges(ops: tuple[str, ...]) -> tuple[bool, ...]:
@@ -137,7 +142,7 @@ class NB201Space(SearchSpace):
         spec.reject_unknown({"kind", "description", "input_shape", "stem_channels", "cells_per_stage", "ops"})
         description = spec.get("description", str, "")
         input_shape = spec.input_shape()
-        self.stem_channels = spec.get("stem_channels", int, 16)
+        self.widths = _widths(spec)
         self.cells_per_stage = spec.get("cells_per_stage", int, 5)
         ops = spec.get("ops", list, list(OPS))
         for op in ops:
@@ -149,8 +154,19 @@ class NB201Space(SearchSpace):
         self.ops = tuple(ops)
         super().__init__(name, description, input_shape, origin)
 
-    def _ops(self, arch: str) -> tuple[str, ...]:
+    def _split(self, arch: str) -> tuple[int, tuple[str, ...]]:
+        """(stem channels, edge ops) of an id, bare or `C<width>:`-prefixed."""
         text = arch.strip()
+        width = self.widths[-1]
+        head, sep, cell = text.partition(":")
+        if sep:
+            if not (head.startswith("C") and head[1:].isdigit() and int(head[1:]) in self.widths):
+                raise ArchitectureError(f"{self.name} architecture {arch!r}: width {head!r} is not one of "
+                                        f"{', '.join(f'C{w}' for w in self.widths)}")
+            width, text = int(head[1:]), cell
+        return width, self._ops(arch, text)
+
+    def _ops(self, arch: str, text: str) -> tuple[str, ...]:
         groups = text.split("+")
         if len(groups) != NODES - 1:
             raise ArchitectureError(
@@ -175,39 +191,56 @@ class NB201Space(SearchSpace):
                 ops.append(op)
         return tuple(ops)
 
+    def _id(self, width: int, ops: tuple[str, ...]) -> str:
+        return arch_string(ops) if len(self.widths) == 1 else f"C{width}:{arch_string(ops)}"
+
     def parse(self, arch: str) -> str:
-        ops = self._ops(arch)
+        width, ops = self._split(arch)
         if not any(live_edges(ops)):
             raise ArchitectureError(
                 f"{self.name} architecture {arch!r}: the cell output does not depend on its input "
                 "(every path from node 0 to node 3 has a 'none' edge), so every prediction would be a constant"
             )
-        return arch_string(ops)
+        return self._id(width, ops)
 
     def build(self, arch: str, num_classes: int, input_shape: tuple[int, ...] | None = None) -> nn.Module:
-        ops = self._ops(self.parse(arch))
+        width, ops = self._split(self.parse(arch))
         spec = self.input_spec(input_shape)
-        return NB201Network(ops, spec.channels, self.stem_channels, self.cells_per_stage, num_classes)
+        return NB201Network(ops, spec.channels, width, self.cells_per_stage, num_classes)
 
     def suggest(self, trial: TrialLike) -> str:
+        width = trial.suggest_categorical(WIDTH_PARAM, list(self.widths)) if len(self.widths) > 1 else self.widths[0]
         ops = tuple(trial.suggest_categorical(f"edge_{j}_{i}", list(self.ops)) for j, i in EDGES)
-        return arch_string(ops)
+        return self._id(width, ops)
 
     def sample(self, rng: random.Random) -> str:
+        width = rng.choice(self.widths)
         while True:
             ops = tuple(rng.choice(self.ops) for _ in EDGES)
             if any(live_edges(ops)):
-                return arch_string(ops)
+                return self._id(width, ops)
 
     def size(self) -> int:
-        return len(self.ops) ** len(EDGES)
+        return len(self.widths) * len(self.ops) ** len(EDGES)
 
     def all_ops(self) -> list[tuple[str, ...]]:
         """Every op assignment, valid or not, in lexicographic order of `self.ops`."""
         return list(itertools.product(self.ops, repeat=len(EDGES)))
 
     def describe(self, arch: str) -> str:
-        ops = self._ops(self.parse(arch))
+        width, ops = self._split(self.parse(arch))
         live = live_edges(ops)
         parts = [f"{i}->{j}:{op}" + ("" if ok else "(dead)") for (j, i), op, ok in zip(EDGES, ops, live)]
-        return " ".join(parts)
+        return " ".join(([f"C={width}"] if len(self.widths) > 1 else []) + parts)
+
+
+def _widths(spec: SpecReader) -> tuple[int, ...]:
+    """`stem_channels`: one width (default 16) or a list of widths to choose from."""
+    raw = spec.raw.get("stem_channels", 16)
+    values = raw if isinstance(raw, list) else [raw]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        spec.problems.append(f"stem_channels: {raw!r} is not a positive int or a list of them")
+        return (16,)
+    if len(set(values)) != len(values):
+        spec.problems.append(f"stem_channels: {raw!r} lists a width twice")
+    return tuple(sorted(set(values)))
