@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 
 from hwkd.data import load_dataset
-from hwkd.distill.brief import brief_distill, pick_device
+from hwkd.distill.brief import brief_distill, brief_indices, brief_subset, pick_device
 from hwkd.distill.config import BriefConfig, FullConfig
 from hwkd.distill.full import full_distill
 from hwkd.errors import ArchitectureError
+from hwkd.search import DEFAULT_SPACE
 from hwkd.spaces import load_space
 from hwkd.stats import kendall, spearman
 from hwkd.teacher import default_teacher
@@ -48,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--data-dir")
-    parser.add_argument("--space", default="nb201-small")
+    parser.add_argument("--space", default=DEFAULT_SPACE, help=f"default {DEFAULT_SPACE}, the search's")
     parser.add_argument("--students", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--brief-steps", default=str(BriefConfig.steps),
@@ -65,8 +66,10 @@ def main() -> None:
     test_pred = teacher.logits(dataset.normalize(dataset.test.images)).argmax(1)
     print(f"teacher test accuracy {100 * float((test_pred == dataset.test.labels).float().mean()):.2f}%")
     start = time.perf_counter()
-    logits = teacher.logits(dataset.normalize(dataset.train.images))
-    logits_s = time.perf_counter() - start
+    logits = teacher.logits(dataset.normalize(dataset.train.images))  # every budget's images
+    shared = brief_indices(len(dataset.train), BriefConfig(steps=budgets[0], seed=args.seed))
+    # a search computes the teacher's outputs on its brief images only
+    logits_s = (time.perf_counter() - start) * (1 if shared is None else len(shared) / len(dataset.train))
 
     space = load_space(args.space)
     budgets = [int(v) for v in str(args.brief_steps).split(",")]
@@ -78,9 +81,12 @@ def main() -> None:
         for i, arch in enumerate(students(args.space, args.students, args.seed)):
             briefs = []
             for steps in budgets:
+                config = BriefConfig(steps=steps, seed=args.seed)
+                index = brief_indices(len(dataset.train), config)  # the images a search trains on
                 torch.manual_seed(args.seed)
-                briefs.append(brief_distill(space.build(arch, dataset.num_classes, dataset.input_shape), dataset,
-                                            logits, BriefConfig(steps=steps, seed=args.seed), device))
+                briefs.append(brief_distill(space.build(arch, dataset.num_classes, dataset.input_shape),
+                                            brief_subset(dataset, config), logits if index is None else logits[index],
+                                            config, device))
             torch.manual_seed(args.seed)
             full = full_distill(space.build(arch, dataset.num_classes, dataset.input_shape), teacher.forward,
                                 teacher.module, dataset, full_config, Path(tmp) / f"s{i}.pt", device, {"arch": arch},

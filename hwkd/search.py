@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from hwkd.data.datasets import Dataset, load_dataset
-from hwkd.distill.brief import TrainingDiverged, brief_distill, pick_device
+from hwkd.distill.brief import TrainingDiverged, brief_distill, brief_subset, pick_device
 from hwkd.distill.config import BriefConfig
 from hwkd.errors import ArchitectureError, CompileError, HwkdError, RunError
 from hwkd.latency.estimator import Estimate, Estimator
@@ -131,6 +131,7 @@ class Search:
         self.train_device = pick_device(config.train_device)
         self.estimator = Estimator(self.profile, config.latency_source)  # type: ignore[arg-type]
         self.dataset: Dataset = load_dataset(config.data, config.data_dir)
+        self.brief_data = brief_subset(self.dataset, config.brief)  # what every trial trains on
         self.input_shape = self.dataset.input_shape
         self.num_classes = self.dataset.num_classes
         self._check_space_builds()
@@ -163,7 +164,7 @@ class Search:
                             f"images {self.input_shape}: {exc}") from None
 
     def prepare(self) -> tuple[Teacher, torch.Tensor]:
-        """The teacher and its logits on the training split (computed once per run)."""
+        """The teacher and its logits on the brief distillations' training images (once per run)."""
         self.folder.check_same_run(self.fixed_settings())
         self.folder.path.mkdir(parents=True, exist_ok=True)
         teacher = self._teacher()
@@ -189,16 +190,16 @@ class Search:
 
     def _teacher_logits(self, teacher: Teacher) -> torch.Tensor:
         path = self.folder.teacher_logits
-        key = f"{teacher.sha256}-{self.dataset.fingerprint()}"
+        key = f"{teacher.sha256}-{self.brief_data.fingerprint()}"
         if path.is_file():
             try:
                 saved = torch.load(path, map_location="cpu", weights_only=True)
-                if saved.get("key") == key and saved["logits"].shape == (len(self.dataset.train), self.num_classes):
+                if saved.get("key") == key and saved["logits"].shape == (len(self.brief_data.train), self.num_classes):
                     return saved["logits"]
             except Exception as exc:  # noqa: BLE001 - a corrupt cache is recomputed
                 log.warning("%s is unreadable (%s); computing the teacher's outputs again", path, exc)
-        log.info("computing the teacher's outputs on %d training images (once per run)", len(self.dataset.train))
-        logits = teacher.logits(self.dataset.normalize(self.dataset.train.images))
+        log.info("computing the teacher's outputs on %d training images (once per run)", len(self.brief_data.train))
+        logits = teacher.logits(self.dataset.normalize(self.brief_data.train.images))
         partial = path.with_name(path.name + ".partial")
         torch.save({"key": key, "logits": logits}, partial)
         os.replace(partial, path)
@@ -208,7 +209,7 @@ class Search:
         previous = self.folder.read() if self.folder.exists() else {}
         teacher_info = previous.get("teacher")
         if not teacher_info or teacher_info.get("sha256") != teacher.sha256:
-            train_acc = float((logits.argmax(1) == self.dataset.train.labels).float().mean())
+            train_acc = float((logits.argmax(1) == self.brief_data.train.labels).float().mean())
             val = teacher.logits(self.dataset.normalize(self.dataset.val.images)).argmax(1)
             copy = copy_into(teacher, self.folder.path)
             teacher_info = {
@@ -231,7 +232,8 @@ class Search:
             },
             "dataset": {
                 "name": self.dataset.name, "source": self.dataset.source, "fingerprint": self.dataset.fingerprint(),
-                "train": len(self.dataset.train), "val": len(self.dataset.val), "test": len(self.dataset.test),
+                "train": len(self.dataset.train), "brief_train": len(self.brief_data.train),
+                "val": len(self.dataset.val), "test": len(self.dataset.test),
                 "classes": list(self.dataset.class_names), "input_shape": list(self.input_shape),
                 "mean": list(self.dataset.mean), "std": list(self.dataset.std),
             },
@@ -383,7 +385,7 @@ class Search:
             torch.manual_seed(self.config.brief.seed)
             student = self.space.build(arch, self.num_classes, self.input_shape)
         try:
-            result = brief_distill(student, self.dataset, logits, self.config.brief, self.train_device)
+            result = brief_distill(student, self.brief_data, logits, self.config.brief, self.train_device)
         except TrainingDiverged as exc:
             trial.set_user_attr("fail_reason", str(exc))
             study.tell(trial, state=TrialState.FAIL)

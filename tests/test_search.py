@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+import torch
 from optuna.trial import TrialState
 
 import hwkd.search as search_module
@@ -46,7 +47,7 @@ def test_search_trains_ranks_writes_the_run_folder_and_resumes(tmp_path: Path, t
     trials = pd.read_csv(run / "trials.csv")
     done = trials[trials.state == "COMPLETE"]
     assert len(done) >= 2
-    assert (done.val_accuracy > 0.4).all()  # 40 steps from a real teacher: far above 10% chance
+    assert (done.val_accuracy > 0.3).all()  # 40 steps, the cheapest students first: far above 10% chance
     assert (done.latency_ms > 0).all() and set(done.latency_source) == {"model"}
     assert (done.peak_memory_bytes > 0).all() and (done.macs > 0).all() and (done.params_bytes > 0).all()
     assert (done.duration_s > 0).all() and done.arch.str.match(r"^(C\d+:)?\|").all()
@@ -60,6 +61,9 @@ def test_search_trains_ranks_writes_the_run_folder_and_resumes(tmp_path: Path, t
     info = json.loads((run / "run.json").read_text())
     assert info["config"]["device"] == "rpi4" and info["config"]["brief"]["steps"] == 40
     assert info["dataset"]["name"] == "embedded" and info["dataset"]["val"] > 0
+    # the teacher's outputs are computed for the images the brief distillations share, once
+    assert info["dataset"]["brief_train"] == 40 * 64 < info["dataset"]["train"]
+    assert torch.load(run / "teacher_logits.pt", weights_only=True)["logits"].shape == (40 * 64, 10)
     assert info["teacher"]["kind"] == "TorchScript" and info["teacher"]["val_accuracy"] > 0.7
     assert {"torch", "tvm", "optuna", "onnx", "onnxruntime"} <= set(info["libraries"])
 
@@ -203,8 +207,6 @@ def test_bad_search_settings_are_one_line_errors(tmp_path: Path, teacher_file: P
 
 
 def test_a_trial_scores_the_same_whatever_ran_before_it(tmp_path: Path, teacher_file: Path) -> None:
-    import torch
-
     values = []
     for seed in (1, 2):
         torch.manual_seed(seed)  # the state earlier work left in torch's global generator
@@ -237,8 +239,6 @@ def test_a_continued_run_keeps_the_default_teacher_it_started_with(tmp_path: Pat
 
 
 def test_a_changed_teacher_file_does_not_continue_a_run(tmp_path: Path, teacher_file: Path) -> None:
-    import torch
-
     teacher = tmp_path / "teacher.pt"
     shutil.copyfile(teacher_file, teacher)
     run = tmp_path / "run"

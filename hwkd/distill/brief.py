@@ -1,8 +1,8 @@
 """Brief distillation: the accuracy signal of a search trial.
 
-A fixed number of steps on the training split with the teacher's logits computed once beforehand
-(no per-step teacher and therefore no augmentation), SGD with Nesterov momentum and a one-cycle
-learning rate, channels-last tensors. Validation accuracy is the trial's score.
+A fixed number of steps on a subset of the training split with the teacher's logits computed once
+beforehand (no per-step teacher and therefore no augmentation), SGD with Nesterov momentum and a
+one-cycle learning rate, channels-last tensors. Validation accuracy is the trial's score.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -43,6 +43,24 @@ def pick_device(choice: str) -> torch.device:
     if choice not in ("cpu", "cuda"):
         raise HwkdError(f"--train-device {choice!r}: choose auto, cpu or cuda")
     return torch.device(choice)
+
+
+def brief_indices(train_images: int, config: BriefConfig) -> torch.Tensor | None:
+    """Which training images every brief distillation of a search shares: `steps` batches' worth,
+    drawn once by the seed, so each trial makes one pass over the same images and the teacher's
+    outputs are needed on these only; None where the split is no larger (all of it is used)."""
+    size = config.steps * config.batch_size
+    if size >= train_images:
+        return None
+    return torch.randperm(train_images, generator=torch.Generator().manual_seed(config.seed))[:size].sort().values
+
+
+def brief_subset(dataset: Dataset, config: BriefConfig) -> Dataset:
+    """`dataset` with only the training images of `brief_indices`."""
+    index = brief_indices(len(dataset.train), config)
+    if index is None:
+        return dataset
+    return replace(dataset, train=Split(dataset.train.images[index], dataset.train.labels[index]))
 
 
 def brief_distill(

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hwkd.data import load_dataset
-from hwkd.distill.brief import TrainingDiverged, brief_distill, evaluate, pick_device
+from hwkd.distill.brief import TrainingDiverged, brief_distill, brief_indices, brief_subset, evaluate, pick_device
 from hwkd.distill.config import BriefConfig
 from hwkd.errors import HwkdError
 from hwkd.spaces import load_space
@@ -35,6 +35,19 @@ def test_same_seed_same_result(data) -> None:
     a = brief_distill(student(data), data, None, BriefConfig(steps=10), torch.device("cpu"))
     b = brief_distill(student(data), data, None, BriefConfig(steps=10), torch.device("cpu"))
     assert a.val_accuracy == b.val_accuracy and a.final_loss == b.final_loss
+
+
+def test_every_trial_shares_one_pass_of_training_images(data) -> None:
+    config = BriefConfig(steps=40, batch_size=64, seed=3)
+    shared = brief_subset(data, config)
+    assert len(shared.train) == 40 * 64 and shared.val is data.val and shared.mean == data.mean
+    index = brief_indices(len(data.train), config)
+    assert index is not None and torch.equal(shared.train.labels, data.train.labels[index])
+    assert len(set(index.tolist())) == 40 * 64  # no image twice
+    assert torch.bincount(shared.train.labels, minlength=10).min() > 0.6 * 256  # every class, about evenly
+    assert torch.equal(brief_indices(len(data.train), config), index)  # the same for every trial
+    assert not torch.equal(brief_indices(len(data.train), BriefConfig(steps=40, seed=4)), index)
+    assert brief_subset(data, BriefConfig(steps=200)) is data  # 12,800 images > 8,100: all of them
 
 
 def test_nan_loss_stops_with_the_step(data) -> None:
