@@ -5,9 +5,9 @@ Prints, in one run on this machine:
    images the brief distillations share, looked up per step) against a plain PyTorch loop that
    runs the teacher on every batch, for three students (small, middle, large) with the same
    steps, batch, loss and optimizer; also the one-time cost of the cached logits spread over a
-   default search (goal: at least 2x), with
-   hwkd's default teacher and with a larger one of the size users bring (caching saves the
-   teacher's share of each step, so the ratio grows with the teacher's cost over the student's);
+   default search (goal: at least 2x), with hwkd's default teacher and with a larger one of the
+   size users bring (caching saves the teacher's share of each step, so the ratio grows with the
+   teacher's cost over the student's);
 2. on Fashion-MNIST, the test accuracy of one student distilled from the teacher against the
    same student trained from the labels alone with equal steps, over several seeds (goal:
    distillation ahead by at least 1 point).
@@ -71,7 +71,7 @@ def speed(dataset, teachers: list[tuple[str, Callable[[torch.Tensor], torch.Tens
     cpu = torch.device("cpu")
     logits = torch.zeros(len(dataset.train), dataset.num_classes)  # speed only: values do not matter here
     trial_images = DEFAULT_TRIALS * BriefConfig.steps * config.batch_size
-    shared = min(len(dataset.train), BriefConfig.steps * config.batch_size)  # hwkd.distill.brief.brief_indices
+    shared = len(brief_subset(dataset, BriefConfig()).train)
     print(f"\n1. brief distillation speed, {steps} steps of {config.batch_size} images, "
           f"{torch.get_num_threads()} threads, CPU")
     cached: dict[str, float] = {}

@@ -65,6 +65,7 @@ def main() -> None:
     teacher = default_teacher(dataset, device, progress=lambda line: print(line, flush=True))
     test_pred = teacher.logits(dataset.normalize(dataset.test.images)).argmax(1)
     print(f"teacher test accuracy {100 * float((test_pred == dataset.test.labels).float().mean()):.2f}%")
+    budgets = [int(v) for v in str(args.brief_steps).split(",")]
     start = time.perf_counter()
     logits = teacher.logits(dataset.normalize(dataset.train.images))  # every budget's images
     shared = brief_indices(len(dataset.train), BriefConfig(steps=budgets[0], seed=args.seed))
@@ -72,7 +73,6 @@ def main() -> None:
     logits_s = (time.perf_counter() - start) * (1 if shared is None else len(shared) / len(dataset.train))
 
     space = load_space(args.space)
-    budgets = [int(v) for v in str(args.brief_steps).split(",")]
     full_config = FullConfig(epochs=args.epochs, seed=args.seed)
     rows = []
     brief_head = " ".join(f"{f'brief {b}':>10}" for b in budgets)

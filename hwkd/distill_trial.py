@@ -81,7 +81,7 @@ def write_result(context: RunContext, trial: TrialRecord, result: FullResult, te
 
 def load_student(context: RunContext, trial: TrialRecord) -> torch.nn.Module:
     """The fully distilled student of `trial`, in eval mode."""
-    from hwkd.errors import RunError
+    from hwkd.errors import RunError, error_line
 
     path = context.distilled_dir(trial.number) / "student.pt"
     if not path.is_file():
@@ -91,5 +91,5 @@ def load_student(context: RunContext, trial: TrialRecord) -> torch.nn.Module:
     try:
         student.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file
-        raise RunError(f"{path} is unreadable ({str(exc).splitlines()[0][:160]}); run hwkd distill again") from None
+        raise RunError(f"{path} is unreadable ({error_line(exc, first=True, limit=160)}); run hwkd distill again") from None
     return student.eval()

@@ -47,9 +47,10 @@ class TeacherRecipe:
 
 # The default teacher grows with the data (measured on two cores, notes on issue 4). On the
 # 8,100-image embedded set, doubling the widths bought nothing, while 25 epochs of the narrow
-# network reached 90.4% validation accuracy in 165 s. On Fashion-MNIST's 54,000 images the wide
-# network is both stronger and 4x costlier per image than the narrow one, which is what a teacher
-# should be next to the students it teaches.
+# network reached 90.4% validation accuracy in 165 s. On Fashion-MNIST's 54,000 images, 8 epochs
+# of the wide network reach 93.1% test accuracy in 19 minutes (narrow: 92.6% in 6 minutes, 91.2%
+# at 4 epochs); 4x the MACs of the narrow one, it is a teacher well above the students it
+# teaches, whose outputs the search caches.
 SMALL_DATA_RECIPE = TeacherRecipe(widths=(32, 64, 128), images=200_000)
 LARGE_DATA_RECIPE = TeacherRecipe(widths=(64, 128, 256), images=432_000)
 LARGE_DATA_FROM_IMAGES = 20_000  # training-split size from which the large recipe applies
@@ -189,7 +190,6 @@ def _static_batch(values: list[Any]) -> int:
         if shape is not None and len(shape) and isinstance(shape[0], int):
             return int(shape[0])
     return 256
-
 
 
 # ---- the default teacher -----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from hwkd.distill.brief import TrainingDiverged, evaluate
 from hwkd.distill.config import FullConfig
 from hwkd.distill.features import Transfer, feature_points, pair_layers, tap, trace
 from hwkd.distill.losses import kd_loss
-from hwkd.errors import HwkdError
+from hwkd.errors import HwkdError, error_line
 from hwkd.progress import progress_bar
 from hwkd.teacher import augment
 
@@ -180,7 +180,7 @@ def _resume(path: Path, key: dict[str, Any], student: nn.Module, transfer: nn.Mo
         saved = torch.load(path, map_location="cpu", weights_only=True)
         saved_key = saved["key"]
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
-        raise HwkdError(f"checkpoint {path} is unreadable ({str(exc).splitlines()[0][:120]}); "
+        raise HwkdError(f"checkpoint {path} is unreadable ({error_line(exc, first=True, limit=120)}); "
                         "delete it or pass --restart to train from the beginning") from None
     if saved_key != key:
         changed = sorted(k for k in set(key) | set(saved_key) if key.get(k) != saved_key.get(k))

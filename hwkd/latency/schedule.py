@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hwkd.errors import error_line
+
 log = logging.getLogger(__name__)
 
 SPATIAL = 0  # tvm IterVar.DataPar
@@ -49,7 +51,7 @@ def schedule_primfunc(func: Any) -> KernelSchedule:
         try:
             apply(sch)
         except Exception as exc:  # noqa: BLE001 - a failed primitive only means: try the next strategy
-            log.debug("schedule %s failed: %s", name, str(exc).splitlines()[0] if str(exc) else exc)
+            log.debug("schedule %s failed: %s", name, error_line(exc, first=True))
             continue
         return KernelSchedule(sch.mod["main"], name)
     return KernelSchedule(func, "default")

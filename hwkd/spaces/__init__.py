@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from hwkd.errors import ConfigError, UnknownNameError
+from hwkd.errors import ConfigError, UnknownNameError, error_line
 from hwkd.registry import Registry
 from hwkd.spaces.base import InputSpec, SearchSpace
 from hwkd.spaces.blocks import BlockSpace
@@ -53,8 +53,7 @@ def _parse(path: Path) -> SearchSpace:
     try:
         raw: Any = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "parse error"
-        raise ConfigError(str(path), [f"not valid YAML ({first})"]) from None
+        raise ConfigError(str(path), [f"not valid YAML ({error_line(exc, first=True)})"]) from None
     if not isinstance(raw, dict):
         raise ConfigError(str(path), ["the file must hold a mapping"])
     kind = raw.get("kind")
