@@ -41,8 +41,16 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 def _cmd_spaces(args: argparse.Namespace) -> int:
     from hwkd.spaces import describe_spaces
 
-    for row in describe_spaces():
-        print(json.dumps(row, sort_keys=True) if args.json else f"{row['name']:<8} {row['description']}")
+    rows = describe_spaces()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, sort_keys=True))
+        return 0
+    name_w = max(len("space"), *(len(row["name"]) for row in rows))
+    size_w = max(len("students"), *(len(f"{row['size']:,}") for row in rows))
+    print(f"{'space':<{name_w}}  {'students':>{size_w}}  description")
+    for row in rows:
+        print(f"{row['name']:<{name_w}}  {row['size']:>{size_w},}  {row['description']}")
     return 0
 
 

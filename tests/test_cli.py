@@ -48,6 +48,12 @@ def test_installed_package_finds_its_data_outside_the_checkout(tmp_path) -> None
     assert {"nb201", "fbnet"} <= names
 
 
+def test_spaces_table_lists_each_space_with_its_size(capsys) -> None:
+    assert main(["spaces"]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["nb201-widths"] == "62,500" and rows["nb201-small"] == "15,625" and rows["nb201"] == "15,625"
+
+
 def test_debug_shows_the_traceback() -> None:
     out = subprocess.run([sys.executable, "-m", "hwkd", "--debug", "estimate", "--device", "rpi9",
                           "--space", "nb201", "--arch", "x"], capture_output=True, text=True)
