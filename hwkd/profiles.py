@@ -349,7 +349,6 @@ def _resolve_target_auto(target: dict[str, Any], probes: _HostProbe) -> list[str
     return []
 
 
-
 class _HostProbe:
     """Facts of the machine hwkd runs on, for profile values written as `auto`."""
 
