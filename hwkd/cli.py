@@ -76,9 +76,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         ),
         train_device=args.train_device, latency_source=args.latency_source, threads=args.threads,
     )
-    _check_brief(config.brief)
     summary = Search(config).run()
-    print(summary.front_table)
+    print(summary.budget_hint or summary.front_table)
     print(
         f"\n{summary.new_trials} new trials in {summary.seconds:.0f} s: {summary.completed} trained, "
         f"{summary.infeasible} infeasible, {summary.failed} failed. Run folder: {summary.run_dir}"
@@ -86,24 +85,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if summary.interrupted:
         print("stopped by Ctrl-C; run the same command to continue the search", file=sys.stderr)
         return 130
+    if summary.budget_hint:
+        print(f"hwkd search: error: {summary.budget_hint}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
-
-
-def _check_brief(brief: object) -> None:
-    from hwkd.distill.config import BriefConfig
-
-    assert isinstance(brief, BriefConfig)
-    problems = []
-    if brief.steps < 1:
-        problems.append(f"--steps {brief.steps}: must be at least 1")
-    if brief.batch_size < 1:
-        problems.append(f"--batch-size {brief.batch_size}: must be at least 1")
-    if not 0 <= brief.alpha <= 1:
-        problems.append(f"--alpha {brief.alpha}: must be in [0, 1]")
-    if brief.temperature <= 0:
-        problems.append(f"--temperature {brief.temperature}: must be > 0")
-    if problems:
-        raise HwkdError("; ".join(problems))
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -232,7 +217,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", help="teacher file: .pt2 (torch.export), .pt (TorchScript) or .onnx; "
                    "default: train hwkd's default teacher once and cache it")
     p.add_argument("--run-dir", help="run folder (default hwkd-runs/SPACE-DEVICE-DATA)")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite in the run folder)")
+    p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db (default: $HWKD_STORAGE, "
+                   "else RUN/study.db); its password is never written to the run folder")
     p.add_argument("--trials", type=int, help="trials to add in this invocation (default 16, or unlimited "
                    "with --timeout)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")

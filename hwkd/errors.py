@@ -57,4 +57,13 @@ def error_line(exc: BaseException, *, first: bool = False, limit: int = 300) -> 
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
-    return (lines[0] if first else lines[-1])[:limit]
+    return shorten((lines[0] if first else lines[-1]), limit)
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters at a word boundary, marked with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "…"

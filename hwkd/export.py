@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,9 @@ from hwkd.teacher import sha256_file
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "onnx-int8", "tvm")
+# Every file an export may write: --force replaces these and never touches anything else in --out.
+EXPORT_FILES = ("student.onnx", "student-int8.onnx", "student.so", "student.tar", "student_params.npz",
+                "manifest.json")  # the manifest last: it lists the sha256 of the others
 CALIBRATION_IMAGES = 512
 ONNX_OPSET = 17
 
@@ -61,11 +63,7 @@ def export_trial(run: str | Path, number: int, formats: list[str], out: str | Pa
     trial = load_trial(context, number)
     student = load_student(context, trial)
     out_dir = Path(out) if out else context.folder.path / "export" / f"trial-{number}"
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not force:
-            raise RunError(f"--out {out_dir} exists and is not empty; pass --force to replace its files")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_out_dir(out_dir, force)
     dataset = context.dataset
     test_x = dataset.normalize(dataset.test.images)
     labels = dataset.test.labels.numpy()
@@ -117,11 +115,27 @@ def export_trial(run: str | Path, number: int, formats: list[str], out: str | Pa
         "formats": files,
         "warnings": outcome.warnings,
         "libraries": library_versions(),
-        "sha256": {p.name: sha256_file(p) for p in sorted(out_dir.iterdir()) if p.is_file()},
+        "sha256": {name: sha256_file(out_dir / name) for name in EXPORT_FILES[:-1] if (out_dir / name).is_file()},
     }
     write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     outcome.manifest = manifest
     return outcome
+
+
+def _prepare_out_dir(out_dir: Path, force: bool) -> None:
+    """An empty or new output folder; with `force`, an earlier export's files are removed (a stale
+    library must not sit beside a manifest that no longer lists it) and every other file is kept."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"--out {out_dir} is a file; give a folder (new, empty, or an earlier export with --force)")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not force:
+            raise RunError(f"--out {out_dir} exists and is not empty; pass --force to replace its files")
+        for name in EXPORT_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") from None
 
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -166,14 +180,25 @@ def _quantize(source: Path, target: Path, dataset: Dataset) -> None:
 
     prepared = target.with_name(target.stem + ".prep.onnx")
     partial = target.with_name(target.name + ".partial")
+    root = logging.getLogger()
+    root.addFilter(_harmless_axis_warning)
     try:
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(partial), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
         os.replace(partial, target)
     finally:
+        root.removeFilter(_harmless_axis_warning)
         prepared.unlink(missing_ok=True)
         partial.unlink(missing_ok=True)
+
+
+def _harmless_axis_warning(record: logging.LogRecord) -> bool:
+    """Drops onnxruntime's "Axis 1 is out-of-range for weight ... with rank 1": a 1-D weight (a
+    BatchNorm that follows no convolution) cannot be quantized per channel, so it is quantized per
+    tensor, which is what a 1-D weight needs anyway."""
+    message = record.getMessage()
+    return not (message.startswith("Axis ") and "is out-of-range for weight" in message and "with rank 1" in message)
 
 
 def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, test_x: np.ndarray,
@@ -206,8 +231,7 @@ def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, te
         message = (f"{problem}, so {library.name} holds object files for {profile.name}; install the toolchain "
                    f"(Debian/Ubuntu: {install_hint(compiler)}) and export again for a shared library, or link "
                    "them on the board: tar xf student.tar && gcc -shared *.o -o student.so")
-        warnings.append(message)
-        log.warning("%s", message)
+        warnings.append(message)  # the CLI prints it once
         info.update({"library": library.name, "kind": "object archive"})
         return info
     library = out_dir / "student.so"

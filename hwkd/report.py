@@ -31,11 +31,16 @@ COLUMNS = [
 def load_study(folder: RunFolder) -> Any:
     import optuna
 
-    storage = folder.read()["config"].get("storage") or folder.default_storage()
+    from hwkd.errors import error_line
+    from hwkd.storage import hide_secrets, masked
+
+    storage = folder.storage_url()
     try:
         return optuna.load_study(study_name=STUDY_NAME, storage=storage)
     except Exception as exc:  # noqa: BLE001 - a missing or broken storage
-        raise RunError(f"{folder.path}: cannot open its study in {storage} ({exc})") from None
+        raise RunError(f"{folder.path}: cannot open its study in {masked(storage)} "
+                       f"({hide_secrets(error_line(exc), storage)}); a password is read from $HWKD_STORAGE "
+                       "or, for PostgreSQL, PGPASSWORD or ~/.pgpass, never from run.json") from None
 
 
 def trials_frame(study: Any) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """The run folder: where a search keeps its study, teacher, caches and reports.
 
-    RUN/study.db          the Optuna study (SQLite; another storage with --storage)
+    RUN/study.db          the Optuna study (SQLite; another storage with --storage, see hwkd.storage)
     RUN/run.json          the full configuration, dataset, teacher and library versions
     RUN/teacher.*         the teacher the run distills from
     RUN/teacher_logits.pt the teacher's outputs on the training split (computed once)
@@ -46,8 +46,11 @@ class RunFolder:
     def file(self, name: str) -> Path:
         return self.path / name
 
-    def default_storage(self) -> str:
-        return f"sqlite:///{self.study_db.resolve()}"
+    def storage_url(self) -> str:
+        """The URL of this run's study, from run.json (see `hwkd.storage.resolve_recorded`)."""
+        from hwkd.storage import resolve_recorded
+
+        return resolve_recorded(self.read()["config"].get("storage"), self.path)
 
     def exists(self) -> bool:
         return self.run_json.is_file()
@@ -67,17 +70,25 @@ class RunFolder:
         write_atomic(self.run_json, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
     def check_same_run(self, config: dict[str, Any]) -> None:
-        """One-line error when this folder holds a search with other fixed settings."""
+        """One-line error naming each setting that differs (old -> new) when this folder holds a
+        search with other fixed settings; nested settings are compared key by key."""
         if not self.exists():
             return
         previous = self.read()["config"]
-        changed = [k for k in FIXED_KEYS if previous.get(k) != config.get(k)]
+        changed = [f"{key}: {old!r} -> {new!r}" for key in FIXED_KEYS
+                   for key, old, new in _differences(key, previous.get(key), config.get(key))]
         if changed:
-            details = "; ".join(f"{k}: {previous.get(k)!r} -> {config.get(k)!r}" for k in changed)
             raise RunError(
-                f"{self.path} holds a search with other settings ({details}); "
+                f"{self.path} holds a search with other settings ({'; '.join(changed)}); "
                 "continue it with the same settings or choose another --run-dir"
             )
+
+
+def _differences(key: str, old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) for each leaf that differs between two settings."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new)) for d in _differences(f"{key}.{k}", old.get(k), new.get(k))]
+    return [] if old == new else [(key, old, new)]
 
 
 def open_run(run: str | os.PathLike[str]) -> RunFolder:

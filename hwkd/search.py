@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,12 +29,14 @@ import torch
 from hwkd.data.datasets import Dataset, load_dataset
 from hwkd.distill.brief import TrainingDiverged, brief_distill, brief_subset, pick_device
 from hwkd.distill.config import BriefConfig
-from hwkd.errors import ArchitectureError, CompileError, HwkdError, RunError
+from hwkd.errors import ArchitectureError, CompileError, HwkdError, RunError, error_line
 from hwkd.latency.estimator import Estimate, Estimator
 from hwkd.profiles import DeviceProfile, load_profile
-from hwkd.progress import progress_bar
+from hwkd.progress import deferred_interrupt, progress_bar
 from hwkd.run_folder import STUDY_NAME, RunFolder, library_versions
 from hwkd.spaces import SearchSpace, load_space
+from hwkd.spaces.equivalence import function_key
+from hwkd.storage import check_storage, default_url, hide_secrets, masked, recorded_form, requested_storage
 from hwkd.teacher import Teacher, copy_into, default_teacher, load_run_teacher, load_teacher_file
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,35 @@ class SearchConfig:
     latency_source: str = "auto"
     threads: int | None = None
 
+    def check(self) -> None:
+        """Every bad flag value at once, as one line, before anything is loaded or trained."""
+        problems = []
+        if self.sampler not in ("tpe", "nsga2"):
+            problems.append(f"--sampler {self.sampler!r}: choose tpe or nsga2")
+        if self.trials is not None and self.trials < 1:
+            problems.append(f"--trials {self.trials}: must be at least 1")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            problems.append(f"--timeout {self.timeout_s:g}: must be a positive number of seconds")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"--threads {self.threads}: must be at least 1")
+        for flag, value in (("--max-latency-ms", self.budgets.max_latency_ms),
+                            ("--max-memory-kb", self.budgets.max_memory_kb), ("--max-params", self.budgets.max_params)):
+            if value is not None and not value > 0:
+                problems.append(f"{flag} {value:g}: must be a positive number (leave it out for no budget)")
+        b = self.brief
+        if b.steps < 1:
+            problems.append(f"--steps {b.steps}: must be at least 1")
+        if b.batch_size < 1:
+            problems.append(f"--batch-size {b.batch_size}: must be at least 1")
+        if not 0 <= b.alpha <= 1:
+            problems.append(f"--alpha {b.alpha}: must be in [0, 1]")
+        if not b.temperature > 0:
+            problems.append(f"--temperature {b.temperature}: must be > 0")
+        if not b.lr > 0:
+            problems.append(f"--lr {b.lr}: must be > 0")
+        if problems:
+            raise HwkdError("; ".join(problems))
+
     def resolved_run_dir(self) -> Path:
         if self.run_dir:
             return Path(self.run_dir)
@@ -112,22 +144,23 @@ class SearchSummary:
     seconds: float
     front_table: str
     front_size: int
+    budget_hint: str | None = None  # why the front is empty, when every student was over a budget
 
 
 class Search:
     """Sets up data, teacher, estimator and study; `run()` adds trials."""
 
     def __init__(self, config: SearchConfig) -> None:
+        config.check()
         self.config = config
         self.folder = RunFolder(config.resolved_run_dir())
+        self.storage = requested_storage(config.storage)  # None: the run folder's study.db
+        if self.storage is not None:
+            check_storage(self.storage)  # before any data, teacher or training
         self.profile: DeviceProfile = load_profile(config.device)
         if config.threads is not None:
             self.profile = self.profile.with_threads(config.threads)
         self.space: SearchSpace = load_space(config.space)
-        if config.sampler not in ("tpe", "nsga2"):
-            raise HwkdError(f"--sampler {config.sampler!r}: choose tpe or nsga2")
-        if config.trials is not None and config.trials < 1:
-            raise HwkdError(f"--trials {config.trials}: must be at least 1")
         self.train_device = pick_device(config.train_device)
         self.estimator = Estimator(self.profile, config.latency_source)  # type: ignore[arg-type]
         self.dataset: Dataset = load_dataset(config.data, config.data_dir)
@@ -163,16 +196,17 @@ class Search:
             raise HwkdError(f"space {self.space.name} cannot build students for {self.dataset.name} "
                             f"images {self.input_shape}: {exc}") from None
 
-    def prepare(self) -> tuple[Teacher, torch.Tensor]:
-        """The teacher and its logits on the brief distillations' training images (once per run)."""
+    def prepare(self, show: bool = False) -> tuple[Teacher, torch.Tensor]:
+        """The teacher and its logits on the brief distillations' training images (once per run);
+        `show`: progress bars on the terminal."""
         self.folder.check_same_run(self.fixed_settings())
         self.folder.path.mkdir(parents=True, exist_ok=True)
-        teacher = self._teacher()
+        teacher = self._teacher(show)
         logits = self._teacher_logits(teacher)
         self._write_run_json(teacher, logits)
         return teacher, logits
 
-    def _teacher(self) -> Teacher:
+    def _teacher(self, show: bool = False) -> Teacher:
         """The run's teacher: a continued run keeps the one its trials were distilled from."""
         recorded = (self.folder.read().get("teacher") or {}) if self.folder.exists() else {}
         if self.config.teacher:
@@ -186,7 +220,7 @@ class Search:
         if kept is not None and kept.is_file():  # not retrained: the cache may be gone or newer
             log.info("default teacher: the run's copy %s", kept)
             return load_run_teacher(kept, str(recorded["kind"]), self.dataset)
-        return default_teacher(self.dataset, self.train_device, progress=log.info)
+        return default_teacher(self.dataset, self.train_device, progress=log.info, show_bar=show)
 
     def _teacher_logits(self, teacher: Teacher) -> torch.Tensor:
         path = self.folder.teacher_logits
@@ -224,7 +258,7 @@ class Search:
             "config": {
                 **self.fixed_settings(),
                 "run_dir": str(self.folder.path),
-                "storage": c.storage or self.folder.default_storage(),
+                "storage": recorded_form(self.storage),
                 "sampler": c.sampler,
                 "seed": c.seed,
                 "budgets": asdict(c.budgets),
@@ -252,7 +286,7 @@ class Search:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # hwkd logs each trial itself
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-        storage = self.config.storage or self.folder.default_storage()
+        storage = self.storage or default_url(self.folder.path)
         existing = 0
         try:
             summaries = optuna.get_all_study_summaries(storage)
@@ -269,7 +303,8 @@ class Search:
             study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler,
                                         directions=["maximize", "minimize"], load_if_exists=True)
         except Exception as exc:  # noqa: BLE001 - storage URLs fail in many ways
-            raise RunError(f"--storage {storage}: cannot open the study ({exc})") from None
+            raise RunError(f"--storage {masked(storage)}: cannot open the study "
+                           f"({hide_secrets(error_line(exc), storage)})") from None
         if study.metric_names is None:
             study.set_metric_names(["val_accuracy", "latency_ms"])
         _fail_abandoned(study)
@@ -279,15 +314,16 @@ class Search:
         """Params of the study's first trials: students spread evenly over the space's range of MACs.
 
         The plan depends only on the space, the data's shape and the seed, so a continued study
-        recomputes the same one; empty once the study has that many trials.
+        recomputes the same one; it is skipped once the study has that many trials and none of
+        its planned trials was cut off (a cut-off planned student is tried again).
         """
         from hwkd.initial_design import spread_by_cost
 
-        done = len(study.get_trials(deepcopy=False))
-        if done >= STARTUP_TRIALS:
+        trials = study.get_trials(deepcopy=False)
+        if len(trials) >= STARTUP_TRIALS and not any(t.user_attrs.get("planned") and _cut_off(t) for t in trials):
             return []
         picks = spread_by_cost(self.space, self.num_classes, self.input_shape, STARTUP_TRIALS, self.config.seed)
-        if picks and not done:
+        if picks and not trials:
             log.info("the first %d trials span the space's cost range, from %s to %s", len(picks), picks[0][0],
                      picks[-1][0])
         return [params for _, params in picks]
@@ -298,46 +334,72 @@ class Search:
         from optuna.trial import TrialState
 
         start = time.monotonic()
-        teacher, logits = self.prepare()
-        study = self.open_study()
-        plan = self.startup_plan(study)
-        known = {t.user_attrs.get("arch"): t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-        trials = self.config.trials if self.config.trials is not None else (None if self.config.timeout_s else DEFAULT_TRIALS)
         show = sys.stderr.isatty() if progress is None else progress
-        bar = progress_bar(trials, "trials", "trial", show)
+        created = not self.folder.path.exists()
+        try:
+            teacher, logits = self.prepare(show)
+            study = self.open_study()
+            plan = self.startup_plan(study)
+        except BaseException:
+            if created:  # nothing of this run exists yet: leave no half-made folder behind
+                shutil.rmtree(self.folder.path, ignore_errors=True)
+            raise
+        trials = self.config.trials if self.config.trials is not None else (None if self.config.timeout_s else DEFAULT_TRIALS)
         counts = {"complete": 0, "infeasible": 0, "failed": 0}
         new = 0
         interrupted = False
         log.info("search: %s on %s, %s data, teacher %s, run folder %s", self.space.name, self.profile.name,
                  self.dataset.name, teacher.name, self.folder.path)
-        try:
-            while trials is None or new < trials:
-                if self.config.timeout_s is not None and time.monotonic() - start > self.config.timeout_s:
-                    break
-                done = len(study.get_trials(deepcopy=False)) if plan else 0
-                if done < len(plan):  # enqueued one at a time: no waiting trials are left in the study
-                    study.enqueue_trial(plan[done])
-                trial = study.ask()
-                new += 1
-                try:
-                    outcome = self._one_trial(study, trial, logits, known)
-                except KeyboardInterrupt:
-                    trial.set_user_attr("fail_reason", "interrupted by the user")
-                    study.tell(trial, state=TrialState.FAIL)
-                    raise
-                counts[outcome] += 1
-                bar.update(1)
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            bar.close()
+        with progress_bar(trials, "trials", "trial", show) as bar:
+            try:
+                while trials is None or new < trials:
+                    if self.config.timeout_s is not None and time.monotonic() - start > self.config.timeout_s:
+                        break
+                    planned = _next_planned(study, plan)
+                    if planned is not None:  # enqueued one at a time: no waiting trials are left in the study
+                        study.enqueue_trial(planned, user_attrs={"planned": True})
+                    trial = study.ask()
+                    new += 1
+                    try:
+                        outcome = self._one_trial(study, trial, logits)
+                    except KeyboardInterrupt:
+                        trial.set_user_attr("fail_reason", INTERRUPTED)
+                        study.tell(trial, state=TrialState.FAIL)
+                        counts["failed"] += 1
+                        raise
+                    counts[outcome] += 1
+                    bar.update(1)
+            except KeyboardInterrupt:
+                interrupted = True
         from hwkd.report import front_table, write_reports
 
-        _, front = write_reports(self.folder, study)
+        with deferred_interrupt():  # a second Ctrl-C waits until every report is written
+            _, front = write_reports(self.folder, study)
         return SearchSummary(self.folder.path, new, counts["complete"], counts["infeasible"], counts["failed"],
-                             interrupted, time.monotonic() - start, front_table(front), len(front))
+                             interrupted, time.monotonic() - start, front_table(front), len(front),
+                             None if len(front) else self._budget_hint(study))
 
-    def _one_trial(self, study: Any, trial: Any, logits: torch.Tensor, known: dict[str, Any]) -> str:
+    def _budget_hint(self, study: Any) -> str | None:
+        """Why nothing was trained when every student tried was over a budget: the lowest figures."""
+        from optuna.trial import TrialState
+
+        over = [t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+                if "latency_ms" in t.user_attrs]
+        b = self.config.budgets
+        if not over or not b.active():
+            return None
+        lowest = []
+        if b.max_latency_ms is not None:
+            lowest.append(f"latency {min(a['latency_ms'] for a in over):.3f} ms (--max-latency-ms {b.max_latency_ms:g})")
+        if b.max_memory_kb is not None:
+            lowest.append(f"peak memory {min(a['peak_memory_bytes'] for a in over) / 1024:.1f} KiB "
+                          f"(--max-memory-kb {b.max_memory_kb:g})")
+        if b.max_params is not None:
+            lowest.append(f"{min(a['params_bytes'] for a in over) // 4} parameters (--max-params {b.max_params})")
+        return (f"no student met the budgets: the lowest figures of the {len(over)} students over them are "
+                f"{', '.join(lowest)}; raise the budget or choose a space with smaller students")
+
+    def _one_trial(self, study: Any, trial: Any, logits: torch.Tensor) -> str:
         from optuna.trial import TrialState
 
         started = time.monotonic()
@@ -351,14 +413,19 @@ class Search:
             log.info("trial %d: not a valid student (%s)", trial.number, exc)
             return "infeasible"
         trial.set_user_attr("arch", arch)
-        if arch in known:  # proposed before: its result stands, nothing is trained again
-            earlier = known[arch]
-            for key, value in earlier.user_attrs.items():
-                if key not in ("arch", "duplicate_of"):
-                    trial.set_user_attr(key, value)
+        with torch.random.fork_rng():  # initial weights depend on the student and seed, not on earlier trials
+            torch.manual_seed(self.config.brief.seed)
+            student = self.space.build(arch, self.num_classes, self.input_shape)
+        key = function_key(student)
+        trial.set_user_attr("function_key", key)
+        earlier = _same_student(study, arch, key)
+        if earlier is not None:  # the same function was trained before (by any worker): its result stands
+            for name, value in earlier.user_attrs.items():
+                if name not in ("arch", "duplicate_of", "planned"):
+                    trial.set_user_attr(name, value)
             trial.set_user_attr("duplicate_of", earlier.number)
             study.tell(trial, earlier.values)
-            log.info("trial %d: same student as trial %d, result reused", trial.number, earlier.number)
+            log.info("trial %d: computes what trial %d computes, result reused", trial.number, earlier.number)
             return "complete"
         try:
             estimate = self.estimator.estimate_arch(self.space, arch, self.input_shape, self.num_classes)
@@ -367,13 +434,13 @@ class Search:
             study.tell(trial, state=TrialState.FAIL)
             log.warning("trial %d failed: %s", trial.number, exc)
             return "failed"
-        for key in ("latency_ms", "model_latency_ms", "peak_memory_bytes", "params_bytes", "macs"):
-            trial.set_user_attr(key, getattr(estimate, key))
+        for name in ("latency_ms", "model_latency_ms", "peak_memory_bytes", "params_bytes", "macs"):
+            trial.set_user_attr(name, getattr(estimate, name))
         trial.set_user_attr("latency_source", estimate.source)
         budgets = self.config.budgets
         # Optuna's own constraints: samplers steer away from infeasible regions
-        for key, value in budgets.violations(estimate).items():
-            trial.set_constraint(key, value)
+        for name, value in budgets.violations(estimate).items():
+            trial.set_constraint(name, value)
         reasons = budgets.reasons(estimate)
         if reasons:
             trial.set_user_attr("infeasible", "; ".join(reasons))
@@ -381,9 +448,6 @@ class Search:
             study.tell(trial, state=TrialState.PRUNED)
             log.info("trial %d: %s is over budget (%s), not trained", trial.number, arch, "; ".join(reasons))
             return "infeasible"
-        with torch.random.fork_rng():  # initial weights depend on the student and seed, not on earlier trials
-            torch.manual_seed(self.config.brief.seed)
-            student = self.space.build(arch, self.num_classes, self.input_shape)
         try:
             result = brief_distill(student, self.brief_data, logits, self.config.brief, self.train_device)
         except TrainingDiverged as exc:
@@ -395,11 +459,40 @@ class Search:
         trial.set_user_attr("train_seconds", round(result.seconds, 2))
         trial.set_user_attr("duration_s", round(time.monotonic() - started, 3))
         study.tell(trial, [result.val_accuracy, estimate.latency_ms])
-        known[arch] = study.trials[trial.number]
         log.info("trial %d: val accuracy %.2f%%, %.3f ms (%s), %.1f MMACs, %.0f s  %s", trial.number,
                  100 * result.val_accuracy, estimate.latency_ms, estimate.source, estimate.macs / 1e6,
                  time.monotonic() - started, arch)
         return "complete"
+
+
+INTERRUPTED = "interrupted by the user"
+ABANDONED = "abandoned: the search stopped during it"
+
+
+def _cut_off(trial: Any) -> bool:
+    """A trial failed by a Ctrl-C or a crash, not by its student: its work is to be done again."""
+    reason = str(trial.user_attrs.get("fail_reason", ""))
+    return trial.state.name == "FAIL" and (reason == INTERRUPTED or reason.startswith("abandoned"))
+
+
+def _next_planned(study: Any, plan: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first planned student without a trial that finished, runs or waits (a cut-off one is retried)."""
+    trials = study.get_trials(deepcopy=False)
+    for params in plan:
+        if not any(t.params == params and not _cut_off(t) for t in trials):
+            return params
+    return None
+
+
+def _same_student(study: Any, arch: str, key: str) -> Any | None:
+    """A completed, trained trial of the study whose student computes the same function."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        attrs = t.user_attrs
+        if "duplicate_of" not in attrs and (attrs.get("function_key") == key or attrs.get("arch") == arch):
+            return t
+    return None
 
 
 def _fail_abandoned(study: Any) -> None:
@@ -407,7 +500,7 @@ def _fail_abandoned(study: Any) -> None:
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "abandoned: the search stopped during it")
+        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", ABANDONED)
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         log.info("trial %d was cut off by an earlier stop; marked failed", trial.number)
 

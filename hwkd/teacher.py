@@ -143,7 +143,14 @@ _Opened = tuple[Callable[[torch.Tensor], torch.Tensor], int, "nn.Module | None"]
 
 
 def _open_export(file: Path) -> _Opened:
-    program = torch.export.load(str(file))
+    # torch.export logs a whole traceback as a warning before it raises; the one-line error says it all
+    export_log = logging.getLogger("torch.export")
+    level = export_log.level
+    export_log.setLevel(logging.ERROR)
+    try:
+        program = torch.export.load(str(file))
+    finally:
+        export_log.setLevel(level)
     module = program.module()
     batch = _static_batch([n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"][-1:])
     return _torch_forward(module), batch, module
@@ -237,9 +244,10 @@ def default_teacher_path(dataset: Dataset) -> Path:
 
 
 def default_teacher(dataset: Dataset, device: torch.device, progress: Callable[[str], None] | None = None,
-                    recipe: TeacherRecipe | None = None) -> Teacher:
+                    recipe: TeacherRecipe | None = None, show_bar: bool = False) -> Teacher:
     """hwkd's teacher for `dataset`: trained once by `recipe` (by default the one for the data's
-    size), then cached; a cached teacher is used whatever recipe made it."""
+    size), then cached; a cached teacher is used whatever recipe made it. Training reports each
+    epoch with the time left to `progress`, and with `show_bar` shows a bar over all its steps."""
     recipe = recipe or default_recipe(len(dataset.train))
     path = default_teacher_path(dataset)
     if path.is_file():
@@ -256,7 +264,7 @@ def default_teacher(dataset: Dataset, device: torch.device, progress: Callable[[
         model = DefaultTeacher(dataset.input_shape[1], dataset.num_classes, recipe.widths)
     log.info("training the default teacher for %s once (widths %s, %d epochs of %d images); it is cached at %s",
              dataset.name, "-".join(map(str, recipe.widths)), epochs, len(dataset.train), path)
-    accuracy = train_default_teacher(model, dataset, epochs, device, progress)
+    accuracy = train_default_teacher(model, dataset, epochs, device, progress, show_bar=show_bar)
     log.info("default teacher: validation accuracy %.2f%%", 100 * accuracy)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
@@ -281,8 +289,10 @@ def _wrap_default(model: nn.Module, path: Path) -> Teacher:
 
 
 def train_default_teacher(model: nn.Module, dataset: Dataset, epochs: int, device: torch.device,
-                          progress: Callable[[str], None] | None = None, batch_size: int = 128) -> float:
+                          progress: Callable[[str], None] | None = None, batch_size: int = 128,
+                          show_bar: bool = False) -> float:
     from hwkd.distill.brief import evaluate
+    from hwkd.progress import progress_bar
 
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
@@ -291,21 +301,30 @@ def train_default_teacher(model: nn.Module, dataset: Dataset, epochs: int, devic
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total_steps=epochs * steps_per_epoch, pct_start=0.2)
     start = time.perf_counter()
-    for epoch in range(epochs):
-        order = torch.randperm(len(dataset.train), generator=generator)
-        for step in range(steps_per_epoch):
-            index = order[step * batch_size : (step + 1) * batch_size]
-            images = augment(dataset.train.images[index], generator)
-            x = dataset.normalize(images).to(device, memory_format=torch.channels_last)
-            loss = F.cross_entropy(model(x), dataset.train.labels[index].to(device), label_smoothing=0.1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        if progress is not None:
-            progress(f"default teacher: epoch {epoch + 1}/{epochs}, loss {float(loss.detach()):.3f}, "
-                     f"{time.perf_counter() - start:.0f} s")
+    with progress_bar(epochs * steps_per_epoch, "default teacher", "step", show_bar) as bar:
+        for epoch in range(epochs):
+            order = torch.randperm(len(dataset.train), generator=generator)
+            for step in range(steps_per_epoch):
+                index = order[step * batch_size : (step + 1) * batch_size]
+                images = augment(dataset.train.images[index], generator)
+                x = dataset.normalize(images).to(device, memory_format=torch.channels_last)
+                loss = F.cross_entropy(model(x), dataset.train.labels[index].to(device), label_smoothing=0.1)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                bar.update(1)
+            bar.set_postfix_str(f"epoch {epoch + 1}/{epochs}, loss {float(loss.detach()):.3f}")
+            if progress is not None:
+                elapsed = time.perf_counter() - start
+                left = elapsed / (epoch + 1) * (epochs - epoch - 1)
+                progress(f"default teacher: epoch {epoch + 1}/{epochs}, loss {float(loss.detach()):.3f}, "
+                         f"{elapsed:.0f} s, {_duration(left)} left")
     return evaluate(model, dataset, dataset.val, device)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:

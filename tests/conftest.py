@@ -44,3 +44,43 @@ def teacher_file(tmp_path_factory: pytest.TempPathFactory, embedded) -> Path:
     path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
     torch.jit.save(torch.jit.trace(model.eval(), torch.zeros(1, 1, 28, 28)), str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A private PostgreSQL cluster on 127.0.0.1 with password authentication (Debian's postgresql
+    package, which .ci/run installs); yields a URL with the password, stops the server after."""
+    import glob
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    bin_dir = Path(bins[-1]).parent
+    root = Path(tempfile.mkdtemp(prefix="hwkd-pg-"))  # not under pytest's root-only folder: the server must reach it
+    data, password = root / "data", "s3cret-Pw"
+    (root / "pw").write_text(password)
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        user = pwd.getpwnam("postgres")
+        for path in (root, root / "pw"):
+            os.chown(path, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*run_as, str(bin_dir / "initdb"), "-D", str(data), "-U", "hwkd", f"--pwfile={root / 'pw'}",
+                    "--auth=scram-sha-256"], check=True, capture_output=True)
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root}"
+    subprocess.run([*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"),
+                    "-w", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://hwkd:{password}@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

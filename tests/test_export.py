@@ -134,14 +134,27 @@ def test_install_hints_name_the_compiler_and_its_c_library() -> None:
     assert install_hint("arm-linux-gnueabihf-gcc") == "apt-get install gcc-arm-linux-gnueabihf libc6-dev-armhf-cross"
 
 
-def test_an_existing_output_folder_needs_force(run, tmp_path: Path) -> None:
+def test_an_existing_output_folder_needs_force_which_replaces_only_hwkds_files(run, tmp_path: Path, capsys) -> None:
     path, number = run
     out = tmp_path / "out"
-    export_trial(path, number, ["onnx"], out)
+    export_trial(path, number, ["onnx", "onnx-int8"], out)
+    (out / "notes.txt").write_text("the user's own notes")
+    (out / "sub").mkdir()
+    (out / "sub" / "data.bin").write_bytes(b"\x00\x01")
     with pytest.raises(RunError, match="exists and is not empty; pass --force"):
         export_trial(path, number, ["onnx"], out)
     export_trial(path, number, ["onnx"], out, force=True)
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "student.onnx"]
+    # the user's files survive; the earlier export's int8 model, no longer in the manifest, is gone
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.txt", "student.onnx", "sub"]
+    assert (out / "notes.txt").read_text() == "the user's own notes" and (out / "sub" / "data.bin").read_bytes() == b"\x00\x01"
+    assert set(json.loads((out / "manifest.json").read_text())["sha256"]) == {"student.onnx"}
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert main(["export", str(path), "--trial", str(number), "--out", str(a_file), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {a_file} is a file" in err and len(err.strip().splitlines()) == 1
+    assert a_file.read_text() == "x"
 
 
 def test_bad_runs_trials_and_formats(run, tmp_path: Path, capsys) -> None:

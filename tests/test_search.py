@@ -221,7 +221,7 @@ def test_a_continued_run_keeps_the_default_teacher_it_started_with(tmp_path: Pat
     monkeypatch.setenv("HWKD_CACHE_DIR", str(tmp_path / "cache"))
     small = TeacherRecipe((16, 32, 64), 2000)  # hwkd's teacher, narrower and briefer: the run's copy keeps its widths
     monkeypatch.setattr(search_module, "default_teacher",
-                        lambda data, device, progress=None: real(data, device, progress, recipe=small))
+                        lambda data, device, progress=None, **kw: real(data, device, progress, recipe=small, **kw))
     run = tmp_path / "run"
     config = SearchConfig(run_dir=str(run), trials=1, brief=replace(BRIEF, steps=10), train_device="cpu")
     Search(config).run(progress=False)

@@ -108,41 +108,40 @@ def full_distill(
         student_tap.train()
         transfer.train()
         order = torch.randperm(len(dataset.train), generator=generator)
-        bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", "step", show, leave=False)
-        for i in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + i
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, warmup, config.lr)
-            index = order[i * config.batch_size : (i + 1) * config.batch_size]
-            images = dataset.train.images[index]
-            if config.augment:
-                images = augment(images, generator, pad=pad)
-            x = dataset.normalize(images).to(device, memory_format=torch.channels_last)
-            y = dataset.train.labels[index].to(device)
-            with torch.no_grad():
-                if teacher_tap is not None and pairs:
-                    t_logits, *t_feats = teacher_tap(x)
-                elif teacher_tap is not None:
-                    t_logits, t_feats = teacher_tap(x), []
+        with progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", "step", show, leave=False) as bar:
+            for i in range(steps_per_epoch):
+                step = epoch * steps_per_epoch + i
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, total, warmup, config.lr)
+                index = order[i * config.batch_size : (i + 1) * config.batch_size]
+                images = dataset.train.images[index]
+                if config.augment:
+                    images = augment(images, generator, pad=pad)
+                x = dataset.normalize(images).to(device, memory_format=torch.channels_last)
+                y = dataset.train.labels[index].to(device)
+                with torch.no_grad():
+                    if teacher_tap is not None and pairs:
+                        t_logits, *t_feats = teacher_tap(x)
+                    elif teacher_tap is not None:
+                        t_logits, t_feats = teacher_tap(x), []
+                    else:
+                        t_logits, t_feats = teacher_forward(x.cpu()).to(device), []
+                if pairs:
+                    s_logits, *s_feats = student_tap(x)
                 else:
-                    t_logits, t_feats = teacher_forward(x.cpu()).to(device), []
-            if pairs:
-                s_logits, *s_feats = student_tap(x)
-            else:
-                s_logits, s_feats = student_tap(x), []
-            loss = kd_loss(s_logits, t_logits, y, config.temperature, config.alpha)
-            if pairs:
-                scale = ATTENTION_SCALE if config.transfer == "attention" else 1.0
-                loss = loss + config.transfer_weight * scale * transfer(t_feats, s_feats)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(f"the loss became {loss_value} at epoch {epoch + 1}, step {i + 1}; "
-                                       f"the last checkpoint ({checkpoint}) is kept: try a lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            bar.update(1)
-        bar.close()
+                    s_logits, s_feats = student_tap(x), []
+                loss = kd_loss(s_logits, t_logits, y, config.temperature, config.alpha)
+                if pairs:
+                    scale = ATTENTION_SCALE if config.transfer == "attention" else 1.0
+                    loss = loss + config.transfer_weight * scale * transfer(t_feats, s_feats)
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise TrainingDiverged(f"the loss became {loss_value} at epoch {epoch + 1}, step {i + 1}; "
+                                           f"the last checkpoint ({checkpoint}) is kept: try a lower --lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                bar.update(1)
         val = evaluate(student, dataset, dataset.val, device)
         seconds = earlier_seconds + time.perf_counter() - started
         _save(checkpoint, state_key, epoch + 1, seconds, student, transfer, optimizer, generator)
