@@ -14,3 +14,10 @@ def test_error_line_keeps_the_cause_of_a_long_message() -> None:
     assert error_line(info.value, first=True) == "while parsing a flow sequence"
     assert error_line(ValueError("")) == "ValueError"
     assert len(error_line(ValueError("x" * 1000))) == 300
+
+
+def test_a_long_message_is_cut_between_words() -> None:
+    message = "RuntimeError: " + " ".join(f"word{i:03d}" for i in range(200))
+    line = error_line(RuntimeError(message), limit=100)
+    assert len(line) <= 100 and line.endswith("…")
+    assert line[:-1].split(" ")[-1] in message.split(" ")  # the last word is whole

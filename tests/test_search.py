@@ -91,6 +91,11 @@ def test_budgets_are_checked_before_training(tmp_path: Path, teacher_file: Path,
     config = make_config(run, teacher_file, trials=2, budgets=Budgets(max_latency_ms=0.001, max_params=10))
     summary = Search(config).run(progress=False)
     assert summary.infeasible == 2 and summary.completed == 0 and summary.front_size == 0
+    # the user learns what the budget would have to be, not "no trained student yet"
+    lowest_ms = min(t.user_attrs["latency_ms"] for t in study_of(run).trials)
+    assert summary.budget_hint is not None and summary.budget_hint.startswith("no student met the budgets")
+    assert f"latency {lowest_ms:.3f} ms (--max-latency-ms 0.001)" in summary.budget_hint
+    assert "parameters (--max-params 10)" in summary.budget_hint
     trials = pd.read_csv(run / "trials.csv")
     assert set(trials.state) == {"INFEASIBLE"}
     for reason in trials.reason:
@@ -119,8 +124,9 @@ def test_changed_settings_do_not_continue_a_run(tmp_path: Path, teacher_file: Pa
     Search(make_config(run, teacher_file, trials=1)).run(progress=False)
     with pytest.raises(RunError, match=r"other settings \(device: 'rpi4' -> 'rpi5'\)"):
         Search(make_config(run, teacher_file, trials=1, device="rpi5")).run(progress=False)
-    with pytest.raises(RunError, match="brief"):
+    with pytest.raises(RunError, match=r"other settings \(brief.steps: 40 -> 41\);") as info:
         Search(make_config(run, teacher_file, trials=1, brief=replace(BRIEF, steps=41))).run(progress=False)
+    assert "{" not in str(info.value)  # the keys that differ, not whole dicts
     assert len(study_of(run).trials) == 1
 
 
@@ -138,7 +144,7 @@ def test_ctrl_c_keeps_finished_trials_and_the_next_run_continues(tmp_path: Path,
     monkeypatch.setattr(search_module, "brief_distill", interrupt_second)
     run = tmp_path / "run"
     summary = Search(make_config(run, teacher_file, trials=6)).run(progress=False)
-    assert summary.interrupted and summary.completed == 1
+    assert summary.interrupted and summary.completed == 1 and summary.failed == 1  # the cut-off trial counts
     trials = study_of(run).trials
     assert trials[-1].state == TrialState.FAIL and trials[-1].user_attrs["fail_reason"] == "interrupted by the user"
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 1
@@ -197,6 +203,11 @@ def test_any_optuna_storage_url(tmp_path: Path, teacher_file: Path) -> None:
         ({"data": "imagenet"}, "imagenet.*embedded"),
         ({"sampler": "random"}, "--sampler 'random': choose tpe or nsga2"),
         ({"trials": 0}, "--trials 0: must be at least 1"),
+        ({"budgets": Budgets(max_latency_ms=-5)}, "--max-latency-ms -5: must be a positive number"),
+        ({"budgets": Budgets(max_params=-100)}, "--max-params -100: must be a positive number"),
+        ({"budgets": Budgets(max_memory_kb=0)}, "--max-memory-kb 0: must be a positive number"),
+        ({"timeout_s": -1}, "--timeout -1: must be a positive number of seconds"),
+        ({"threads": 0}, "^--threads 0: must be at least 1$"),
         ({"teacher": "/nonexistent/t.pt2"}, "/nonexistent/t.pt2"),
     ],
 )
@@ -204,6 +215,16 @@ def test_bad_search_settings_are_one_line_errors(tmp_path: Path, teacher_file: P
     with pytest.raises(HwkdError, match=message) as info:
         Search(make_config(tmp_path / "run", teacher_file, **changes)).run(progress=False)
     assert "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()  # a search that fails during set-up leaves no folder behind
+
+
+def test_bad_flags_are_reported_together_before_anything_loads(capsys) -> None:
+    from hwkd.cli import main
+
+    assert main(["search", "--max-latency-ms", "-5", "--timeout", "-1", "--threads", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("hwkd search: error: --timeout -1: must be a positive number of seconds; --threads 0: must be at "
+                   "least 1; --max-latency-ms -5: must be a positive number (leave it out for no budget)")
 
 
 def test_a_trial_scores_the_same_whatever_ran_before_it(tmp_path: Path, teacher_file: Path) -> None:
@@ -263,3 +284,78 @@ def test_a_new_study_starts_with_students_spread_over_the_cost_range(tmp_path: P
     trials = study_of(run).trials
     assert [t.user_attrs["arch"] for t in trials] == plan[:3]  # the continued run takes the next one
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}  # no waiting trials are left
+
+
+def test_a_student_that_computes_what_a_trained_one_computes_is_not_trained_again(tmp_path: Path, teacher_file: Path,
+                                                                                  monkeypatch) -> None:
+    run = tmp_path / "run"
+    Search(make_config(run, teacher_file, trials=1, brief=replace(BRIEF, steps=5))).run(progress=False)
+    # two ids of one function: node 2 feeds nothing when edge 2->3 is none, so its edges' ops do not matter
+    original = {"edge_1_0": "nor_conv_3x3", "edge_2_0": "nor_conv_1x1", "edge_2_1": "none",
+                "edge_3_0": "skip_connect", "edge_3_1": "nor_conv_1x1", "edge_3_2": "none"}
+    twin = dict(original, edge_2_0="avg_pool_3x3", edge_2_1="skip_connect")
+    study = study_of(run)
+    study.enqueue_trial(original)
+    study.enqueue_trial(twin)
+
+    calls = {"n": 0}
+    real = search_module.brief_distill
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "brief_distill", counting)
+    Search(make_config(run, teacher_file, trials=2, brief=replace(BRIEF, steps=5))).run(progress=False)
+    trials = study_of(run).trials
+    assert trials[1].params == original and trials[2].params == twin
+    assert trials[1].user_attrs["arch"] != trials[2].user_attrs["arch"]
+    assert trials[2].user_attrs["duplicate_of"] == 1 and trials[2].values == trials[1].values
+    assert trials[2].user_attrs["function_key"] == trials[1].user_attrs["function_key"]
+    assert calls["n"] == 1  # only the first of the two was trained
+
+
+def test_a_planned_student_cut_off_by_ctrl_c_is_tried_again(tmp_path: Path, teacher_file: Path, monkeypatch) -> None:
+    from hwkd.initial_design import spread_by_cost
+    from hwkd.spaces import load_space
+
+    plan = [arch for arch, _ in spread_by_cost(load_space("nb201-small"), 10, (1, 1, 28, 28), 8, seed=0)]
+    real = search_module.brief_distill
+    calls = {"n": 0}
+
+    def interrupt_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "brief_distill", interrupt_second)
+    run = tmp_path / "run"
+    Search(make_config(run, teacher_file, trials=4, brief=replace(BRIEF, steps=5))).run(progress=False)
+    monkeypatch.setattr(search_module, "brief_distill", real)
+    Search(make_config(run, teacher_file, trials=2, brief=replace(BRIEF, steps=5))).run(progress=False)
+    trials = study_of(run).trials
+    assert [t.user_attrs["arch"] for t in trials] == [plan[0], plan[1], plan[1], plan[2]]
+    assert trials[1].state == TrialState.FAIL and trials[2].state == TrialState.COMPLETE
+
+
+def test_a_second_ctrl_c_waits_until_every_report_is_written(tmp_path: Path, teacher_file: Path,
+                                                            monkeypatch) -> None:
+    import os
+    import signal
+
+    import hwkd.report as report_module
+
+    real_png = report_module._plot_png
+
+    def ctrl_c_while_plotting(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C while the reports are written
+        return real_png(*args, **kwargs)
+
+    monkeypatch.setattr(report_module, "_plot_png", ctrl_c_while_plotting)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        Search(make_config(run, teacher_file, trials=1, brief=replace(BRIEF, steps=5))).run(progress=False)
+    csv = (run / "trials.csv").stat().st_mtime_ns
+    for name in ("pareto.csv", "pareto.png", "pareto.html"):
+        assert (run / name).stat().st_mtime_ns >= csv, name  # no plot is older than the table

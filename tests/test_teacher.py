@@ -68,7 +68,7 @@ def test_default_teacher_trains_once_then_loads_from_the_cache(tmp_path: Path, m
     monkeypatch.setenv("HWKD_CACHE_DIR", str(tmp_path))
     lines: list[str] = []
     first = default_teacher(data, torch.device("cpu"), progress=lines.append, recipe=TeacherRecipe((32, 64, 128), 4000))
-    assert lines and "epoch 1/1" in lines[-1]
+    assert lines and "epoch 1/1" in lines[-1] and lines[-1].endswith("0 s left")
     path = default_teacher_path(data)
     assert path.is_file() and first.kind == "default"
     accuracy = float((first.logits(data.normalize(data.val.images)).argmax(1) == data.val.labels).float().mean())
@@ -97,3 +97,24 @@ def test_augment_shifts_and_flips_without_changing_shape() -> None:
     out = augment(images, torch.Generator().manual_seed(0), pad=1)
     assert out.shape == images.shape and out.dtype == torch.uint8
     assert not torch.equal(out, images)
+
+
+def test_default_teacher_training_shows_a_bar_with_the_time_left(tmp_path: Path, monkeypatch, data, capsys) -> None:
+    monkeypatch.setenv("HWKD_CACHE_DIR", str(tmp_path))
+    lines: list[str] = []
+    default_teacher(data, torch.device("cpu"), progress=lines.append, recipe=TeacherRecipe((8, 16), 2 * len(data.train)),
+                    show_bar=True)
+    err = capsys.readouterr().err
+    steps = 2 * (len(data.train) // 128)
+    assert "default teacher: 100%" in err and f"{steps}/{steps} [" in err  # elapsed<left, then the rate
+    assert "step/s" in err and "epoch 2/2" in err
+    assert lines[0].startswith("default teacher: epoch 1/2") and " left" in lines[0]
+
+
+def test_a_broken_torch_export_file_is_one_line_without_a_traceback(tmp_path: Path, data, capfd) -> None:
+    path = tmp_path / "teacher.pt2"
+    path.write_bytes(b"not a zip archive")
+    with pytest.raises(DataError, match=r"--teacher .*teacher.pt2: cannot be loaded as torch.export"):
+        load_teacher_file(path, data)
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err + captured.out
