@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 COLUMNS = [
     "trial", "state", "arch", "val_accuracy", "latency_ms", "latency_source", "model_latency_ms",
     "peak_memory_bytes", "params_bytes", "macs", "duration_s", "train_images_per_s", "duplicate_of",
-    "reason", "full_test_accuracy",
+    "function_key", "reason", "full_test_accuracy",
 ]
 
 
@@ -62,6 +62,7 @@ def trials_frame(study: Any) -> pd.DataFrame:
             "duration_s": attrs.get("duration_s"),
             "train_images_per_s": attrs.get("train_images_per_s"),
             "duplicate_of": attrs.get("duplicate_of"),
+            "function_key": attrs.get("function_key"),
             "reason": attrs.get("infeasible") or attrs.get("fail_reason"),
             "full_test_accuracy": None,  # filled from RUN/distilled by write_reports
         })
