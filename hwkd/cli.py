@@ -75,6 +75,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             temperature=args.temperature, alpha=args.alpha, seed=args.seed,
         ),
         train_device=args.train_device, latency_source=args.latency_source, threads=args.threads,
+        workers=args.workers, heartbeat_s=args.heartbeat_s,
     )
     summary = Search(config).run()
     print(summary.budget_hint or summary.front_table)
@@ -235,6 +236,10 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--latency-source", choices=["auto", "model", "measured"], default="auto")
     p.add_argument("--threads", type=int, help="threads on the device (default: the profile's)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, each on its share of "
+                   "the cores (default 1); more machines join with the same command and --storage")
+    p.add_argument("--heartbeat-s", type=int, default=60, help="seconds between a worker's heartbeats; a trial "
+                   "silent for twice as long (its worker died) is failed and run again once (default 60)")
     p.set_defaults(handler=_cmd_search)
 
 

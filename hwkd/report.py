@@ -46,6 +46,8 @@ def load_study(folder: RunFolder) -> Any:
 def trials_frame(study: Any) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
+        if t.state.name == "WAITING":  # queued opening students: not tried yet
+            continue
         attrs = t.user_attrs
         values = t.values or [None, None]
         rows.append({

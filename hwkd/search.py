@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import random
 import shutil
 import sys
@@ -32,6 +33,7 @@ from hwkd.distill.config import BriefConfig
 from hwkd.errors import ArchitectureError, CompileError, HwkdError, RunError, error_line
 from hwkd.latency.estimator import Estimate, Estimator
 from hwkd.profiles import DeviceProfile, load_profile
+from hwkd.file_lock import file_lock
 from hwkd.progress import deferred_interrupt, progress_bar
 from hwkd.run_folder import STUDY_NAME, RunFolder, library_versions
 from hwkd.spaces import SearchSpace, load_space
@@ -95,6 +97,8 @@ class SearchConfig:
     train_device: str = "auto"
     latency_source: str = "auto"
     threads: int | None = None
+    workers: int = 1  # processes on this machine, each on its share of the cores
+    heartbeat_s: int = 60  # a trial whose worker is silent for twice as long is failed and retried once
 
     def check(self) -> None:
         """Every bad flag value at once, as one line, before anything is loaded or trained."""
@@ -107,6 +111,10 @@ class SearchConfig:
             problems.append(f"--timeout {self.timeout_s:g}: must be a positive number of seconds")
         if self.threads is not None and self.threads < 1:
             problems.append(f"--threads {self.threads}: must be at least 1")
+        if self.workers < 1:
+            problems.append(f"--workers {self.workers}: must be at least 1")
+        if self.heartbeat_s < 1:
+            problems.append(f"--heartbeat-s {self.heartbeat_s}: must be at least 1")
         for flag, value in (("--max-latency-ms", self.budgets.max_latency_ms),
                             ("--max-memory-kb", self.budgets.max_memory_kb), ("--max-params", self.budgets.max_params)):
             if value is not None and not value > 0:
@@ -150,9 +158,10 @@ class SearchSummary:
 class Search:
     """Sets up data, teacher, estimator and study; `run()` adds trials."""
 
-    def __init__(self, config: SearchConfig) -> None:
+    def __init__(self, config: SearchConfig, worker: int = 0) -> None:
         config.check()
         self.config = config
+        self.worker = worker  # this process's index among the --workers of one command
         self.folder = RunFolder(config.resolved_run_dir())
         self.storage = requested_storage(config.storage)  # None: the run folder's study.db
         if self.storage is not None:
@@ -283,31 +292,35 @@ class Search:
 
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # hwkd logs each trial itself
+        # hwkd logs each trial itself; optuna would add a traceback to every failed student
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-        storage = self.storage or default_url(self.folder.path)
-        existing = 0
+        url = self.storage or default_url(self.folder.path)
+        heartbeat = self.config.heartbeat_s
         try:
+            # Heartbeats: a trial whose worker died (kill -9, power loss) is failed by the next
+            # worker once it has been silent for two intervals, and run again once.
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
             summaries = optuna.get_all_study_summaries(storage)
             existing = next((s.n_trials for s in summaries if s.study_name == STUDY_NAME), 0)
-        except Exception:  # noqa: BLE001 - a new storage has no studies yet
-            existing = 0
-        seed = self.config.seed + existing  # a resumed study does not replay its first proposals
-        if self.config.sampler == "nsga2":
-            population = max(8, min(50, (self.config.trials or DEFAULT_TRIALS) // 2))
-            sampler: Any = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-        else:
-            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=STARTUP_TRIALS)
-        try:
+            # A resumed study does not replay its first proposals; workers started together differ.
+            seed = self.config.seed + existing + 1000 * self.worker
+            if self.config.sampler == "nsga2":
+                population = max(8, min(50, (self.config.trials or DEFAULT_TRIALS) // 2))
+                sampler: Any = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+            else:  # constant_liar: parallel workers do not all propose next to a running trial
+                sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=STARTUP_TRIALS,
+                                                     constant_liar=True)
             study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler,
                                         directions=["maximize", "minimize"], load_if_exists=True)
         except Exception as exc:  # noqa: BLE001 - storage URLs fail in many ways
-            raise RunError(f"--storage {masked(storage)}: cannot open the study "
-                           f"({hide_secrets(error_line(exc), storage)})") from None
+            raise RunError(f"--storage {masked(url)}: cannot open the study "
+                           f"({hide_secrets(error_line(exc), url)})") from None
         if study.metric_names is None:
             study.set_metric_names(["val_accuracy", "latency_ms"])
-        _fail_abandoned(study)
         return study
 
     def startup_plan(self, study: Any) -> list[dict[str, Any]]:
@@ -330,54 +343,58 @@ class Search:
 
     # ---- the loop -----------------------------------------------------------------------------
 
-    def run(self, progress: bool | None = None) -> SearchSummary:
-        from optuna.trial import TrialState
+    def enqueue_plan(self, study: Any) -> None:
+        """Queue the opening students that have no trial yet (or whose trial was cut off), so
+        every worker takes the next one from the study."""
+        plan = self.startup_plan(study)
+        while (params := _next_planned(study, plan)) is not None:
+            study.enqueue_trial(params, user_attrs={"planned": True})
 
+    def run(self, progress: bool | None = None, reports: bool = True) -> SearchSummary:
+        """Add trials to the study (`--trials`, in total over `--workers` processes) and write
+        the reports; `progress`: bars on the terminal (default: when standard error is one)."""
         start = time.monotonic()
         show = sys.stderr.isatty() if progress is None else progress
         created = not self.folder.path.exists()
         try:
-            teacher, logits = self.prepare(show)
-            study = self.open_study()
-            plan = self.startup_plan(study)
+            self.folder.path.mkdir(parents=True, exist_ok=True)
+            # one process at a time sets a run up; the others wait, then reuse its teacher and outputs
+            with file_lock(self.folder.path / ".lock", f"waiting for another hwkd process setting up {self.folder.path}"):
+                teacher, logits = self.prepare(show)
+                study = self.open_study()
+                self.enqueue_plan(study)
         except BaseException:
-            if created:  # nothing of this run exists yet: leave no half-made folder behind
+            if created:  # nothing of this run existed: leave no half-made folder behind
                 shutil.rmtree(self.folder.path, ignore_errors=True)
             raise
         trials = self.config.trials if self.config.trials is not None else (None if self.config.timeout_s else DEFAULT_TRIALS)
-        counts = {"complete": 0, "infeasible": 0, "failed": 0}
-        new = 0
-        interrupted = False
+        timeout = None if self.config.timeout_s is None else max(self.config.timeout_s - (time.monotonic() - start), 1e-3)
         log.info("search: %s on %s, %s data, teacher %s, run folder %s", self.space.name, self.profile.name,
                  self.dataset.name, teacher.name, self.folder.path)
-        with progress_bar(trials, "trials", "trial", show) as bar:
-            try:
-                while trials is None or new < trials:
-                    if self.config.timeout_s is not None and time.monotonic() - start > self.config.timeout_s:
-                        break
-                    planned = _next_planned(study, plan)
-                    if planned is not None:  # enqueued one at a time: no waiting trials are left in the study
-                        study.enqueue_trial(planned, user_attrs={"planned": True})
-                    trial = study.ask()
-                    new += 1
-                    try:
-                        outcome = self._one_trial(study, trial, logits)
-                    except KeyboardInterrupt:
-                        trial.set_user_attr("fail_reason", INTERRUPTED)
-                        study.tell(trial, state=TrialState.FAIL)
-                        counts["failed"] += 1
-                        raise
-                    counts[outcome] += 1
-                    bar.update(1)
-            except KeyboardInterrupt:
-                interrupted = True
-        from hwkd.report import front_table, write_reports
+        if self.config.workers > 1:
+            from hwkd.workers import run_workers
 
-        with deferred_interrupt():  # a second Ctrl-C waits until every report is written
-            _, front = write_reports(self.folder, study)
-        return SearchSummary(self.folder.path, new, counts["complete"], counts["infeasible"], counts["failed"],
-                             interrupted, time.monotonic() - start, front_table(front), len(front),
-                             None if len(front) else self._budget_hint(study))
+            counts, interrupted = run_workers(self, study, trials, timeout, show)
+        else:
+            objective = _Objective(self, logits)
+            with progress_bar(trials, "trials", "trial", show) as bar:
+                try:
+                    study.optimize(objective, n_trials=trials, timeout=timeout, catch=(TrialFailed,),
+                                   callbacks=[lambda study, trial: bar.update(1)])
+                    interrupted = False
+                except KeyboardInterrupt:
+                    interrupted = True
+            counts = objective.counts
+        front_size, table, hint = 0, "", None
+        if reports:
+            from hwkd.report import front_table, write_reports
+
+            with deferred_interrupt():  # a second Ctrl-C waits until every report is written
+                _, front = write_reports(self.folder, study)
+            front_size, table = len(front), front_table(front)
+            hint = None if front_size else self._budget_hint(study)
+        return SearchSummary(self.folder.path, sum(counts.values()), counts["complete"], counts["infeasible"],
+                             counts["failed"], interrupted, time.monotonic() - start, table, front_size, hint)
 
     def _budget_hint(self, study: Any) -> str | None:
         """Why nothing was trained when every student tried was over a budget: the lowest figures."""
@@ -399,19 +416,23 @@ class Search:
         return (f"no student met the budgets: the lowest figures of the {len(over)} students over them are "
                 f"{', '.join(lowest)}; raise the budget or choose a space with smaller students")
 
-    def _one_trial(self, study: Any, trial: Any, logits: torch.Tensor) -> str:
-        from optuna.trial import TrialState
+    def trial_values(self, trial: Any, logits: torch.Tensor) -> list[float]:
+        """One trial, as an Optuna objective: [val_accuracy, latency_ms] of the student it proposes;
+        raises optuna.TrialPruned for a student that is not valid or over a budget (recorded as
+        infeasible, never trained) and TrialFailed for one that cannot be compiled or trained."""
+        import optuna
 
+        study = trial.study
         started = time.monotonic()
+        trial.set_user_attr("worker", f"{platform.node()}:{os.getpid()}")
         proposed = self.space.suggest(trial)
         try:
             arch = self.space.parse(proposed)
         except ArchitectureError as exc:
             trial.set_user_attr("arch", proposed)
             trial.set_user_attr("infeasible", str(exc))
-            study.tell(trial, state=TrialState.PRUNED)
             log.info("trial %d: not a valid student (%s)", trial.number, exc)
-            return "infeasible"
+            raise optuna.TrialPruned(str(exc))
         trial.set_user_attr("arch", arch)
         with torch.random.fork_rng():  # initial weights depend on the student and seed, not on earlier trials
             torch.manual_seed(self.config.brief.seed)
@@ -424,16 +445,14 @@ class Search:
                 if name not in ("arch", "duplicate_of", "planned"):
                     trial.set_user_attr(name, value)
             trial.set_user_attr("duplicate_of", earlier.number)
-            study.tell(trial, earlier.values)
             log.info("trial %d: computes what trial %d computes, result reused", trial.number, earlier.number)
-            return "complete"
+            return list(earlier.values)
         try:
             estimate = self.estimator.estimate_arch(self.space, arch, self.input_shape, self.num_classes)
         except CompileError as exc:
             trial.set_user_attr("fail_reason", str(exc))
-            study.tell(trial, state=TrialState.FAIL)
             log.warning("trial %d failed: %s", trial.number, exc)
-            return "failed"
+            raise TrialFailed(str(exc)) from None
         for name in ("latency_ms", "model_latency_ms", "peak_memory_bytes", "params_bytes", "macs"):
             trial.set_user_attr(name, getattr(estimate, name))
         trial.set_user_attr("latency_source", estimate.source)
@@ -445,41 +464,70 @@ class Search:
         if reasons:
             trial.set_user_attr("infeasible", "; ".join(reasons))
             trial.set_user_attr("duration_s", round(time.monotonic() - started, 3))
-            study.tell(trial, state=TrialState.PRUNED)
             log.info("trial %d: %s is over budget (%s), not trained", trial.number, arch, "; ".join(reasons))
-            return "infeasible"
+            raise optuna.TrialPruned("; ".join(reasons))
         try:
             result = brief_distill(student, self.brief_data, logits, self.config.brief, self.train_device)
         except TrainingDiverged as exc:
             trial.set_user_attr("fail_reason", str(exc))
-            study.tell(trial, state=TrialState.FAIL)
             log.warning("trial %d failed: %s", trial.number, exc)
-            return "failed"
+            raise TrialFailed(str(exc)) from None
         trial.set_user_attr("train_images_per_s", round(result.images_per_s, 1))
         trial.set_user_attr("train_seconds", round(result.seconds, 2))
         trial.set_user_attr("duration_s", round(time.monotonic() - started, 3))
-        study.tell(trial, [result.val_accuracy, estimate.latency_ms])
         log.info("trial %d: val accuracy %.2f%%, %.3f ms (%s), %.1f MMACs, %.0f s  %s", trial.number,
                  100 * result.val_accuracy, estimate.latency_ms, estimate.source, estimate.macs / 1e6,
                  time.monotonic() - started, arch)
-        return "complete"
+        return [result.val_accuracy, estimate.latency_ms]
+
+
+class TrialFailed(HwkdError):
+    """A student that could not be compiled or trained; its trial fails with the reason and the search goes on."""
+
+
+class _Objective:
+    """`Search.trial_values` for `study.optimize`, counting outcomes; a Ctrl-C fails the running
+    trial with its reason (Optuna marks it failed and stops the loop)."""
+
+    def __init__(self, search: Search, logits: torch.Tensor) -> None:
+        self.search = search
+        self.logits = logits
+        self.counts = {"complete": 0, "infeasible": 0, "failed": 0}
+
+    def __call__(self, trial: Any) -> list[float]:
+        import optuna
+
+        outcome = "failed"
+        try:
+            values = self.search.trial_values(trial, self.logits)
+            outcome = "complete"
+            return values
+        except optuna.TrialPruned:
+            outcome = "infeasible"
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", INTERRUPTED)
+            raise
+        finally:
+            self.counts[outcome] += 1
 
 
 INTERRUPTED = "interrupted by the user"
-ABANDONED = "abandoned: the search stopped during it"
 
 
 def _cut_off(trial: Any) -> bool:
-    """A trial failed by a Ctrl-C or a crash, not by its student: its work is to be done again."""
-    reason = str(trial.user_attrs.get("fail_reason", ""))
-    return trial.state.name == "FAIL" and (reason == INTERRUPTED or reason.startswith("abandoned"))
+    """A trial failed by a Ctrl-C or a dead worker (heartbeat), not by its student: its work is
+    to be done again."""
+    reason = trial.user_attrs.get("fail_reason")
+    return trial.state.name == "FAIL" and (reason is None or reason == INTERRUPTED)
 
 
 def _next_planned(study: Any, plan: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The first planned student without a trial that finished, runs or waits (a cut-off one is retried)."""
     trials = study.get_trials(deepcopy=False)
     for params in plan:
-        if not any(t.params == params and not _cut_off(t) for t in trials):
+        # a waiting (enqueued) trial keeps its params aside until a worker asks for it
+        if not any((t.params or t.system_attrs.get("fixed_params")) == params and not _cut_off(t) for t in trials):
             return params
     return None
 
@@ -495,14 +543,9 @@ def _same_student(study: Any, arch: str, key: str) -> Any | None:
     return None
 
 
-def _fail_abandoned(study: Any) -> None:
-    """Trials left RUNNING by a crash or a kill are marked failed; their work is not trusted."""
-    from optuna.trial import TrialState
-
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", ABANDONED)
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        log.info("trial %d was cut off by an earlier stop; marked failed", trial.number)
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLite: writers queue for the file lock (workers on one machine) instead of failing at once."""
+    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
 
 
 def _now() -> str:

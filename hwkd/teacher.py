@@ -293,6 +293,7 @@ def train_default_teacher(model: nn.Module, dataset: Dataset, epochs: int, devic
                           show_bar: bool = False) -> float:
     from hwkd.distill.brief import evaluate
     from hwkd.progress import progress_bar
+    from hwkd.threads import fit_threads
 
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
@@ -303,6 +304,8 @@ def train_default_teacher(model: nn.Module, dataset: Dataset, epochs: int, devic
     start = time.perf_counter()
     with progress_bar(epochs * steps_per_epoch, "default teacher", "step", show_bar) as bar:
         for epoch in range(epochs):
+            if device.type == "cpu":
+                fit_threads()  # the cores other processes leave free, checked each epoch
             order = torch.randperm(len(dataset.train), generator=generator)
             for step in range(steps_per_epoch):
                 index = order[step * batch_size : (step + 1) * batch_size]

@@ -17,6 +17,7 @@ from torch import nn
 
 from hwkd.data.datasets import Dataset, Split
 from hwkd.distill.config import BriefConfig
+from hwkd.threads import fit_threads
 from hwkd.distill.losses import kd_loss
 from hwkd.errors import HwkdError
 
@@ -72,6 +73,8 @@ def brief_distill(
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train `student` in place for `config.steps` steps; teacher_logits: (N_train, K) or None."""
+    if device.type == "cpu":
+        fit_threads()  # only the cores other processes leave free: spinning threads beside them stall
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     student.to(device=device, memory_format=torch.channels_last).train()

@@ -29,6 +29,7 @@ from hwkd.distill.features import Transfer, feature_points, pair_layers, tap, tr
 from hwkd.distill.losses import kd_loss
 from hwkd.errors import HwkdError, error_line
 from hwkd.progress import progress_bar
+from hwkd.threads import fit_threads
 from hwkd.teacher import augment
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,8 @@ def full_distill(
     show = sys.stderr.isatty() if progress is None else progress
     loss_value = float("nan")
     for epoch in range(start_epoch, config.epochs):
+        if device.type == "cpu":
+            fit_threads()  # the cores other processes leave free, checked each epoch
         student_tap.train()
         transfer.train()
         order = torch.randperm(len(dataset.train), generator=generator)

@@ -1,0 +1,66 @@
+"""How hwkd's threads share the cores: each process runs on the cores it was given (its CPU
+affinity mask, split between `--workers`), and uses only those that nobody else keeps busy.
+
+Measured cause (benchmarks/workers.py, 2 cores): torch's OpenMP threads spin at the end of each
+parallel region waiting for each other. When another process holds one of the cores, every
+region waits for the thread that is not running, and a brief distillation of a small student took
+3.5-3.8x as long beside one busy loop (7-20x was seen beside heavier work). A passive wait policy
+cut that to 1.7x but made the same distillation 30 % slower alone; one thread is not slowed at
+all by the neighbour. So before each brief distillation and each teacher epoch, hwkd counts the
+cores of its mask that other processes keep busy and sets torch's threads to the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+BUSY_SAMPLE_S = 0.1  # how long the cores' load is sampled before a piece of training
+BUSY_PERCENT = 50.0  # a core this busy (by others: hwkd samples while it is idle) is taken
+
+
+def available_cores() -> list[int]:
+    """The cores this process may run on (its CPU affinity mask)."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def split_cores(cores: list[int], workers: int) -> list[list[int]]:
+    """Cores for each of `workers` processes: disjoint while there are enough, shared round-robin
+    (one each) when there are more workers than cores."""
+    if workers <= len(cores):
+        return [cores[i::workers] for i in range(workers)]
+    return [[cores[i % len(cores)]] for i in range(workers)]
+
+
+def use_cores(cores: list[int]) -> None:
+    """Run this process on `cores` only, with torch's and TVM's pools sized to them."""
+    import torch
+
+    os.sched_setaffinity(0, cores)
+    torch.set_num_threads(len(cores))
+    os.environ["TVM_NUM_THREADS"] = str(len(cores))
+
+
+def free_cores(cores: list[int], sample_s: float = BUSY_SAMPLE_S) -> int:
+    """How many of `cores` no other process keeps busy (sampled now, while this process is idle)."""
+    import psutil
+
+    load = psutil.cpu_percent(interval=sample_s, percpu=True)
+    busy = sum(1 for core in cores if core < len(load) and load[core] >= BUSY_PERCENT)
+    return len(cores) - busy
+
+
+def fit_threads() -> int:
+    """Set torch's threads to this process's cores that are free now (at least one); returns it.
+
+    `$HWKD_THREADS` (or `OMP_NUM_THREADS`) fixes the count instead, for reproducible timing."""
+    import torch
+
+    fixed = os.environ.get("HWKD_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    threads = int(fixed) if fixed and fixed.isdigit() and int(fixed) > 0 else max(1, free_cores(available_cores()))
+    if threads != torch.get_num_threads():
+        log.debug("torch threads: %d -> %d (cores free of other work)", torch.get_num_threads(), threads)
+        torch.set_num_threads(threads)
+    return threads
