@@ -89,9 +89,13 @@ def load_trial(context: RunContext, number: int) -> TrialRecord:
 
     study = load_study(context.folder)
     trials = study.get_trials(deepcopy=False)
-    if not 0 <= number < len(trials):
-        raise RunError(f"--trial {number}: {context.folder.path} has trials 0..{len(trials) - 1}")
+    ran = [t.number for t in trials if t.state.name != "WAITING"]
+    if not 0 <= number < len(trials) or (trials[number].state.name == "WAITING" and number > max(ran, default=-1)):
+        raise RunError(f"--trial {number}: {context.folder.path} has trials 0..{max(ran, default=-1)}")
     trial = trials[number]
+    if trial.state.name == "WAITING":
+        raise RunError(f"--trial {number} has not run yet (it waits in the study for a worker); choose a completed "
+                       "trial (hwkd report lists them)")
     attrs = trial.user_attrs
     state = trial.state.name
     if state != "COMPLETE":

@@ -6,9 +6,11 @@ graph, cost model or measurement); a student over a budget (`--max-latency-ms`,
 the others are distilled briefly from the teacher and score their validation accuracy. The two
 objectives are validation accuracy (maximize) and latency_ms (minimize).
 
-The study lives in the run folder (SQLite by default); running the same command again continues
-it. Finished trials are never lost or repeated: a student proposed again reuses its result, a
-trial cut off by Ctrl-C or a crash is marked failed and the search goes on from there.
+The study lives in the run folder (SQLite by default) or any Optuna storage; running the same
+command again continues it, and any number of processes (`--workers`, other machines) add trials
+to it together through Optuna's own loop (`study.optimize`). Finished trials are never lost or
+repeated: a student that computes what a trained one computes reuses its result, a trial cut off
+by Ctrl-C is marked failed, and one whose process died is failed by the heartbeat and run again.
 """
 
 from __future__ import annotations
@@ -238,6 +240,7 @@ class Search:
             try:
                 saved = torch.load(path, map_location="cpu", weights_only=True)
                 if saved.get("key") == key and saved["logits"].shape == (len(self.brief_data.train), self.num_classes):
+                    log.info("teacher outputs: reused from %s (same teacher sha256 and images)", path)
                     return saved["logits"]
             except Exception as exc:  # noqa: BLE001 - a corrupt cache is recomputed
                 log.warning("%s is unreadable (%s); computing the teacher's outputs again", path, exc)

@@ -248,8 +248,17 @@ def default_teacher(dataset: Dataset, device: torch.device, progress: Callable[[
     """hwkd's teacher for `dataset`: trained once by `recipe` (by default the one for the data's
     size), then cached; a cached teacher is used whatever recipe made it. Training reports each
     epoch with the time left to `progress`, and with `show_bar` shows a bar over all its steps."""
+    from hwkd.file_lock import file_lock
+
     recipe = recipe or default_recipe(len(dataset.train))
     path = default_teacher_path(dataset)
+    # processes that need the same teacher at once (workers, parallel runs): one trains, the others load it
+    with file_lock(path.with_suffix(".lock"), f"waiting for another hwkd process training the teacher {path}"):
+        return _cached_or_trained(dataset, device, path, recipe, progress, show_bar)
+
+
+def _cached_or_trained(dataset: Dataset, device: torch.device, path: Path, recipe: TeacherRecipe,
+                       progress: Callable[[str], None] | None, show_bar: bool) -> Teacher:
     if path.is_file():
         try:
             model = load_default_teacher(path, dataset)

@@ -58,8 +58,12 @@ def fit_threads() -> int:
     `$HWKD_THREADS` (or `OMP_NUM_THREADS`) fixes the count instead, for reproducible timing."""
     import torch
 
+    cores = available_cores()
     fixed = os.environ.get("HWKD_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    threads = int(fixed) if fixed and fixed.isdigit() and int(fixed) > 0 else max(1, free_cores(available_cores()))
+    if fixed and fixed.isdigit() and int(fixed) > 0:
+        threads = min(int(fixed), len(cores))  # never more threads than the cores this process was given
+    else:
+        threads = max(1, free_cores(cores))
     if threads != torch.get_num_threads():
         log.debug("torch threads: %d -> %d (cores free of other work)", torch.get_num_threads(), threads)
         torch.set_num_threads(threads)

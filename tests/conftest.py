@@ -47,9 +47,10 @@ def teacher_file(tmp_path_factory: pytest.TempPathFactory, embedded) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
+def postgres_server():
     """A private PostgreSQL cluster on 127.0.0.1 with password authentication (Debian's postgresql
-    package, which .ci/run installs); yields a URL with the password, stops the server after."""
+    package, which .ci/run installs); yields a URL of its default database, with the password,
+    and stops the server after the tests."""
     import glob
     import pwd
     import shutil
@@ -84,3 +85,18 @@ def postgres_url():
         subprocess.run([*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A new, empty database of the test server for one test (each test gets its own study)."""
+    import uuid
+
+    import sqlalchemy
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return postgres_server.rsplit("/", 1)[0] + "/" + name

@@ -34,6 +34,19 @@ def study_of(run_dir: Path) -> optuna.Study:
     return optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{run_dir / 'study.db'}")
 
 
+def ctrl_c_at_second_call(real):
+    """brief_distill as the user sees it when Ctrl-C comes during the second student's training."""
+    calls = {"n": 0}
+
+    def interrupt_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return interrupt_second
+
+
 def ran(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
     """The trials that ran, without the opening students still waiting for a worker."""
     return [t for t in study_of(run_dir).trials if t.state != TrialState.WAITING]
@@ -138,15 +151,7 @@ def test_changed_settings_do_not_continue_a_run(tmp_path: Path, teacher_file: Pa
 def test_ctrl_c_keeps_finished_trials_and_the_next_run_continues(tmp_path: Path, teacher_file: Path,
                                                                  monkeypatch) -> None:
     real = search_module.brief_distill
-    calls = {"n": 0}
-
-    def interrupt_second(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(search_module, "brief_distill", interrupt_second)
+    monkeypatch.setattr(search_module, "brief_distill", ctrl_c_at_second_call(real))
     run = tmp_path / "run"
     summary = Search(make_config(run, teacher_file, trials=6)).run(progress=False)
     assert summary.interrupted and summary.completed == 1 and summary.failed == 1  # the cut-off trial counts
@@ -322,15 +327,7 @@ def test_a_planned_student_cut_off_by_ctrl_c_is_tried_again(tmp_path: Path, teac
 
     plan = [arch for arch, _ in spread_by_cost(load_space("nb201-small"), 10, (1, 1, 28, 28), 8, seed=0)]
     real = search_module.brief_distill
-    calls = {"n": 0}
-
-    def interrupt_second(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(search_module, "brief_distill", interrupt_second)
+    monkeypatch.setattr(search_module, "brief_distill", ctrl_c_at_second_call(real))
     run = tmp_path / "run"
     Search(make_config(run, teacher_file, trials=4, brief=replace(BRIEF, steps=5))).run(progress=False)
     trials = study_of(run).trials

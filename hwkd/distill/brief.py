@@ -84,6 +84,9 @@ def brief_distill(
                                                     pct_start=0.15)
     train = dataset.train
     n = len(train)
+    # moved once (a no-op on the CPU): a GPU then never waits for a host copy between steps
+    all_images, all_labels = train.images.to(device), train.labels.to(device)
+    all_soft = teacher_logits.to(device) if teacher_logits is not None else None
     order = torch.randperm(n, generator=generator)
     position = 0
     loss_value = float("nan")
@@ -91,11 +94,11 @@ def brief_distill(
     for step in range(config.steps):
         if position + config.batch_size > n:
             order, position = torch.randperm(n, generator=generator), 0
-        index = order[position : position + config.batch_size]
+        index = order[position : position + config.batch_size].to(device)
         position += config.batch_size
-        images = dataset.normalize(train.images[index]).to(device, memory_format=torch.channels_last)
-        labels = train.labels[index].to(device)
-        soft = teacher_logits[index].to(device) if teacher_logits is not None else None
+        images = dataset.normalize(all_images[index]).contiguous(memory_format=torch.channels_last)
+        labels = all_labels[index]
+        soft = all_soft[index] if all_soft is not None else None
         loss = kd_loss(student(images), soft, labels, config.temperature, config.alpha)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
