@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -37,9 +37,8 @@ def progress_bar(total: int | None, desc: str, unit: str, show: bool, leave: boo
 @contextmanager
 def deferred_interrupt() -> Iterator[None]:
     """Run the block to its end even if Ctrl-C comes; raise KeyboardInterrupt after it if it did."""
-    if threading.current_thread() is not threading.main_thread():
-        with nullcontext():
-            yield
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
         return
     caught: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
