@@ -76,8 +76,9 @@ def test_a_killed_worker_leaves_its_trial_to_the_heartbeat_and_the_others_go_on(
     while victim is None and time.monotonic() < deadline:
         assert doomed.poll() is None, doomed.stderr.read() if doomed.stderr else ""
         time.sleep(0.2)
-        victim = next((t for t in finished(storage) if t.state == TrialState.RUNNING
-                       and t.user_attrs.get("worker", "").endswith(f":{doomed.pid}")), None)
+        victim = next((t for t in finished(storage) if t.state == TrialState.RUNNING  # its student built
+                       and t.user_attrs.get("worker", "").endswith(f":{doomed.pid}") and "function_key" in t.user_attrs),
+                      None)
     assert victim is not None, "the doomed worker never started a trial"
     doomed.send_signal(signal.SIGKILL)  # mid-trial: no chance to clean up
     doomed.wait()
