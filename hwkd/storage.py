@@ -34,14 +34,18 @@ def default_url(run_dir: Path) -> str:
     return f"sqlite:///{(run_dir / STUDY_FILE).resolve()}"
 
 
+# scheme://user:password@ at the start of a URL: group 1 is up to the user, group 2 the password
+_CREDENTIALS = re.compile(r"^([\w+.-]+://[^:/@]*):([^@]*)@")
+
+
 def masked(url: str) -> str:
     """`url` with its password replaced by `***`."""
-    return re.sub(r"^([\w+.-]+://[^:/@]*):[^@]*@", r"\1:***@", url)
+    return _CREDENTIALS.sub(r"\1:***@", url)
 
 
 def without_password(url: str) -> str:
     """`url` with its password removed: the form `run.json` records."""
-    return re.sub(r"^([\w+.-]+://[^:/@]*):[^@]*@", r"\1@", url)
+    return _CREDENTIALS.sub(r"\1@", url)
 
 
 def recorded_form(url: str | None) -> str | None:
@@ -102,8 +106,8 @@ def check_storage(url: str) -> None:
 
 def hide_secrets(message: str, url: str) -> str:
     """`message` with `url`'s password, wherever it appears, replaced by `***`."""
-    match = re.match(r"^[\w+.-]+://[^:/@]*:([^@]*)@", url)
-    return message.replace(match.group(1), "***") if match and match.group(1) else message
+    match = _CREDENTIALS.match(url)
+    return message.replace(match.group(2), "***") if match and match.group(2) else message
 
 
 def _timeout_args(backend: str) -> dict[str, int]:
