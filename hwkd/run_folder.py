@@ -32,10 +32,6 @@ class RunFolder:
     path: Path
 
     @property
-    def study_db(self) -> Path:
-        return self.path / "study.db"
-
-    @property
     def run_json(self) -> Path:
         return self.path / "run.json"
 
