@@ -22,16 +22,19 @@ Handler = Callable[[argparse.Namespace], int]
 def _cmd_devices(args: argparse.Namespace) -> int:
     from hwkd.profiles import builtin_profiles, load_profile
 
-    rows = [load_profile(name).summary() for name in builtin_profiles()]
+    rows = [load_profile(name).summary() for name in [*builtin_profiles(), *args.files]]
     if args.json:
         for row in rows:
             print(json.dumps(row, sort_keys=True))
         return 0
-    print(f"{'device':<8} {'cores':>5} {'GHz':>5} {'GFLOP/s':>8} {'GB/s':>6}  {'measures':<10} description")
+    width = max(8, *(len(row["name"]) for row in rows))
+    print(f"{'device':<{width}} {'cores':>5} {'GHz':>5} {'GFLOP/s':>8} {'GB/s':>6}  {'measures':<10} "
+          f"{'model error':<14} description")
     for row in rows:
+        error = (f"{row['expected_error_pct']:.1f} % median" if row["calibrated"] else "uncalibrated")
         print(
-            f"{row['name']:<8} {row['cores']:>5} {row['clock_ghz']:>5.2f} {row['peak_gflops']:>8.1f} "
-            f"{row['dram_bandwidth_gb_s']:>6.1f}  {row['measures']:<10} {row['description']}"
+            f"{row['name']:<{width}} {row['cores']:>5} {row['clock_ghz']:>5.2f} {row['peak_gflops']:>8.1f} "
+            f"{row['dram_bandwidth_gb_s']:>6.1f}  {row['measures']:<10} {error:<14} {row['description']}"
         )
     print("\nAdd a board with --device path/to/board.yaml (copy one of the files under "
           f"{rows[0]['path'].rsplit('/', 1)[0] if rows else 'device_profiles'}/).")
@@ -58,6 +61,12 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     from hwkd.estimate_cli import run_estimate
 
     return run_estimate(args)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from hwkd.calibrate_cli import run_calibrate
+
+    return run_calibrate(args)
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -250,7 +259,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_devices(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("devices", help="list the built-in device profiles")
+    p = sub.add_parser("devices", help="list the built-in device profiles (and profile files given)")
+    p.add_argument("files", nargs="*", metavar="FILE", help="profile files to list too, e.g. a calibrated one")
     p.add_argument("--json", action="store_true", help="one JSON object per device")
     p.set_defaults(handler=_cmd_devices)
 
@@ -287,6 +297,33 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_estimate)
 
 
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="fit a device profile to latencies measured on your board",
+        description="Fit the cost model's constants (per kernel class and per call) to measurements of your "
+        "board, from a CSV taken with any runtime or measured by hwkd over TVM RPC, and write a profile that "
+        "every command takes with --device FILE. It records its leave-one-out error.",
+    )
+    p.add_argument("--device", required=True, help="the profile to start from: built-in name or path/to/board.yaml")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--measurements", metavar="CSV", help="a CSV with latency_ms and arch (ids of --space) or "
+                      "onnx (ONNX paths, relative to the CSV)")
+    what.add_argument("--measure", type=int, metavar="N", help="measure N students of --space spread over its "
+                      "latency range (here for host, else over the profile's rpc section)")
+    p.add_argument("--out", required=True, help="the calibrated profile to write (.yaml)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--space", help=f"search space of the arch ids or of --measure (default {'nb201-widths'})")
+    p.add_argument("--input-shape", default=None, help="N,C,H,W of the measured students (default: the space's)")
+    p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (default 10)")
+    p.add_argument("--threads", type=int, default=None, help="threads the measurements used (default: profile)")
+    p.add_argument("--runtime", help="what ran the measured students: tvm, onnxruntime, tflite, ncnn, ... "
+                   "(recorded; a profile calibrated to another runtime than tvm predicts that runtime and "
+                   "is never measured with TVM)")
+    p.add_argument("--seed", type=int, default=0, help="which students --measure picks")
+    p.set_defaults(handler=_cmd_calibrate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hwkd",
@@ -295,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hwkd {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_search, _add_report, _add_distill, _add_export, _add_estimate, _add_devices, _add_spaces):
+    for add in (_add_search, _add_report, _add_distill, _add_export, _add_estimate, _add_calibrate, _add_devices,
+                _add_spaces):
         add(sub)
     return parser
 

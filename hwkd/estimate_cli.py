@@ -79,4 +79,11 @@ def run_estimate(args: argparse.Namespace) -> int:
             )
     if show_progress:
         print(file=sys.stderr)
+    if not args.json and not estimator.measure:
+        if profile.calibration is not None:
+            print(f"model latencies of {profile.name}, calibrated to {profile.calibration.runtime}: "
+                  f"median error {profile.calibration.loo_median_abs_error_pct:.1f} % (leave-one-out)")
+        else:
+            print(f"model latencies of {profile.name}, uncalibrated: their error on your board is unknown "
+                  "(hwkd calibrate fits the profile to measurements)")
     return 0

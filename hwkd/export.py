@@ -109,6 +109,8 @@ def export_trial(run: str | Path, number: int, formats: list[str], out: str | Pa
         "brief_val_accuracy": trial.val_accuracy,
         "latency_ms": trial.latency_ms,
         "latency_source": trial.latency_source,
+        "latency_calibrated": trial.latency_calibrated,
+        "latency_expected_error_pct": trial.latency_expected_error_pct,
         "peak_memory_bytes": trial.peak_memory_bytes,
         "params_bytes": trial.params_bytes,
         "macs": trial.macs,

@@ -15,7 +15,7 @@ import functools
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,29 @@ class CostConstants:
     cache_bytes_per_cycle: float  # bytes per cycle per core from L2 for a streaming kernel
     kernel_overhead_us: float  # fixed cost of one kernel call in the VM
     parallel_overhead_us: float  # fork/join of the thread pool for one parallel kernel
+    # Multipliers of the modeled time of each kernel class (see hwkd.latency.cost_model.KERNEL_CLASSES):
+    # 1 from datasheets alone; `hwkd calibrate` fits them to measurements of the board.
+    dense_conv_scale: float = 1.0
+    pointwise_conv_scale: float = 1.0
+    depthwise_conv_scale: float = 1.0
+    other_scale: float = 1.0
+
+    def scale(self, kernel_class: str) -> float:
+        return float(getattr(self, f"{kernel_class}_scale"))
+
+
+@dataclass(frozen=True)
+class CalibrationInfo:
+    """Where a calibrated profile's constants came from and how far its estimates are off."""
+
+    base_profile: str  # the profile the fit started from
+    runtime: str  # what ran the measured students (tvm, onnxruntime, tflite, ncnn, ...)
+    threads: int
+    measurements: int
+    date: str  # ISO date of the fit
+    source: str  # the CSV file, or "rpc HOST:PORT" / "local" for hwkd's own measurements
+    loo_median_abs_error_pct: float  # leave-one-out median |estimate - measured| / measured, in %
+    loo_spearman: float  # leave-one-out rank correlation of estimate and measurement
 
 
 @dataclass(frozen=True)
@@ -101,6 +124,12 @@ class DeviceProfile:
     rpc: RpcSpec | None
     sources: dict[str, str] = field(repr=False)
     path: str = ""
+    calibration: CalibrationInfo | None = None
+
+    @property
+    def expected_error_pct(self) -> float | None:
+        """Median relative error of a model estimate on this profile; None when never checked."""
+        return self.calibration.loo_median_abs_error_pct if self.calibration else None
 
     @property
     def can_measure(self) -> bool:
@@ -130,6 +159,9 @@ class DeviceProfile:
             "threads": self.runtime.threads,
             "dram_bandwidth_gb_s": self.memory.bandwidth_gb_s,
             "measures": "local" if self.measure_local else ("rpc" if self.rpc else "model only"),
+            "calibrated": self.calibration is not None,
+            "expected_error_pct": self.expected_error_pct,
+            "calibration": asdict(self.calibration) if self.calibration else None,
             "path": self.path,
         }
 
@@ -160,6 +192,10 @@ _SCHEMA: dict[str, list[tuple[str, type, bool]]] = {
         ("cache_bytes_per_cycle", float, True),
         ("kernel_overhead_us", float, True),
         ("parallel_overhead_us", float, True),
+        ("dense_conv_scale", float, False),
+        ("pointwise_conv_scale", float, False),
+        ("depthwise_conv_scale", float, False),
+        ("other_scale", float, False),
     ],
     "rpc": [
         ("host", str, True),
@@ -168,7 +204,18 @@ _SCHEMA: dict[str, list[tuple[str, type, bool]]] = {
         ("timeout_s", float, False),
         ("cross_compiler", str, False),
     ],
+    "calibration": [
+        ("base_profile", str, True),
+        ("runtime", str, True),
+        ("threads", int, True),
+        ("measurements", int, True),
+        ("date", str, True),
+        ("source", str, True),
+        ("loo_median_abs_error_pct", float, True),
+        ("loo_spearman", float, True),
+    ],
 }
+_OPTIONAL_SECTIONS = ("rpc", "calibration")
 _TOP_KEYS = {"description", "target", "measure", "sources", *_SCHEMA}
 _CITED_SECTIONS = ("cpu", "memory", "cost_model")
 
@@ -223,7 +270,7 @@ def profile_from_dict(name: str, raw: object, origin: str) -> DeviceProfile:
 
     sections: dict[str, dict[str, Any]] = {}
     for section, fields in _SCHEMA.items():
-        if section == "rpc" and section not in raw:
+        if section in _OPTIONAL_SECTIONS and section not in raw:
             continue
         body = raw.get(section)
         if not isinstance(body, dict):
@@ -240,7 +287,7 @@ def profile_from_dict(name: str, raw: object, origin: str) -> DeviceProfile:
                     problems.append(f"{dotted}: missing")
                 continue
             value = body[key]
-            if value == "auto":
+            if value == "auto" and section != "calibration":
                 probed = probes.value(dotted)
                 if probed is None:
                     problems.append(f"{dotted}: 'auto' is not supported for this key")
@@ -298,6 +345,7 @@ def profile_from_dict(name: str, raw: object, origin: str) -> DeviceProfile:
         rpc=rpc,
         sources=sources,
         path=origin,
+        calibration=CalibrationInfo(**sections["calibration"]) if "calibration" in sections else None,
     )
 
 
@@ -317,7 +365,9 @@ def _check_ranges(sections: dict[str, dict[str, Any]], problems: list[str]) -> N
         ("cpu", "loads_per_cycle"), ("cpu", "stores_per_cycle"), ("cpu", "fma_latency_cycles"),
         ("cpu", "l1d_kib"),
         ("cpu", "l2_kib"), ("memory", "bandwidth_gb_s"), ("runtime", "threads"),
-        ("cost_model", "cache_bytes_per_cycle"),
+        ("cost_model", "cache_bytes_per_cycle"), ("cost_model", "dense_conv_scale"),
+        ("cost_model", "pointwise_conv_scale"), ("cost_model", "depthwise_conv_scale"), ("cost_model", "other_scale"),
+        ("calibration", "threads"), ("calibration", "measurements"),
     ]
     for section, key in positive:
         value = sections.get(section, {}).get(key)
@@ -509,3 +559,27 @@ def _read(path: str) -> str:
 
 def profile_json(profile: DeviceProfile) -> str:
     return json.dumps(profile.summary(), sort_keys=True)
+
+
+def profile_to_dict(profile: DeviceProfile) -> dict[str, Any]:
+    """The YAML layout of `profile`, with every `auto` value as it was resolved here."""
+    from dataclasses import fields
+
+    def section(record: Any) -> dict[str, Any]:
+        return {f.name: getattr(record, f.name) for f in fields(record)}
+
+    out: dict[str, Any] = {
+        "description": profile.description,
+        "target": dict(profile.target),
+        "measure": "local" if profile.measure_local else "model",
+        "cpu": section(profile.cpu),
+        "memory": section(profile.memory),
+        "runtime": section(profile.runtime),
+        "cost_model": section(profile.cost),
+    }
+    if profile.rpc is not None:
+        out["rpc"] = {k: v for k, v in section(profile.rpc).items() if v is not None}
+    if profile.calibration is not None:
+        out["calibration"] = section(profile.calibration)
+    out["sources"] = dict(profile.sources)
+    return out

@@ -22,7 +22,8 @@ from hwkd.run_folder import STUDY_NAME, RunFolder, write_atomic
 log = logging.getLogger(__name__)
 
 COLUMNS = [
-    "trial", "state", "arch", "val_accuracy", "latency_ms", "latency_source", "model_latency_ms",
+    "trial", "state", "arch", "val_accuracy", "latency_ms", "latency_source", "latency_calibrated",
+    "latency_expected_error_pct", "model_latency_ms",
     "peak_memory_bytes", "params_bytes", "macs", "duration_s", "train_images_per_s", "duplicate_of",
     "function_key", "reason", "full_test_accuracy",
 ]
@@ -57,6 +58,8 @@ def trials_frame(study: Any) -> pd.DataFrame:
             "val_accuracy": values[0],
             "latency_ms": attrs.get("latency_ms", values[1]),
             "latency_source": attrs.get("latency_source"),
+            "latency_calibrated": attrs.get("latency_calibrated", False),
+            "latency_expected_error_pct": attrs.get("latency_expected_error_pct"),
             "model_latency_ms": attrs.get("model_latency_ms"),
             "peak_memory_bytes": attrs.get("peak_memory_bytes"),
             "params_bytes": attrs.get("params_bytes"),
@@ -191,8 +194,7 @@ def _plot_png(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, titl
         for _, row in ordered.iterrows():
             ax.annotate(f"#{int(row.trial)}", (row.latency_ms, 100 * row.val_accuracy), textcoords="offset points",
                         xytext=(4, 4), fontsize=8, color="#1f6feb")
-    source = ", ".join(sorted(str(s) for s in done.latency_source.dropna().unique())) or "model"
-    ax.set_xlabel(f"latency (ms, {source})")
+    ax.set_xlabel(f"latency (ms, {latency_note(done)})")
     ax.set_ylabel("validation accuracy after brief distillation (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -224,9 +226,23 @@ def _plot_html(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, tit
         fig.add_trace(go.Scatter(x=ordered.latency_ms, y=100 * ordered.val_accuracy, mode="lines+markers",
                                  line={"shape": "hv", "color": "#1f6feb"}, name="Pareto front",
                                  hovertext=hover(ordered), hoverinfo="text"))
-    fig.update_layout(title=title, xaxis_title="latency (ms)", yaxis_title="validation accuracy (%)",
+    fig.update_layout(title=title, xaxis_title=f"latency (ms, {latency_note(done)})", yaxis_title="validation accuracy (%)",
                       template="plotly_white")
     write_atomic(folder.file("pareto.html"), fig.to_html(include_plotlyjs=True, full_html=True))
+
+
+def latency_note(trials: pd.DataFrame) -> str:
+    """How far the latencies of `trials` can be trusted, in a few words."""
+    sources = sorted(str(s) for s in trials.latency_source.dropna().unique()) or ["model"]
+    if sources == ["measured"]:
+        return "measured on the device"
+    modeled = trials[trials.latency_source != "measured"]
+    errors = modeled.latency_expected_error_pct.dropna() if "latency_expected_error_pct" in modeled else []
+    if len(errors):
+        trust = f"cost model, calibrated: median error {float(errors.iloc[0]):.1f} %"
+    else:
+        trust = "cost model, uncalibrated: error unknown (hwkd calibrate fits it to your board)"
+    return trust if sources == ["model"] else f"{trust}; some measured"
 
 
 def front_table(front: pd.DataFrame) -> str:
@@ -238,4 +254,5 @@ def front_table(front: pd.DataFrame) -> str:
             f"{int(r.trial):>5} {100 * r.val_accuracy:>7.2f}% {r.latency_ms:>11.3f} {str(r.latency_source):<8} "
             f"{(r.peak_memory_bytes or 0) / 1024:>8.0f} {(r.macs or 0) / 1e6:>7.2f} {(r.params_bytes or 0) / 4e3:>8.1f}  {r.arch}"
         )
+    lines.append(f"latency: {latency_note(front)}")
     return "\n".join(lines)

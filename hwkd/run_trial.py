@@ -29,6 +29,8 @@ class TrialRecord:
     val_accuracy: float  # after brief distillation
     latency_ms: float
     latency_source: str
+    latency_calibrated: bool  # the run's profile was fitted to measurements of the board
+    latency_expected_error_pct: float | None  # that fit's leave-one-out median error
     peak_memory_bytes: int
     params_bytes: int
     macs: int
@@ -109,6 +111,8 @@ def load_trial(context: RunContext, number: int) -> TrialRecord:
         val_accuracy=float(trial.values[0]),
         latency_ms=float(attrs["latency_ms"]),
         latency_source=str(attrs.get("latency_source", "model")),
+        latency_calibrated=bool(attrs.get("latency_calibrated", False)),
+        latency_expected_error_pct=attrs.get("latency_expected_error_pct"),
         peak_memory_bytes=int(attrs["peak_memory_bytes"]),
         params_bytes=int(attrs["params_bytes"]),
         macs=int(attrs["macs"]),

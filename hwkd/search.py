@@ -459,6 +459,8 @@ class Search:
         for name in ("latency_ms", "model_latency_ms", "peak_memory_bytes", "params_bytes", "macs"):
             trial.set_user_attr(name, getattr(estimate, name))
         trial.set_user_attr("latency_source", estimate.source)
+        trial.set_user_attr("latency_calibrated", estimate.calibrated)
+        trial.set_user_attr("latency_expected_error_pct", estimate.expected_error_pct)
         budgets = self.config.budgets
         # Optuna's own constraints: samplers steer away from infeasible regions
         for name, value in budgets.violations(estimate).items():

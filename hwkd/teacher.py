@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwkd.cache import cache_dir
 from hwkd.data.datasets import Dataset
 from hwkd.errors import DataError, error_line
 
@@ -75,11 +76,6 @@ class Teacher:
         """Logits (N, K) for standardized float images (N, C, H, W), computed in batches on CPU."""
         outs = [self.forward(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
         return torch.cat(outs).float()
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("HWKD_CACHE_DIR") or str(Path.home() / ".cache" / "hwkd")
-    return Path(root)
 
 
 def sha256_file(path: Path) -> str:

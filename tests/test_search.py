@@ -360,3 +360,23 @@ def test_a_second_ctrl_c_waits_until_every_report_is_written(tmp_path: Path, tea
     csv = (run / "trials.csv").stat().st_mtime_ns
     for name in ("pareto.csv", "pareto.png", "pareto.html"):
         assert (run / name).stat().st_mtime_ns >= csv, name  # no plot is older than the table
+
+
+def test_a_calibrated_profile_s_expected_error_reaches_trials_csv_and_the_report(tmp_path: Path,
+                                                                                   teacher_file: Path) -> None:
+    import yaml
+
+    from hwkd.latency.calibration import CostBreakdown, calibrated_profile, fit
+    from hwkd.profiles import CalibrationInfo, load_profile, profile_to_dict
+
+    rpi4 = load_profile("rpi4")
+    parts = [CostBreakdown((1.0 * i, 0.5, 0.2, 0.1), 0.05) for i in range(1, 5)]
+    result = fit(parts, [1.5 * p.total_ms for p in parts])
+    info = CalibrationInfo("rpi4", "tflite", 4, 4, "2026-12-02", "m.csv", 3.2, 0.97)
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(profile_to_dict(calibrated_profile(rpi4, result, info, "mine", False))))
+    run = tmp_path / "run"
+    summary = Search(make_config(run, teacher_file, device=str(path), trials=2)).run(progress=False)
+    tried = pd.read_csv(run / "trials.csv").dropna(subset=["latency_ms"])
+    assert len(tried) == 2 and tried.latency_calibrated.all() and (tried.latency_expected_error_pct == 3.2).all()
+    assert "latency: cost model, calibrated: median error 3.2 %" in summary.front_table

@@ -12,7 +12,10 @@ latencies. For each fused kernel:
   in `ceil(parallel_extent / threads)` rounds.
 - memory: the bytes the kernel reads and writes, from L2 when they fit (`cache_bytes_per_cycle`
   per core) or else from DRAM (`bandwidth_gb_s * dram_efficiency`).
-- time = max(compute, memory) + `kernel_overhead_us` (+ `parallel_overhead_us` when it forks).
+- time = scale * max(compute, memory) + `kernel_overhead_us` (+ `parallel_overhead_us` when it
+  forks), where `scale` is the profile's multiplier for the kernel's class (`KERNEL_CLASSES`): 1
+  from datasheets, fitted to the board's measurements by `hwkd calibrate`
+  (hwkd.latency.calibration).
 """
 
 from __future__ import annotations
@@ -25,8 +28,26 @@ from hwkd.latency.kernels import Kernel, LoopBody
 from hwkd.profiles import DeviceProfile
 
 
+# The classes a calibration scales separately: they differ most in how well a runtime's code
+# reaches the datasheet peak (a dense 3x3 convolution reuses every load; a depthwise one hardly).
+KERNEL_CLASSES = ("dense_conv", "pointwise_conv", "depthwise_conv", "other")
+_CLASS_OF_KIND = {
+    "conv": "dense_conv",
+    "pointwise_conv": "pointwise_conv",
+    "depthwise_conv": "depthwise_conv",
+    "group_conv": "depthwise_conv",
+}
+
+
+def kernel_class(kind: str) -> str:
+    """The calibration class of a kernel kind (hwkd.latency.kernels.kernel_kind)."""
+    return _CLASS_OF_KIND.get(kind, "other")
+
+
 @dataclass(frozen=True)
 class KernelCost:
+    """One kernel's modeled time; `compute_ms` and `memory_ms` already carry the class scale."""
+
     name: str
     kind: str
     compute_ms: float
@@ -85,12 +106,13 @@ def kernel_cost(kernel: Kernel, profile: DeviceProfile) -> KernelCost:
     else:
         bandwidth = profile.memory.bandwidth_gb_s * 1e9 * profile.cost.dram_efficiency
     memory_s = traffic / bandwidth
+    scale = profile.cost.scale(kernel_class(kernel.features.kind))
     overhead_us = profile.cost.kernel_overhead_us + (profile.cost.parallel_overhead_us if forks else 0.0)
     return KernelCost(
         name=kernel.name,
         kind=kernel.features.kind,
-        compute_ms=compute_s * 1e3,
-        memory_ms=memory_s * 1e3,
+        compute_ms=scale * compute_s * 1e3,
+        memory_ms=scale * memory_s * 1e3,
         overhead_ms=overhead_us * 1e-3,
     )
 

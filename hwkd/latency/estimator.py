@@ -6,14 +6,23 @@
 - `peak_memory_bytes` from TVM's static memory plan, `params_bytes` from the weights, `macs`
   from the graph's convolutions and matrix products.
 Results are cached by architecture id and by the fused graph's structure; kernel descriptions and
-legalized operators are cached inside the `Lowerer`.
+legalized operators are cached inside the `Lowerer`; lowered students are also kept on disk
+(`hwkd.latency.lowered_cache`), so a model estimate of a student lowered before, in any process,
+compiles nothing.
+
+Every estimate says how far to trust it: `calibrated` (the profile was fitted to measurements of
+the board by `hwkd calibrate`) and `expected_error_pct` (that fit's leave-one-out median error;
+None for an uncalibrated profile, whose error nobody measured, and for a measured latency).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from torch import nn
@@ -21,6 +30,7 @@ from torch import nn
 from hwkd.errors import HwkdError
 from hwkd.latency.cost_model import latency_ms as model_latency_ms
 from hwkd.latency.kernels import LoweredGraph, Lowerer
+from hwkd.latency.lowered_cache import LoweredCache, graph_key
 from hwkd.latency.measure import Measurement, TimingPlan, measure_local, measure_rpc
 from hwkd.latency.relax_import import RelaxGraph, onnx_to_relax, torch_to_relax
 from hwkd.profiles import DeviceProfile
@@ -46,6 +56,8 @@ class Estimate:
     device: str
     threads: int
     measured_on: str | None  # "local" or "rpc HOST:PORT"
+    calibrated: bool  # the profile's constants were fitted to measurements of the board
+    expected_error_pct: float | None  # median relative error to expect; None when unknown or measured
 
     def to_json(self) -> dict[str, Any]:
         row = asdict(self)
@@ -69,7 +81,14 @@ class Estimator:
         profile: DeviceProfile,
         latency_source: LatencySource = "auto",
         timing: TimingPlan = TimingPlan(),
+        disk_cache: LoweredCache | None = None,
     ) -> None:
+        calibration = profile.calibration
+        if latency_source == "measured" and calibration is not None and calibration.runtime != "tvm":
+            raise HwkdError(
+                f"device {profile.name} is calibrated to {calibration.runtime}, so TVM cannot measure what it "
+                f"predicts (use --latency-source model, or measure with --device {calibration.base_profile})"
+            )
         if latency_source == "measured" and not profile.can_measure:
             raise HwkdError(
                 f"device {profile.name} cannot be measured: it has no rpc section and is not the host "
@@ -79,8 +98,10 @@ class Estimator:
         self.measure = latency_source == "measured" or (latency_source == "auto" and profile.can_measure)
         self.timing = timing
         self.lowerer = Lowerer()
+        self.disk_cache = disk_cache if disk_cache is not None else LoweredCache()
         self._by_structure: dict[int, _GraphResult] = {}
         self._by_arch: dict[tuple[str, str, tuple[int, ...], int], Estimate] = {}
+        self._lowered: dict[str, LoweredGraph] = {}
 
     def estimate_arch(
         self, space: SearchSpace, arch: str, input_shape: tuple[int, ...] | None = None, num_classes: int = 10
@@ -91,31 +112,67 @@ class Estimator:
         cached = self._by_arch.get(key)
         if cached is not None:
             return cached
-        module = space.build(canonical, num_classes, shape)
-        estimate = self._estimate(torch_to_relax(module, shape), arch=canonical)
+        if self.measure:
+            module = space.build(canonical, num_classes, shape)
+            estimate = self._estimate(torch_to_relax(module, shape), arch=canonical)
+        else:
+            lowered = self.lowered_arch(space, canonical, shape, num_classes)
+            estimate = self._result_estimate(lowered, self._result(lowered), arch=canonical)
         self._by_arch[key] = estimate
         return estimate
+
+    def lowered_arch(
+        self, space: SearchSpace, arch: str, input_shape: tuple[int, ...] | None = None, num_classes: int = 10
+    ) -> LoweredGraph:
+        """The student's kernels, from memory, the disk cache, or TVM (then cached in both)."""
+        canonical = space.parse(arch)
+        shape = tuple(input_shape or space.default_input_shape)
+        key = graph_key("arch", _file_digest(space.origin), space.name, canonical, shape, num_classes)
+        return self._lowered_by_key(key, lambda: torch_to_relax(space.build(canonical, num_classes, shape), shape))
+
+    def lowered_onnx(self, path: str | os.PathLike[str], input_shape: tuple[int, ...] | None = None) -> LoweredGraph:
+        key = graph_key("onnx", _file_digest(str(path)), input_shape)
+        return self._lowered_by_key(key, lambda: onnx_to_relax(path, input_shape))
+
+    def _lowered_by_key(self, key: str, make_graph: Any) -> LoweredGraph:
+        lowered = self._lowered.get(key) or self.disk_cache.get(key)
+        if lowered is None:
+            lowered = self.lowerer.lower(make_graph())
+            self.disk_cache.put(key, lowered)
+        self._lowered[key] = lowered
+        return lowered
 
     def estimate_module(self, module: nn.Module, input_shape: tuple[int, ...], label: str | None = None) -> Estimate:
         return self._estimate(torch_to_relax(module, tuple(input_shape)), arch=label)
 
     def estimate_onnx(self, path: str | os.PathLike[str], input_shape: tuple[int, ...] | None = None) -> Estimate:
-        return self._estimate(onnx_to_relax(path, input_shape), onnx=str(path))
+        if self.measure:
+            return self._estimate(onnx_to_relax(path, input_shape), onnx=str(path))
+        lowered = self.lowered_onnx(path, input_shape)
+        return self._result_estimate(lowered, self._result(lowered), onnx=str(path))
 
     def lower(self, graph: RelaxGraph) -> LoweredGraph:
         return self.lowerer.lower(graph)
 
     def _estimate(self, graph: RelaxGraph, arch: str | None = None, onnx: str | None = None) -> Estimate:
         lowered = self.lowerer.lower(graph)
+        return self._result_estimate(lowered, self._result(lowered, graph), arch=arch, onnx=onnx)
+
+    def _result(self, lowered: LoweredGraph, graph: RelaxGraph | None = None) -> _GraphResult:
+        """Cost (and with a graph to compile, measure) a lowered student once per structure."""
         result = self._by_structure.get(lowered.structure_hash)
-        if result is None:
+        if result is None or (result.measurement is None and self.measure and graph is not None):
             model_ms = model_latency_ms(lowered.kernels, self.profile)
             measurement = None
-            if self.measure:
+            if self.measure and graph is not None:
                 measure = measure_local if self.profile.measure_local else measure_rpc
                 measurement = measure(lowered, graph.params, graph.input_shape, self.profile, self.timing)
             result = _GraphResult(lowered, model_ms, measurement)
             self._by_structure[lowered.structure_hash] = result
+        return result
+
+    def _result_estimate(self, lowered: LoweredGraph, result: _GraphResult, arch: str | None = None,
+                         onnx: str | None = None) -> Estimate:
         measured = result.measurement
         return Estimate(
             arch=arch,
@@ -125,10 +182,21 @@ class Estimator:
             model_latency_ms=round(result.model_ms, 4),
             latency_spread_ms=round(measured.spread_ms, 4) if measured else None,
             peak_memory_bytes=lowered.peak_memory_bytes,
-            params_bytes=graph.params_bytes,
+            params_bytes=lowered.params_bytes,
             macs=lowered.macs,
             kernels=len(lowered.kernels),
             device=self.profile.name,
             threads=self.profile.runtime.threads,
             measured_on=measured.where if measured else None,
+            calibrated=self.profile.calibration is not None,
+            expected_error_pct=None if measured else self.profile.expected_error_pct,
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str) -> str:
+    """The content hash of a space or ONNX file: an edited file never reads another's lowering."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return f"unreadable:{path}"

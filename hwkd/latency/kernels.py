@@ -22,6 +22,10 @@ from hwkd.latency.schedule import schedule_primfunc
 
 log = logging.getLogger(__name__)
 
+# Bump when lowering, hwkd's schedule or the kernel descriptions change: it names the on-disk
+# cache of lowered students (hwkd.latency.lowered_cache), which then starts afresh.
+LOWERING_VERSION = 2
+
 
 @dataclass(frozen=True)
 class LoopBody:
@@ -72,7 +76,7 @@ class LoweredGraph:
     params_bytes: int
     peak_memory_bytes: int  # activation storage of TVM's static memory plan
     structure_hash: int  # of the fused graph, for result caches
-    fused_mod: Any  # tvm.IRModule after fusion (unscheduled)
+    fused_mod: Any  # tvm.IRModule after fusion (unscheduled); None when read from the on-disk cache
 
 
 class Lowerer:
@@ -283,7 +287,7 @@ def kernel_kind(func: Any) -> str:
     if "group_conv2d" in names:
         return "group_conv"
     if "conv2d" in names:
-        return "conv"
+        return "pointwise_conv" if _conv_window(func.body) == 1 else "conv"
     if "matmul" in names or "dense" in names:
         return "matmul"
     if "pool" in names:
@@ -503,6 +507,29 @@ class _Env:
         if kind not in ops:
             raise ValueError(kind)
         return ops[kind](a, b)
+
+
+def _conv_window(stmt: Any) -> int:
+    """Kernel height x width of the first convolution block: its reduction extents but the channels'."""
+    from tvm import tirx
+    from tvm.s_tir.stmt import SBlockRealize
+
+    stack = [stmt]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, SBlockRealize):
+            if "conv2d" in node.block.name_hint:
+                reduce = [_const(iv.dom.extent) for iv in node.block.iter_vars if int(iv.iter_type) == _REDUCE]
+                return math.prod(reduce[1:]) if len(reduce) > 1 else 1
+            stack.append(node.block.body)
+        elif isinstance(node, tirx.SeqStmt):
+            stack.extend(node.seq)
+        elif hasattr(node, "body") and node.body is not None:
+            stack.append(node.body)
+    return 0
+
+
+_REDUCE = 2  # tirx.IterVar.CommReduce
 
 
 def _block_names(stmt: Any) -> list[str]:

@@ -108,10 +108,25 @@ def measure_local(
 ) -> Measurement:
     import tvm
 
-    student = compile_student(lowered, params, profile)
+    return measure_compiled(compile_student(lowered, params, profile), input_shape, profile, plan)
+
+
+def measure_compiled(
+    student: CompiledStudent, input_shape: tuple[int, ...], profile: DeviceProfile, plan: TimingPlan = TimingPlan()
+) -> Measurement:
+    """Time a library compiled for this machine."""
+    import tvm
+
     device = tvm.cpu()
-    _set_threads(tvm.get_global_func("runtime.config_threadpool", allow_missing=True), profile.runtime.threads)
-    runs = _time(student.executable, device, student.weights, input_shape, plan, lambda a: tvm.runtime.tensor(a, device))
+    # TVM's thread pool pins the calling thread to one core; every thread started afterwards (torch's
+    # training threads, ONNX Runtime's) would inherit that core. Give this thread its cores back.
+    cores = os.sched_getaffinity(0)
+    try:
+        _set_threads(tvm.get_global_func("runtime.config_threadpool", allow_missing=True), profile.runtime.threads)
+        runs = _time(student.executable, device, student.weights, input_shape, plan,
+                     lambda a: tvm.runtime.tensor(a, device))
+    finally:
+        os.sched_setaffinity(0, cores)
     return _summary(runs, "local")
 
 
@@ -222,6 +237,15 @@ def _compiler_error(output: str) -> str:
         if re.search(r"cannot find|error:|undefined reference|not found", line) and not line.startswith("collect2"):
             return line[:300]
     return lines[0][:300] if lines else "no output"
+
+
+def check_reachable(profile: DeviceProfile) -> str:
+    """'rpc HOST:PORT' of the profile's board, or a one-line MeasureError when it does not answer."""
+    spec = profile.rpc
+    if spec is None:
+        raise MeasureError(f"device {profile.name} has no rpc section; add host and port to measure on a board")
+    _check_reachable(spec.host, spec.port, spec.timeout_s, profile.name)
+    return f"rpc {spec.host}:{spec.port}"
 
 
 def _check_reachable(host: str, port: int, timeout_s: float, device: str) -> None:

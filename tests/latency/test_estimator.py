@@ -9,6 +9,7 @@ import torch
 from hwkd.cli import main
 from hwkd.errors import HwkdError
 from hwkd.latency.estimator import Estimator
+from hwkd.latency.lowered_cache import LoweredCache
 from hwkd.profiles import load_profile
 from hwkd.spaces import load_space
 
@@ -28,8 +29,8 @@ def test_model_estimates_for_every_board_and_space() -> None:
         assert nb.macs == 220_119_680
 
 
-def test_repeated_students_cost_nothing_the_second_time() -> None:
-    estimator = Estimator(load_profile("rpi4"))
+def test_repeated_students_cost_nothing_the_second_time(tmp_path) -> None:
+    estimator = Estimator(load_profile("rpi4"), disk_cache=LoweredCache(tmp_path))
     space = load_space("nb201")
     first = estimator.estimate_arch(space, ALL_3X3)
     misses = estimator.lowerer.stats["kernel_misses"]
@@ -111,3 +112,23 @@ def test_estimate_bad_input_is_one_line(argv: list[str], message: str, capsys) -
     assert main(["estimate", "--device", "rpi4", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_student_lowered_before_is_re_costed_from_disk_without_tvm(tmp_path) -> None:
+    space = load_space("nb201")
+    first = Estimator(load_profile("rpi4"), disk_cache=LoweredCache(tmp_path))
+    cold = first.estimate_arch(space, ALL_3X3)
+    assert first.disk_cache.misses == 1 and first.lowerer.stats["kernel_misses"] > 0
+    # a new process (a new Estimator), another profile: nothing is lowered or scheduled again
+    second = Estimator(load_profile("rpi5"), disk_cache=LoweredCache(tmp_path))
+    warm = second.estimate_arch(space, ALL_3X3)
+    assert second.disk_cache.hits == 1 and second.lowerer.stats == {k: 0 for k in second.lowerer.stats}
+    assert warm.macs == cold.macs and warm.peak_memory_bytes == cold.peak_memory_bytes
+    assert warm.kernels == cold.kernels and warm.latency_ms != cold.latency_ms  # costed for rpi5
+    again = Estimator(load_profile("rpi4"), disk_cache=LoweredCache(tmp_path)).estimate_arch(space, ALL_3X3)
+    assert again == cold
+
+
+def test_an_uncalibrated_profile_says_its_error_is_unknown() -> None:
+    estimate = Estimator(load_profile("rpi4")).estimate_arch(load_space("nb201"), SMALL)
+    assert estimate.calibrated is False and estimate.expected_error_pct is None

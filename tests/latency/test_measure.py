@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import os
 import socket
 import time
+
 import pytest
 
 from hwkd.errors import MeasureError
@@ -28,6 +30,12 @@ def test_local_measurement_tells_a_big_student_from_a_small_one() -> None:
     assert small.where == "local" and small.runs == 5
     assert 0 < small.latency_ms and small.spread_ms >= 0
     assert big.latency_ms > 3 * small.latency_ms  # 220 M MACs against 18 M
+
+
+def test_measuring_here_leaves_this_process_on_all_its_cores() -> None:
+    cores = os.sched_getaffinity(0)
+    measure_local(*_args(SMALL), load_profile("host"), FAST)
+    assert os.sched_getaffinity(0) == cores  # TVM's pool pins the caller; torch threads would inherit it
 
 
 def _args(arch: str):

@@ -1,0 +1,223 @@
+"""`hwkd calibrate`: a device profile fitted to latencies measured on the user's own board.
+
+Two ways in: a CSV of measurements the user took with any runtime (`--measurements`), or N
+students hwkd picks over the space's latency range and measures itself, here for `host` or over
+the profile's TVM RPC section (`--measure N`). Every input is checked before anything is lowered,
+and nothing is written unless the fit succeeded. The fit itself is `hwkd.latency.calibration`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import io
+import math
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from hwkd.errors import ConfigError, HwkdError, error_line
+from hwkd.estimate_cli import parse_input_shape
+from hwkd.profiles import PROFILE_SUFFIXES, CalibrationInfo, DeviceProfile
+
+DEFAULT_SPACE = "nb201-widths"  # the search's default
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One measured student: an architecture id of the space or an ONNX file."""
+
+    line: int  # line in the CSV; 0 for students hwkd measured itself
+    arch: str | None
+    onnx: str | None
+    latency_ms: float
+
+    @property
+    def label(self) -> str:
+        return self.arch or self.onnx or "?"
+
+
+def read_measurements(path: Path, space: object | None) -> list[Measured]:
+    """Rows of a measurements CSV, every problem reported with its line; nothing is lowered yet."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise HwkdError(f"--measurements {path}: cannot be read ({exc.strerror})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    columns = [c.strip() for c in reader.fieldnames or []]
+    reader.fieldnames = columns
+    which = [c for c in ("arch", "onnx") if c in columns]
+    if "latency_ms" not in columns or len(which) != 1:
+        raise HwkdError(f"--measurements {path}: needs a column latency_ms and one of arch (ids of --space) or onnx "
+                        f"(ONNX file paths); it has {', '.join(columns) or 'no header'}")
+    rows: list[Measured] = []
+    for row in reader:
+        line = reader.line_num
+        where = f"{path}:{line}"
+        value = (row.get(which[0]) or "").strip()
+        if not value:
+            raise HwkdError(f"{where}: empty {which[0]}")
+        raw_latency = (row.get("latency_ms") or "").strip()
+        try:
+            latency = float(raw_latency)
+        except ValueError:
+            latency = math.nan
+        if not math.isfinite(latency) or latency <= 0:
+            raise HwkdError(f"{where}: latency_ms {raw_latency!r} is not a positive number of milliseconds")
+        if which[0] == "arch":
+            try:
+                arch = space.parse(value)  # type: ignore[union-attr]
+            except HwkdError as exc:
+                raise HwkdError(f"{where}: {exc}") from None
+            rows.append(Measured(line, arch, None, latency))
+        else:
+            onnx = Path(value) if Path(value).is_absolute() else path.parent / value
+            if not onnx.is_file():
+                raise HwkdError(f"{where}: ONNX file {value} not found (paths are relative to the CSV or absolute)")
+            rows.append(Measured(line, None, str(onnx), latency))
+    return rows
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from hwkd.latency.calibration import MIN_MEASUREMENTS, breakdown, calibrated_profile, fit
+    from hwkd.latency.estimator import Estimator
+    from hwkd.profiles import load_profile, profile_to_dict
+    from hwkd.progress import progress_bar
+    from hwkd.spaces import load_space
+
+    base = load_profile(args.device)
+    if args.threads is not None:
+        base = base.with_threads(args.threads)
+    out = _check_out(args.out, args.force)
+    shape = parse_input_shape(args.input_shape)
+    if args.num_classes < 1:
+        raise HwkdError(f"--num-classes {args.num_classes}: must be at least 1")
+    space = load_space(args.space or DEFAULT_SPACE)
+    show = sys.stderr.isatty()
+    estimator = Estimator(base, "model")
+
+    if args.measurements:
+        source = str(args.measurements)
+        runtime = args.runtime or "unspecified"
+        measured = read_measurements(Path(args.measurements), space)
+        if len(measured) < MIN_MEASUREMENTS:
+            raise HwkdError(f"--measurements {source}: {len(measured)} measurement(s); calibration needs at least "
+                            f"{MIN_MEASUREMENTS} (5-10 students spread over the latency range are enough)")
+    else:
+        if args.measure < MIN_MEASUREMENTS:
+            raise HwkdError(f"--measure {args.measure}: calibration needs at least {MIN_MEASUREMENTS} students")
+        runtime = args.runtime or "tvm"
+        if runtime != "tvm":
+            raise HwkdError(f"--runtime {runtime}: hwkd measures its own TVM library; give measurements of "
+                            "another runtime with --measurements")
+        measured, source = _measure(base, space, shape, args.num_classes, args.measure, args.seed, estimator, show)
+
+    parts = []
+    with progress_bar(len(measured), "lowering", "student", show) as bar:
+        for m in measured:
+            try:
+                lowered = (estimator.lowered_arch(space, m.arch, shape, args.num_classes) if m.arch
+                           else estimator.lowered_onnx(m.onnx, shape))  # type: ignore[arg-type]
+            except HwkdError as exc:
+                where = f"{args.measurements}:{m.line}: " if m.line else ""
+                raise HwkdError(f"{where}{m.label}: {exc}") from None
+            parts.append(breakdown(lowered.kernels, base))
+            bar.update()
+    result = fit(parts, [m.latency_ms for m in measured])
+
+    info = CalibrationInfo(
+        base_profile=base.name, runtime=runtime, threads=base.runtime.threads, measurements=len(measured),
+        date=datetime.date.today().isoformat(), source=source,
+        loo_median_abs_error_pct=round(result.loo_median_abs_error_pct, 2),
+        loo_spearman=round(result.loo_spearman, 4),
+    )
+    profile = calibrated_profile(base, result, info, out.stem, keep_measuring=runtime == "tvm")
+    _write_profile(out, profile_to_dict(profile))
+    if not args.measurements:
+        _write_measured(out.with_suffix(".measurements.csv"), measured, parts)
+
+    scales = ", ".join(f"{k} x{v:.2f}" for k, v in result.multipliers.items())
+    print(f"calibrated {base.name} from {len(measured)} measurements ({source}; {runtime}, "
+          f"{base.runtime.threads} threads)")
+    print(f"  leave-one-out median error {result.loo_median_abs_error_pct:.1f} % "
+          f"(uncalibrated {result.uncalibrated_median_abs_error_pct:.1f} %), Spearman {result.loo_spearman:.3f}")
+    print(f"  multipliers of the datasheet model: {scales}")
+    print(f"wrote {out} (use it with --device {out})")
+    return 0
+
+
+def _check_out(text: str, force: bool) -> Path:
+    out = Path(text)
+    if out.suffix not in PROFILE_SUFFIXES:
+        raise HwkdError(f"--out {text}: a profile file ends in {' or '.join(PROFILE_SUFFIXES)}")
+    if out.exists() and not force:
+        raise HwkdError(f"--out {text} exists; choose another name or pass --force to replace it")
+    if not out.parent.is_dir():
+        raise HwkdError(f"--out {text}: folder {out.parent} does not exist")
+    return out
+
+
+def _measure(base: DeviceProfile, space: object, shape: tuple[int, ...] | None, num_classes: int, count: int,
+             seed: int, estimator: object, show: bool) -> tuple[list[Measured], str]:
+    """`count` students spread over the space's modeled latency range, measured on the board."""
+    from hwkd.latency.calibration import spread_picks
+    from hwkd.latency.estimator import Estimator
+    from hwkd.latency.measure import check_reachable
+    from hwkd.progress import progress_bar
+
+    if not base.can_measure:
+        raise HwkdError(f"--measure: device {base.name} cannot be measured (it has no rpc section and is not the "
+                        "host); add rpc: {host, port} to its profile, or give --measurements")
+    where = "local" if base.measure_local else check_reachable(base)
+    rng = random.Random(seed)
+    candidates: dict[str, None] = {}
+    wanted = min(space.size(), max(8 * count, 40))  # type: ignore[attr-defined]
+    for _ in range(50 * wanted):
+        if len(candidates) >= wanted:
+            break
+        candidates.setdefault(space.parse(space.sample(rng)), None)  # type: ignore[attr-defined]
+    archs = list(candidates)
+    modeled = []
+    with progress_bar(len(archs), "costing candidates", "student", show) as bar:
+        for arch in archs:
+            modeled.append(estimator.estimate_arch(space, arch, shape, num_classes).latency_ms)  # type: ignore[attr-defined]
+            bar.update()
+    picks = [archs[i] for i in spread_picks(modeled, count)]
+    measuring = Estimator(base, "measured")
+    measured = []
+    with progress_bar(len(picks), f"measuring on {base.name}", "student", show) as bar:
+        for arch in picks:
+            estimate = measuring.estimate_arch(space, arch, shape, num_classes)  # type: ignore[arg-type]
+            measured.append(Measured(0, arch, None, estimate.latency_ms))
+            bar.update()
+    return measured, where
+
+
+def _write_profile(out: Path, data: dict[str, object]) -> None:
+    """Write atomically, after checking that the text reads back as a valid profile."""
+    import yaml
+
+    from hwkd.profiles import profile_from_dict
+    from hwkd.run_folder import write_atomic
+
+    header = ("# Written by hwkd calibrate: the base profile's facts with cost_model constants fitted to\n"
+              "# measurements of the board (see the calibration section and the sources of each constant).\n")
+    text = header + yaml.safe_dump(data, sort_keys=False, width=120)
+    try:
+        profile_from_dict(out.stem, yaml.safe_load(text), str(out))
+    except ConfigError as exc:  # a bug, not the user's: say so rather than write a broken file
+        raise HwkdError(f"the calibrated profile does not validate ({error_line(exc)}); nothing written") from None
+    write_atomic(out, text)
+
+
+def _write_measured(path: Path, measured: list[Measured], parts: list[object]) -> None:
+    from hwkd.run_folder import write_atomic
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["arch", "latency_ms", "model_latency_ms"])
+    for m, part in zip(measured, parts):
+        writer.writerow([m.arch, f"{m.latency_ms:.4f}", f"{part.total_ms:.4f}"])  # type: ignore[attr-defined]
+    write_atomic(path, buffer.getvalue())

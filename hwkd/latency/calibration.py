@@ -1,0 +1,198 @@
+"""Few-shot calibration: fit a profile's cost model to latencies measured on the user's board.
+
+No model from datasheets matches every runtime, clock and thread setting, so a handful of the cost
+model's interpretable constants move to fit measurements, and nothing else: the modeled time of
+each kernel class (`hwkd.latency.cost_model.KERNEL_CLASSES`: dense, pointwise and depthwise or
+grouped convolutions, everything else) and the per-call overhead (`kernel_overhead_us` and
+`parallel_overhead_us` together). A measured student's latency is modeled as
+
+    y ~= sum_c s_c * T_c + s_o * O
+
+where `T_c` is the modeled time of its class-`c` kernels and `O` their call overheads under the
+base profile: linear in the five multipliers `s`. The fit:
+
+1. a global factor `g = median(y / model)`, robust to a few bad measurements: with one
+   measurement this alone is the calibration;
+2. least squares on relative errors `(prediction - y) / y`, each multiplier pulled toward `g` by a
+   ridge penalty `lam * (s_j / g - 1)^2` (so a class the measurements hardly contain keeps its
+   datasheet ratio to the others), Huber-reweighted so one outlier cannot drag the fit, every
+   multiplier kept at or above `g / 20`;
+3. `lam` chosen from a fixed grid by the leave-one-out median error.
+
+The leave-one-out errors of the chosen fit are what a user should expect on new students; the
+calibrated profile records them.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from hwkd.errors import HwkdError
+from hwkd.latency.cost_model import KERNEL_CLASSES, graph_cost, kernel_class
+from hwkd.latency.kernels import Kernel
+from hwkd.profiles import CalibrationInfo, DeviceProfile
+from hwkd.stats import spearman
+
+MIN_MEASUREMENTS = 3  # below this a leave-one-out error cannot be computed
+PARAMETERS = (*KERNEL_CLASSES, "overhead")
+RIDGE_GRID = (1e-6, 1e-3, 0.01, 0.1, 1.0, 10.0, 1000.0)  # 1e-6: the data alone; 1000: the global factor alone
+_FLOOR = 0.05  # smallest multiplier, as a fraction of the global factor
+_HUBER_K = 1.345  # the usual 95 %-efficiency tuning constant, in units of the residuals' MAD
+
+
+@dataclass(frozen=True)
+class CostBreakdown:
+    """A student's modeled latency split into the parts a calibration scales (ms)."""
+
+    class_ms: tuple[float, ...]  # per KERNEL_CLASSES
+    overhead_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return sum(self.class_ms) + self.overhead_ms
+
+    def vector(self) -> np.ndarray:
+        return np.array([*self.class_ms, self.overhead_ms], dtype=float)
+
+
+def breakdown(kernels: Iterable[Kernel], profile: DeviceProfile) -> CostBreakdown:
+    per_class = dict.fromkeys(KERNEL_CLASSES, 0.0)
+    overhead = 0.0
+    for cost in graph_cost(kernels, profile):
+        per_class[kernel_class(cost.kind)] += max(cost.compute_ms, cost.memory_ms)
+        overhead += cost.overhead_ms
+    return CostBreakdown(tuple(per_class[c] for c in KERNEL_CLASSES), overhead)
+
+
+@dataclass(frozen=True)
+class Fit:
+    multipliers: dict[str, float]  # PARAMETERS -> factor on the base profile's constants
+    ridge: float
+    loo_predictions_ms: tuple[float, ...]
+    loo_median_abs_error_pct: float
+    loo_spearman: float
+    uncalibrated_median_abs_error_pct: float  # the base profile on the same measurements
+
+    def predict_ms(self, part: CostBreakdown) -> float:
+        return float(part.vector() @ np.array([self.multipliers[p] for p in PARAMETERS]))
+
+
+def fit(parts: Sequence[CostBreakdown], measured_ms: Sequence[float]) -> Fit:
+    """Multipliers for `parts` (the base profile's breakdowns) that best predict `measured_ms`."""
+    if len(parts) != len(measured_ms):
+        raise ValueError(f"{len(parts)} breakdowns but {len(measured_ms)} measurements")
+    if len(parts) < MIN_MEASUREMENTS:
+        raise HwkdError(f"calibration needs at least {MIN_MEASUREMENTS} measurements, got {len(parts)} "
+                        "(5-10 students spread over the space's latency range are enough; more help)")
+    x = np.stack([p.vector() for p in parts])
+    y = np.asarray(measured_ms, dtype=float)
+    best: tuple[float, float, np.ndarray] | None = None
+    for ridge in RIDGE_GRID:
+        loo = np.array([_predict(_solve(np.delete(x, i, 0), np.delete(y, i), ridge), x[i]) for i in range(len(y))])
+        error = float(np.median(np.abs(loo - y) / y))
+        if best is None or error <= best[0] + 1e-12:  # ties go to the stronger prior
+            best = (error, ridge, loo)
+    error, ridge, loo = best  # type: ignore[misc]
+    theta = _solve(x, y, ridge)
+    return Fit(
+        multipliers={p: float(v) for p, v in zip(PARAMETERS, theta)},
+        ridge=ridge,
+        loo_predictions_ms=tuple(float(v) for v in loo),
+        loo_median_abs_error_pct=100 * error,
+        loo_spearman=spearman(list(loo), list(y)),
+        uncalibrated_median_abs_error_pct=100 * float(np.median(np.abs(x.sum(1) - y) / y)),
+    )
+
+
+def _predict(theta: np.ndarray, row: np.ndarray) -> float:
+    return float(row @ theta)
+
+
+def _solve(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
+    """Ridge-to-the-global-factor least squares on relative errors, Huber-reweighted, bounded below."""
+    g = float(np.median(y / x.sum(1)))
+    k = x.shape[1]
+    free = np.ones(k, dtype=bool)
+    theta = np.full(k, g)
+    weights = np.ones(len(y))
+    for _ in range(10):  # IRLS steps; each also re-fixes multipliers that fell below the floor
+        a = x / y[:, None] * np.sqrt(weights)[:, None]
+        b = np.sqrt(weights)
+        prior_a = math.sqrt(ridge) / g * np.eye(k)
+        prior_b = math.sqrt(ridge) * np.ones(k)
+        for _ in range(k):
+            if not free.any():
+                break
+            fixed = ~free
+            rhs = np.concatenate([b - a[:, fixed] @ theta[fixed], prior_b[free]])
+            lhs = np.vstack([a[:, free], prior_a[np.ix_(free, free)]])
+            theta[free] = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+            low = free & (theta < _FLOOR * g)
+            if not low.any():
+                break
+            theta[low] = _FLOOR * g
+            free &= ~low
+        residuals = (x @ theta - y) / y
+        # residuals within a percent are measurement noise on any machine: never down-weighted
+        scale = max(1.4826 * float(np.median(np.abs(residuals))), 0.01)
+        new = np.minimum(1.0, _HUBER_K * scale / np.maximum(np.abs(residuals), 1e-12))
+        if np.allclose(new, weights, atol=1e-4):
+            break
+        weights = new
+    return theta
+
+
+def calibrated_profile(base: DeviceProfile, result: Fit, info: CalibrationInfo, name: str,
+                       keep_measuring: bool) -> DeviceProfile:
+    """`base` with its cost constants multiplied by the fit and `info` recorded.
+
+    `keep_measuring` is False when the measurements came from another runtime than hwkd's TVM
+    library: measuring would then time something other than what the profile predicts.
+    """
+    m = result.multipliers
+    cost = replace(
+        base.cost,
+        kernel_overhead_us=base.cost.kernel_overhead_us * m["overhead"],
+        parallel_overhead_us=base.cost.parallel_overhead_us * m["overhead"],
+        **{f"{c}_scale": base.cost.scale(c) * m[c] for c in KERNEL_CLASSES},
+    )
+    cost = replace(cost, **{f: round(getattr(cost, f), 6) for f in (
+        "kernel_overhead_us", "parallel_overhead_us", *(f"{c}_scale" for c in KERNEL_CLASSES))})
+    where = f"hwkd calibrate, {info.measurements} measurements ({info.source}, {info.runtime}, " \
+            f"{info.threads} threads), {info.date}"
+    sources = dict(base.sources)
+    for key in ("kernel_overhead_us", "parallel_overhead_us", *(f"{c}_scale" for c in KERNEL_CLASSES)):
+        sources[f"cost_model.{key}"] = f"fitted: {where}"
+    description = base.description.split(" [calibrated")[0] + f" [calibrated: {info.runtime}, {info.threads} threads]"
+    return replace(
+        base,
+        name=name,
+        description=description,
+        cost=cost,
+        runtime=replace(base.runtime, threads=info.threads,
+                        executor=base.runtime.executor if keep_measuring else info.runtime),
+        measure_local=base.measure_local and keep_measuring,
+        rpc=base.rpc if keep_measuring else None,
+        sources=sources,
+        calibration=info,
+    )
+
+
+def spread_picks(latencies_ms: Sequence[float], count: int) -> list[int]:
+    """Indices of `count` values spread evenly over the sorted range of `latencies_ms`."""
+    order = sorted(range(len(latencies_ms)), key=lambda i: latencies_ms[i])
+    if count >= len(order):
+        return order
+    if count == 1:
+        return [order[len(order) // 2]]
+    picks = [order[round(j * (len(order) - 1) / (count - 1))] for j in range(count)]
+    return list(dict.fromkeys(picks))
+
+
+def median_abs_error_pct(predicted: Sequence[float], measured: Sequence[float]) -> float:
+    return 100 * statistics.median(abs(p - m) / m for p, m in zip(predicted, measured))
