@@ -15,12 +15,18 @@ import io
 import math
 import random
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hwkd.errors import ConfigError, HwkdError, error_line
 from hwkd.estimate_cli import parse_input_shape
 from hwkd.profiles import PROFILE_SUFFIXES, CalibrationInfo, DeviceProfile
+
+if TYPE_CHECKING:
+    from hwkd.latency.calibration import CostBreakdown
+    from hwkd.latency.estimator import Estimator
+    from hwkd.spaces import SearchSpace
 
 DEFAULT_SPACE = "nb201-widths"  # the search's default
 
@@ -39,7 +45,7 @@ class Measured:
         return self.arch or self.onnx or "?"
 
 
-def read_measurements(path: Path, space: object | None) -> list[Measured]:
+def read_measurements(path: Path, space: SearchSpace) -> list[Measured]:
     """Rows of a measurements CSV, every problem reported with its line; nothing is lowered yet."""
     try:
         text = path.read_text()
@@ -68,7 +74,7 @@ def read_measurements(path: Path, space: object | None) -> list[Measured]:
             raise HwkdError(f"{where}: latency_ms {raw_latency!r} is not a positive number of milliseconds")
         if which[0] == "arch":
             try:
-                arch = space.parse(value)  # type: ignore[union-attr]
+                arch = space.parse(value)
             except HwkdError as exc:
                 raise HwkdError(f"{where}: {exc}") from None
             rows.append(Measured(line, arch, None, latency))
@@ -96,11 +102,17 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise HwkdError(f"--num-classes {args.num_classes}: must be at least 1")
     space = load_space(args.space or DEFAULT_SPACE)
     show = sys.stderr.isatty()
+    if (args.runtime or "tvm") != "tvm" and base.cost.model == "schedule":
+        # another runtime's kernels are not hwkd's schedule: model them by their work (cost_model.py)
+        base = replace(base, cost=replace(base.cost, model="roofline"))
     estimator = Estimator(base, "model")
 
     if args.measurements:
         source = str(args.measurements)
-        runtime = args.runtime or "unspecified"
+        if not args.runtime:
+            raise HwkdError("--runtime is needed with --measurements: what ran the students (tvm for hwkd's own "
+                            "library, onnxruntime, tflite, ncnn, ...); it picks the cost model that is fitted")
+        runtime = args.runtime
         measured = read_measurements(Path(args.measurements), space)
         if len(measured) < MIN_MEASUREMENTS:
             raise HwkdError(f"--measurements {source}: {len(measured)} measurement(s); calibration needs at least "
@@ -119,7 +131,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         for m in measured:
             try:
                 lowered = (estimator.lowered_arch(space, m.arch, shape, args.num_classes) if m.arch
-                           else estimator.lowered_onnx(m.onnx, shape))  # type: ignore[arg-type]
+                           else estimator.lowered_onnx(str(m.onnx), shape))
             except HwkdError as exc:
                 where = f"{args.measurements}:{m.line}: " if m.line else ""
                 raise HwkdError(f"{where}{m.label}: {exc}") from None
@@ -159,8 +171,8 @@ def _check_out(text: str, force: bool) -> Path:
     return out
 
 
-def _measure(base: DeviceProfile, space: object, shape: tuple[int, ...] | None, num_classes: int, count: int,
-             seed: int, estimator: object, show: bool) -> tuple[list[Measured], str]:
+def _measure(base: DeviceProfile, space: SearchSpace, shape: tuple[int, ...] | None, num_classes: int, count: int,
+             seed: int, estimator: Estimator, show: bool) -> tuple[list[Measured], str]:
     """`count` students spread over the space's modeled latency range, measured on the board."""
     from hwkd.latency.calibration import spread_picks
     from hwkd.latency.estimator import Estimator
@@ -173,23 +185,23 @@ def _measure(base: DeviceProfile, space: object, shape: tuple[int, ...] | None, 
     where = "local" if base.measure_local else check_reachable(base)
     rng = random.Random(seed)
     candidates: dict[str, None] = {}
-    wanted = min(space.size(), max(8 * count, 40))  # type: ignore[attr-defined]
+    wanted = min(space.size(), max(8 * count, 40))
     for _ in range(50 * wanted):
         if len(candidates) >= wanted:
             break
-        candidates.setdefault(space.parse(space.sample(rng)), None)  # type: ignore[attr-defined]
+        candidates.setdefault(space.parse(space.sample(rng)), None)
     archs = list(candidates)
     modeled = []
     with progress_bar(len(archs), "costing candidates", "student", show) as bar:
         for arch in archs:
-            modeled.append(estimator.estimate_arch(space, arch, shape, num_classes).latency_ms)  # type: ignore[attr-defined]
+            modeled.append(estimator.estimate_arch(space, arch, shape, num_classes).latency_ms)
             bar.update()
     picks = [archs[i] for i in spread_picks(modeled, count)]
     measuring = Estimator(base, "measured")
     measured = []
     with progress_bar(len(picks), f"measuring on {base.name}", "student", show) as bar:
         for arch in picks:
-            estimate = measuring.estimate_arch(space, arch, shape, num_classes)  # type: ignore[arg-type]
+            estimate = measuring.estimate_arch(space, arch, shape, num_classes)
             measured.append(Measured(0, arch, None, estimate.latency_ms))
             bar.update()
     return measured, where
@@ -212,12 +224,12 @@ def _write_profile(out: Path, data: dict[str, object]) -> None:
     write_atomic(out, text)
 
 
-def _write_measured(path: Path, measured: list[Measured], parts: list[object]) -> None:
+def _write_measured(path: Path, measured: list[Measured], parts: list[CostBreakdown]) -> None:
     from hwkd.run_folder import write_atomic
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["arch", "latency_ms", "model_latency_ms"])
     for m, part in zip(measured, parts):
-        writer.writerow([m.arch, f"{m.latency_ms:.4f}", f"{part.total_ms:.4f}"])  # type: ignore[attr-defined]
+        writer.writerow([m.arch, f"{m.latency_ms:.4f}", f"{part.total_ms:.4f}"])
     write_atomic(path, buffer.getvalue())

@@ -317,9 +317,9 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-shape", default=None, help="N,C,H,W of the measured students (default: the space's)")
     p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (default 10)")
     p.add_argument("--threads", type=int, default=None, help="threads the measurements used (default: profile)")
-    p.add_argument("--runtime", help="what ran the measured students: tvm, onnxruntime, tflite, ncnn, ... "
-                   "(recorded; a profile calibrated to another runtime than tvm predicts that runtime and "
-                   "is never measured with TVM)")
+    p.add_argument("--runtime", help="what ran the measured students (needed with --measurements): tvm (hwkd's "
+                   "library; default with --measure), onnxruntime, tflite, ncnn, ... Another runtime than tvm is "
+                   "modeled by its kernels' work (cost_model.model: roofline) and never measured with TVM")
     p.add_argument("--seed", type=int, default=0, help="which students --measure picks")
     p.set_defaults(handler=_cmd_calibrate)
 

@@ -77,6 +77,9 @@ class CostConstants:
     parallel_overhead_us: float  # fork/join of the thread pool for one parallel kernel
     # Multipliers of the modeled time of each kernel class (see hwkd.latency.cost_model.KERNEL_CLASSES):
     # 1 from datasheets alone; `hwkd calibrate` fits them to measurements of the board.
+    # What the board runs: "schedule" models hwkd's own TVM library loop by loop; "roofline" models a
+    # vendor library (ONNX Runtime, TFLite/XNNPACK, ncnn) by each kernel's work against the peaks.
+    model: str = "schedule"
     dense_conv_scale: float = 1.0
     pointwise_conv_scale: float = 1.0
     depthwise_conv_scale: float = 1.0
@@ -192,6 +195,7 @@ _SCHEMA: dict[str, list[tuple[str, type, bool]]] = {
         ("cache_bytes_per_cycle", float, True),
         ("kernel_overhead_us", float, True),
         ("parallel_overhead_us", float, True),
+        ("model", str, False),
         ("dense_conv_scale", float, False),
         ("pointwise_conv_scale", float, False),
         ("depthwise_conv_scale", float, False),
@@ -218,6 +222,8 @@ _SCHEMA: dict[str, list[tuple[str, type, bool]]] = {
 _OPTIONAL_SECTIONS = ("rpc", "calibration")
 _TOP_KEYS = {"description", "target", "measure", "sources", *_SCHEMA}
 _CITED_SECTIONS = ("cpu", "memory", "cost_model")
+_UNCITED = {"cost_model.model"}  # a choice, not a number
+COST_MODELS = ("schedule", "roofline")
 
 
 def builtin_profile_dir() -> Path:
@@ -299,7 +305,7 @@ def profile_from_dict(name: str, raw: object, origin: str) -> DeviceProfile:
                 problems.append(checked)
                 continue
             values[key] = checked
-            if section in _CITED_SECTIONS and not sources.get(dotted):
+            if section in _CITED_SECTIONS and dotted not in _UNCITED and not sources.get(dotted):
                 problems.append(f"{dotted}: no public source under 'sources'")
         sections[section] = values
 
@@ -383,6 +389,9 @@ def _check_ranges(sections: dict[str, dict[str, Any]], problems: list[str]) -> N
         value = sections.get("cost_model", {}).get(key)
         if isinstance(value, float) and value < 0:
             problems.append(f"cost_model.{key}: must be >= 0, got {value}")
+    model = sections.get("cost_model", {}).get("model")
+    if isinstance(model, str) and model not in COST_MODELS:
+        problems.append(f"cost_model.model: {model!r} is not one of {', '.join(COST_MODELS)}")
     port = sections.get("rpc", {}).get("port")
     if isinstance(port, int) and not 0 < port < 65536:
         problems.append(f"rpc.port: {port} is not a TCP port")

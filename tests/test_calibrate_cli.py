@@ -43,13 +43,13 @@ def board_twice_as_slow(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_calibrating_from_a_csv_writes_a_profile_every_command_takes(board_twice_as_slow, tmp_path, capsys) -> None:
     out = tmp_path / "my-rpi4.yaml"
     assert main(["calibrate", "--device", "rpi4", "--measurements", str(board_twice_as_slow), "--space", SPACE,
-                 "--runtime", "ncnn", "--out", str(out)]) == 0
+                 "--runtime", "tvm", "--out", str(out)]) == 0
     said = capsys.readouterr().out
     assert "from 6 measurements" in said and f"wrote {out}" in said
 
     profile = load_profile(out)
     cal = profile.calibration
-    assert cal is not None and cal.base_profile == "rpi4" and cal.runtime == "ncnn" and cal.measurements == 6
+    assert cal is not None and cal.base_profile == "rpi4" and cal.runtime == "tvm" and cal.measurements == 6
     assert cal.threads == 4 and cal.source == str(board_twice_as_slow)
     assert cal.loo_median_abs_error_pct < 1.0 and cal.loo_spearman > 0.99
     # a student the fit never saw is predicted twice as slow as the datasheet model
@@ -61,10 +61,7 @@ def test_calibrating_from_a_csv_writes_a_profile_every_command_takes(board_twice
     assert row["device"] == "my-rpi4" and row["source"] == "model"
 
     assert main(["estimate", "--device", str(out), "--space", SPACE, "--arch", NEW]) == 0
-    assert f"calibrated to ncnn: median error {cal.loo_median_abs_error_pct:.1f} %" in capsys.readouterr().out
-    err = _fails(["estimate", "--device", str(out), "--space", SPACE, "--arch", NEW, "--latency-source", "measured"],
-                 capsys)
-    assert "calibrated to ncnn, so TVM cannot measure what it predicts" in err
+    assert f"calibrated to tvm: median error {cal.loo_median_abs_error_pct:.1f} %" in capsys.readouterr().out
     assert main(["devices", str(out), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["calibrated"] for r in rows if r["name"] == "my-rpi4"] == [True]
@@ -80,10 +77,16 @@ def test_onnx_measurements_relative_to_the_csv(tmp_path, capsys) -> None:
         rows.append(f"s{n}.onnx,{3.0 + n}")
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "p.yaml"
-    assert main(["calibrate", "--device", "rpi5", "--measurements", str(tmp_path / "m.csv"), "--out", str(out)]) == 0
+    argv = ["calibrate", "--device", "rpi5", "--measurements", str(tmp_path / "m.csv"), "--out", str(out)]
+    assert "--runtime is needed with --measurements" in _fails(argv, capsys)
+    assert main(argv + ["--runtime", "onnxruntime"]) == 0
     profile = load_profile(out)
-    assert profile.calibration.measurements == 3 and profile.calibration.runtime == "unspecified"
+    assert profile.calibration.measurements == 3 and profile.calibration.runtime == "onnxruntime"
     assert profile.calibration.base_profile == "rpi5"
+    assert profile.cost.model == "roofline"  # a vendor library is modeled by its kernels' work
+    err = _fails(["estimate", "--device", str(out), "--space", SPACE, "--arch", NEW, "--latency-source", "measured"],
+                 capsys)
+    assert "calibrated to onnxruntime, so TVM cannot measure what it predicts" in err
 
 
 def test_measuring_over_rpc_picks_students_across_the_range(rpc_server: int, board_file, tmp_path, capsys) -> None:
@@ -109,7 +112,7 @@ def _fails(argv: list[str], capsys) -> str:
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, board_twice_as_slow, capsys) -> None:
     out = tmp_path / "out.yaml"
-    base = ["calibrate", "--device", "rpi4", "--space", SPACE, "--out", str(out), "--measurements"]
+    base = ["calibrate", "--device", "rpi4", "--space", SPACE, "--runtime", "tvm", "--out", str(out), "--measurements"]
 
     def csv(name: str, text: str) -> str:
         (tmp_path / name).write_text(text)
@@ -152,7 +155,7 @@ def test_an_unreachable_board_is_one_line(board_file, tmp_path, capsys) -> None:
 def test_a_calibrated_profile_reads_back_as_yaml_data(board_twice_as_slow, tmp_path) -> None:
     out = tmp_path / "p.yaml"
     assert main(["calibrate", "--device", "rpi4", "--measurements", str(board_twice_as_slow), "--space", SPACE,
-                 "--out", str(out)]) == 0
+                 "--runtime", "tvm", "--out", str(out)]) == 0
     raw = yaml.safe_load(out.read_text())
     assert set(raw["calibration"]) >= {"base_profile", "runtime", "loo_median_abs_error_pct", "loo_spearman"}
     assert raw["cost_model"]["dense_conv_scale"] == pytest.approx(2.0, rel=0.05)

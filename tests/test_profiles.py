@@ -78,6 +78,9 @@ def test_malformed_profile_reports_every_problem_at_once(tmp_path: Path) -> None
     del raw["memory"]["bandwidth_gb_s"]
     raw["runtime"]["threads"] = 0
     raw["cost_model"]["colour"] = 3
+    raw["cost_model"]["model"] = "fancy"
+    raw["cost_model"]["depthwise_conv_scale"] = 2.0  # a fitted number needs its source too
+    raw["calibration"] = {"runtime": "ncnn"}
     del raw["sources"]["cpu.cores"]
     path = tmp_path / "board.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -91,6 +94,9 @@ def test_malformed_profile_reports_every_problem_at_once(tmp_path: Path) -> None
         "runtime.threads: must be > 0",
         "cost_model.colour: unknown key",
         "cpu.cores: no public source",
+        "cost_model.model: 'fancy' is not one of schedule, roofline",
+        "cost_model.depthwise_conv_scale: no public source",
+        "calibration.base_profile: missing",
     ):
         assert expected in message
     assert "\n" not in message

@@ -17,7 +17,10 @@ base profile: linear in the five multipliers `s`. The fit:
    ridge penalty `lam * (s_j / g - 1)^2` (so a class the measurements hardly contain keeps its
    datasheet ratio to the others), Huber-reweighted so one outlier cannot drag the fit, every
    multiplier kept at or above `g / 20`;
-3. `lam` chosen from a fixed grid by the leave-one-out median error.
+3. `lam` chosen from a fixed grid by the leave-one-out median error: the strongest prior whose
+   error is within 10 % (plus 0.2 points) of the best, so the data must earn every departure from
+   the datasheet ratios (a class whose time barely varies between the measured students would
+   otherwise take any value that fits them).
 
 The leave-one-out errors of the chosen fit are what a user should expect on new students; the
 calibrated profile records them.
@@ -91,13 +94,12 @@ def fit(parts: Sequence[CostBreakdown], measured_ms: Sequence[float]) -> Fit:
                         "(5-10 students spread over the space's latency range are enough; more help)")
     x = np.stack([p.vector() for p in parts])
     y = np.asarray(measured_ms, dtype=float)
-    best: tuple[float, float, np.ndarray] | None = None
+    tried = []
     for ridge in RIDGE_GRID:
         loo = np.array([_predict(_solve(np.delete(x, i, 0), np.delete(y, i), ridge), x[i]) for i in range(len(y))])
-        error = float(np.median(np.abs(loo - y) / y))
-        if best is None or error <= best[0] + 1e-12:  # ties go to the stronger prior
-            best = (error, ridge, loo)
-    error, ridge, loo = best  # type: ignore[misc]
+        tried.append((float(np.median(np.abs(loo - y) / y)), ridge, loo))
+    lowest = min(error for error, _, _ in tried)
+    error, ridge, loo = max((t for t in tried if t[0] <= 1.1 * lowest + 0.002), key=lambda t: t[1])
     theta = _solve(x, y, ridge)
     return Fit(
         multipliers={p: float(v) for p, v in zip(PARAMETERS, theta)},

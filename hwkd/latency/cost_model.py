@@ -12,6 +12,12 @@ latencies. For each fused kernel:
   in `ceil(parallel_extent / threads)` rounds.
 - memory: the bytes the kernel reads and writes, from L2 when they fit (`cache_bytes_per_cycle`
   per core) or else from DRAM (`bandwidth_gb_s * dram_efficiency`).
+With `cost_model.model: roofline` (a vendor library the user ships, whose loops hwkd does not
+know) a kernel's compute is instead its FLOPs at the cores' peak, or for a depthwise or grouped
+convolution at one vector load per vector FMA if that is slower (each input is reused only
+kernel-size times), and pooling, elementwise and layout kernels are memory-bound; memory and
+overheads as above, without fork/join (the library's pool is not hwkd's).
+
 - time = scale * max(compute, memory) + `kernel_overhead_us` (+ `parallel_overhead_us` when it
   forks), where `scale` is the profile's multiplier for the kernel's class (`KERNEL_CLASSES`): 1
   from datasheets, fitted to the board's measurements by `hwkd calibrate`
@@ -87,18 +93,35 @@ def parallel_rounds(parallel_extent: int, threads: int) -> float:
     return math.ceil(parallel_extent / threads) / parallel_extent
 
 
+def roofline_compute_s(kernel: Kernel, profile: DeviceProfile) -> float:
+    """Seconds of arithmetic of a kernel in a vendor library, spread over the profile's threads."""
+    cpu = profile.cpu
+    kind = kernel_class(kernel.features.kind)
+    if kind == "other":
+        return 0.0
+    vector_ops_per_s = cpu.fp32_lanes * cpu.clock_ghz * 1e9 * profile.runtime.threads
+    compute = kernel.features.flops / (2 * cpu.fma_per_cycle * vector_ops_per_s)
+    if kind == "depthwise_conv":
+        compute = max(compute, kernel.features.flops / 2 / (cpu.loads_per_cycle * vector_ops_per_s))
+    return compute
+
+
 def kernel_cost(kernel: Kernel, profile: DeviceProfile) -> KernelCost:
     threads = profile.runtime.threads
     clock_hz = profile.cpu.clock_ghz * 1e9
     compute_s = 0.0
     forks = False
     busiest_threads = 1
-    for body in kernel.features.bodies:
-        share = parallel_rounds(body.parallel_extent, threads)
-        compute_s += body_cycles(body, profile) * share / clock_hz
-        if body.parallel_extent > 1 and threads > 1:
-            forks = True
-            busiest_threads = max(busiest_threads, min(threads, body.parallel_extent))
+    if profile.cost.model == "roofline":
+        compute_s = roofline_compute_s(kernel, profile)
+        busiest_threads = threads
+    else:
+        for body in kernel.features.bodies:
+            share = parallel_rounds(body.parallel_extent, threads)
+            compute_s += body_cycles(body, profile) * share / clock_hz
+            if body.parallel_extent > 1 and threads > 1:
+                forks = True
+                busiest_threads = max(busiest_threads, min(threads, body.parallel_extent))
     traffic = kernel.bytes_read + kernel.bytes_written
     l2_bytes = profile.cpu.l2_kib * 1024
     if traffic <= l2_bytes:

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from hwkd.latency.cost_model import body_cycles, kernel_cost, latency_ms, parallel_rounds
-from hwkd.latency.kernels import Lowerer, LoopBody
+from hwkd.latency.kernels import Kernel, KernelFeatures, Lowerer, LoopBody
 from hwkd.latency.relax_import import torch_to_relax
 from hwkd.profiles import load_profile
 from hwkd.spaces import load_space
@@ -59,3 +59,18 @@ def test_kernel_cost_reports_its_bound() -> None:
     conv = next(k for k in kernels(ALL_3X3) if k.features.kind == "conv")
     cost = kernel_cost(conv, rpi4)
     assert cost.bound == "compute" and cost.latency_ms > cost.overhead_ms > 0
+
+
+def test_roofline_model_of_a_vendor_library_by_hand() -> None:
+    rpi4 = replace(load_profile("rpi4"), cost=replace(load_profile("rpi4").cost, model="roofline"))
+    peak = 4 * 1.5e9 * 4  # 4 lanes x 1.5 GHz x 4 threads, one FMA and one load per cycle
+    gemm = Kernel("pw", KernelFeatures("pointwise_conv", flops=2 * 48_000_000, strategy="-", bodies=()), 1000, 1000)
+    depthwise = Kernel("dw", KernelFeatures("depthwise_conv", flops=2 * 48_000_000, strategy="-", bodies=()), 1000, 1000)
+    relu = Kernel("relu", KernelFeatures("elementwise", flops=10**6, strategy="-", bodies=()), 4_000_000, 4_000_000)
+    assert kernel_cost(gemm, rpi4).compute_ms == pytest.approx(48e6 / peak * 1e3)  # FMA-bound at peak
+    assert kernel_cost(depthwise, rpi4).compute_ms == pytest.approx(48e6 / peak * 1e3)  # one load per FMA: the same here
+    fast_fma = replace(rpi4, cpu=replace(rpi4.cpu, fma_per_cycle=2))
+    assert kernel_cost(depthwise, fast_fma).compute_ms == pytest.approx(2 * kernel_cost(gemm, fast_fma).compute_ms)
+    cost = kernel_cost(relu, rpi4)  # memory-bound: 8 MB over DRAM at 12.8 GB/s x 0.5
+    assert cost.compute_ms == 0 and cost.memory_ms == pytest.approx(8e6 / 6.4e9 * 1e3)
+    assert cost.overhead_ms == pytest.approx(0.004)  # the call, no fork/join of hwkd's pool
