@@ -22,9 +22,10 @@ def test_macs_come_from_the_graph_and_match_the_formula() -> None:
 
 def test_every_conv_is_fused_with_its_epilogue_and_scheduled() -> None:
     graph = lower("nb201", ALL_3X3)
-    convs = [k for k in graph.kernels if k.features.kind == "conv"]
-    # 90 cell convs + stem + 2 x 3 reduction convs
+    convs = [k for k in graph.kernels if k.features.kind in ("conv", "pointwise_conv")]
+    # 90 cell convs + stem + 2 x 3 reduction convs, of which the two 1x1 shortcuts are pointwise
     assert len(convs) == 90 + 1 + 6
+    assert sum(k.features.kind == "pointwise_conv" for k in convs) == 2
     assert all(k.features.strategy == "anchored" for k in convs)
     cell_conv = next(k for k in convs if k.bytes_written == 16 * 32 * 32 * 4 and "relu" in k.name)
     update = next(b for b in cell_conv.features.bodies if b.carried)
