@@ -30,7 +30,7 @@ from hwkd.distill_trial import load_student
 from hwkd.errors import HwkdError, RunError
 from hwkd.run_folder import library_versions, write_atomic
 from hwkd.run_trial import RunContext, TrialRecord, load_trial, open_context
-from hwkd.teacher import sha256_file
+from hwkd.cache import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ cache folder (`$HWKD_CACHE_DIR`, default `~/.cache/hwkd`); it is loaded back wit
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwkd.cache import cache_dir
+from hwkd.cache import cache_dir, sha256_file
 from hwkd.data.datasets import Dataset
 from hwkd.errors import DataError, error_line
 
@@ -76,14 +75,6 @@ class Teacher:
         """Logits (N, K) for standardized float images (N, C, H, W), computed in batches on CPU."""
         outs = [self.forward(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
         return torch.cat(outs).float()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_teacher_file(path: str | Path, dataset: Dataset) -> Teacher:

@@ -96,7 +96,7 @@ def fit(parts: Sequence[CostBreakdown], measured_ms: Sequence[float]) -> Fit:
     y = np.asarray(measured_ms, dtype=float)
     tried = []
     for ridge in RIDGE_GRID:
-        loo = np.array([_predict(_solve(np.delete(x, i, 0), np.delete(y, i), ridge), x[i]) for i in range(len(y))])
+        loo = np.array([x[i] @ _solve(np.delete(x, i, 0), np.delete(y, i), ridge) for i in range(len(y))])
         tried.append((float(np.median(np.abs(loo - y) / y)), ridge, loo))
     lowest = min(error for error, _, _ in tried)
     error, ridge, loo = max((t for t in tried if t[0] <= 1.1 * lowest + 0.002), key=lambda t: t[1])
@@ -111,10 +111,6 @@ def fit(parts: Sequence[CostBreakdown], measured_ms: Sequence[float]) -> Fit:
     )
 
 
-def _predict(theta: np.ndarray, row: np.ndarray) -> float:
-    return float(row @ theta)
-
-
 def _solve(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
     """Ridge-to-the-global-factor least squares on relative errors, Huber-reweighted, bounded below."""
     g = float(np.median(y / x.sum(1)))
@@ -122,11 +118,11 @@ def _solve(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
     free = np.ones(k, dtype=bool)
     theta = np.full(k, g)
     weights = np.ones(len(y))
+    prior_a = math.sqrt(ridge) / g * np.eye(k)
+    prior_b = math.sqrt(ridge) * np.ones(k)
     for _ in range(10):  # IRLS steps; each also re-fixes multipliers that fell below the floor
         a = x / y[:, None] * np.sqrt(weights)[:, None]
         b = np.sqrt(weights)
-        prior_a = math.sqrt(ridge) / g * np.eye(k)
-        prior_b = math.sqrt(ridge) * np.ones(k)
         for _ in range(k):
             if not free.any():
                 break
@@ -157,18 +153,16 @@ def calibrated_profile(base: DeviceProfile, result: Fit, info: CalibrationInfo, 
     library: measuring would then time something other than what the profile predicts.
     """
     m = result.multipliers
-    cost = replace(
-        base.cost,
-        kernel_overhead_us=base.cost.kernel_overhead_us * m["overhead"],
-        parallel_overhead_us=base.cost.parallel_overhead_us * m["overhead"],
+    fitted = {
+        "kernel_overhead_us": base.cost.kernel_overhead_us * m["overhead"],
+        "parallel_overhead_us": base.cost.parallel_overhead_us * m["overhead"],
         **{f"{c}_scale": base.cost.scale(c) * m[c] for c in KERNEL_CLASSES},
-    )
-    cost = replace(cost, **{f: round(getattr(cost, f), 6) for f in (
-        "kernel_overhead_us", "parallel_overhead_us", *(f"{c}_scale" for c in KERNEL_CLASSES))})
+    }
+    cost = replace(base.cost, **{key: round(value, 6) for key, value in fitted.items()})
     where = f"hwkd calibrate, {info.measurements} measurements ({info.source}, {info.runtime}, " \
             f"{info.threads} threads), {info.date}"
     sources = dict(base.sources)
-    for key in ("kernel_overhead_us", "parallel_overhead_us", *(f"{c}_scale" for c in KERNEL_CLASSES)):
+    for key in fitted:
         sources[f"cost_model.{key}"] = f"fitted: {where}"
     description = base.description.split(" [calibrated")[0] + f" [calibrated: {info.runtime}, {info.threads} threads]"
     return replace(

@@ -18,7 +18,6 @@ None for an uncalibrated profile, whose error nobody measured, and for a measure
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from typing import Any, Literal
 
 from torch import nn
 
+from hwkd.cache import sha256_file
 from hwkd.errors import HwkdError
 from hwkd.latency.cost_model import latency_ms as model_latency_ms
 from hwkd.latency.kernels import LoweredGraph, Lowerer
@@ -161,7 +161,7 @@ class Estimator:
     def _result(self, lowered: LoweredGraph, graph: RelaxGraph | None = None) -> _GraphResult:
         """Cost (and with a graph to compile, measure) a lowered student once per structure."""
         result = self._by_structure.get(lowered.structure_hash)
-        if result is None or (result.measurement is None and self.measure and graph is not None):
+        if result is None:
             model_ms = model_latency_ms(lowered.kernels, self.profile)
             measurement = None
             if self.measure and graph is not None:
@@ -197,6 +197,6 @@ class Estimator:
 def _file_digest(path: str) -> str:
     """The content hash of a space or ONNX file: an edited file never reads another's lowering."""
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return sha256_file(Path(path))
     except OSError:
         return f"unreadable:{path}"
