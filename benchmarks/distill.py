@@ -28,11 +28,11 @@ from collections.abc import Callable
 import torch
 
 from hwkd.data import load_dataset
-from hwkd.distill.brief import brief_distill, brief_indices, brief_subset, evaluate
-from hwkd.distill.config import BriefConfig
-from hwkd.distill.losses import kd_loss
+from hwkd.distillation.brief import brief_distill, brief_indices, brief_subset, evaluate
+from hwkd.distillation.config import BriefConfig
+from hwkd.distillation.losses import kd_loss
 from hwkd.initial_design import count_macs
-from hwkd.search import DEFAULT_TRIALS
+from hwkd.searcher import DEFAULT_TRIALS
 from hwkd.spaces import load_space
 from hwkd.teacher import DefaultTeacher, default_teacher
 

@@ -23,10 +23,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from hwkd.latency.cost_model import latency_ms
 from hwkd.latency.estimator import Estimator
 from hwkd.latency.kernels import Lowerer
 from hwkd.latency.lowered_cache import LoweredCache
-from hwkd.latency.cost_model import latency_ms
 from hwkd.latency.relax_import import torch_to_relax
 from hwkd.profiles import load_profile
 from hwkd.spaces import load_space

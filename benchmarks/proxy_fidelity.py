@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 from hwkd.data import load_dataset
-from hwkd.distill.brief import brief_distill, brief_indices, brief_subset, pick_device
-from hwkd.distill.config import BriefConfig, FullConfig
-from hwkd.distill.full import full_distill
+from hwkd.distillation.brief import brief_distill, brief_indices, brief_subset, pick_device
+from hwkd.distillation.config import BriefConfig, FullConfig
+from hwkd.distillation.full import full_distill
 from hwkd.errors import ArchitectureError
-from hwkd.search import DEFAULT_SPACE
+from hwkd.searcher import DEFAULT_SPACE
 from hwkd.spaces import load_space
 from hwkd.stats import kendall, spearman
 from hwkd.teacher import default_teacher

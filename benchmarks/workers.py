@@ -30,8 +30,8 @@ from pathlib import Path
 _BRIEF_JOB = """
 import json, sys, time, torch
 from hwkd.data import load_dataset
-from hwkd.distill.brief import brief_distill, brief_subset
-from hwkd.distill.config import BriefConfig
+from hwkd.distillation.brief import brief_distill, brief_subset
+from hwkd.distillation.config import BriefConfig
 from hwkd.spaces import load_space
 data = load_dataset("embedded")
 config = BriefConfig()

@@ -64,14 +64,29 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from hwkd.calibrate_cli import run_calibrate
+    from hwkd.calibrator import DEFAULT_SPACE, CalibrateConfig, calibrate
+    from hwkd.estimate_cli import parse_input_shape
 
-    return run_calibrate(args)
+    outcome = calibrate(CalibrateConfig(
+        device=args.device, out=args.out, measurements=args.measurements, runtime=args.runtime, measure=args.measure,
+        space=args.space or DEFAULT_SPACE, input_shape=parse_input_shape(args.input_shape),
+        num_classes=args.num_classes, threads=args.threads, seed=args.seed, force=args.force,
+    ), show=sys.stderr.isatty())
+    fit, info = outcome.fit, outcome.profile.calibration
+    threads = info.threads if info else "?"
+    scales = ", ".join(f"{k} x{v:.2f}" for k, v in fit.multipliers.items())
+    print(f"calibrated {info.base_profile if info else args.device} from {len(outcome.measured)} measurements "
+          f"({outcome.source}; {outcome.runtime}, {threads} threads)")
+    print(f"  leave-one-out median error {fit.loo_median_abs_error_pct:.1f} % "
+          f"(uncalibrated {fit.uncalibrated_median_abs_error_pct:.1f} %), Spearman {fit.loo_spearman:.3f}")
+    print(f"  multipliers of the datasheet model: {scales}")
+    print(f"wrote {outcome.path} (use it with --device {outcome.path})")
+    return 0
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from hwkd.distill.config import BriefConfig
-    from hwkd.search import Budgets, Search, SearchConfig
+    from hwkd.distillation.config import BriefConfig
+    from hwkd.searcher import Budgets, Search, SearchConfig
 
     defaults = BriefConfig()
     config = SearchConfig(
@@ -86,8 +101,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
         train_device=args.train_device, latency_source=args.latency_source, threads=args.threads,
         workers=args.workers, heartbeat_s=args.heartbeat_s,
     )
+    from hwkd.reports import front_table
+
     summary = Search(config).run()
-    print(summary.budget_hint or summary.front_table)
+    print(summary.budget_hint or front_table(summary.front))
     print(
         f"\n{summary.new_trials} new trials in {summary.seconds:.0f} s: {summary.completed} trained, "
         f"{summary.infeasible} infeasible, {summary.failed} failed. Run folder: {summary.run_dir}"
@@ -102,16 +119,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from hwkd.report import MIN_FIDELITY_STUDENTS, front_table, proxy_fidelity, write_reports
+    from hwkd.reports import MIN_FIDELITY_STUDENTS, front_table, write_reports
     from hwkd.run_folder import open_run
 
     folder = open_run(args.run)
-    trials, front = write_reports(folder)
-    states = trials.state.value_counts().to_dict()
-    print(front_table(front))
-    print(f"\n{len(trials)} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))})")
-    fidelity = proxy_fidelity(trials)
-    distilled = int(trials.full_test_accuracy.notna().sum())
+    report = write_reports(folder)
+    states = report.state_counts()
+    print(front_table(report.front))
+    print(f"\n{len(report.trials)} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))})")
+    fidelity = report.fidelity
+    distilled = len(report.full_test_accuracy)
     if fidelity is not None:
         print(fidelity.line())
     elif distilled:
@@ -123,8 +140,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    from hwkd.distill.config import FullConfig
     from hwkd.distill_trial import distill_trial
+    from hwkd.distillation.config import FullConfig
 
     d = FullConfig()
     config = FullConfig(
@@ -133,15 +150,6 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         transfer_weight=args.transfer_weight, teacher_layers=tuple(_names(args.teacher_layers)),
         student_layers=tuple(_names(args.student_layers)), augment=not args.no_augment, seed=args.seed,
     )
-    problems = []
-    if config.epochs < 1:
-        problems.append(f"--epochs {config.epochs}: must be at least 1")
-    if not 0 <= config.alpha <= 1:
-        problems.append(f"--alpha {config.alpha}: must be in [0, 1]")
-    if config.transfer not in ("none", "feature", "attention"):
-        problems.append(f"--transfer {config.transfer!r}: choose none, feature or attention")
-    if problems:
-        raise HwkdError("; ".join(problems))
     outcome = distill_trial(args.run, args.trial, config, args.train_device, args.restart)
     r = outcome.result
     print(f"trial {outcome.trial.number}: test accuracy {100 * r.test_accuracy:.2f}% after {r.epochs} epochs "
@@ -156,7 +164,7 @@ def _names(text: str | None) -> list[str]:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from hwkd.export import export_trial, parse_formats
+    from hwkd.exporter import export_trial, parse_formats
 
     outcome = export_trial(args.run, args.trial, parse_formats(args.format), args.out, args.force)
     m = outcome.manifest
@@ -171,7 +179,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_distill(sub: argparse._SubParsersAction) -> None:
-    from hwkd.distill.config import FullConfig
+    from hwkd.distillation.config import FullConfig
 
     d = FullConfig()
     p = sub.add_parser("distill", help="fully distill a searched student from the run's teacher",
@@ -209,7 +217,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_search(sub: argparse._SubParsersAction) -> None:
-    from hwkd.distill.config import BriefConfig
+    from hwkd.distillation.config import BriefConfig
 
     brief = BriefConfig()
     p = sub.add_parser(

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from hwkd.distill.brief import pick_device
-from hwkd.distill.config import FullConfig
-from hwkd.distill.full import FullResult, full_distill
-from hwkd.run_folder import library_versions, write_atomic
-from hwkd.run_trial import RunContext, TrialRecord, load_trial, open_context
+from hwkd.distillation.brief import pick_device
+from hwkd.distillation.config import FullConfig
+from hwkd.distillation.full import FullResult, full_distill
+from hwkd.records import DistillRecord, TrainedStudent
+from hwkd.run_folder import library_versions
+from hwkd.run_trial import RunContext, load_trial, open_context
 from hwkd.teacher import load_run_teacher
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DistillOutcome:
-    trial: TrialRecord
+    trial: TrainedStudent
     result: FullResult
     teacher_test_accuracy: float
     folder: Path
@@ -30,6 +30,7 @@ class DistillOutcome:
 
 def distill_trial(run: str | Path, number: int, config: FullConfig, train_device: str = "auto",
                   restart: bool = False, progress: bool | None = None) -> DistillOutcome:
+    config.check()
     context = open_context(run)
     trial = load_trial(context, number)
     device = pick_device(train_device)
@@ -54,32 +55,23 @@ def distill_trial(run: str | Path, number: int, config: FullConfig, train_device
     return DistillOutcome(trial, result, teacher_test, out)
 
 
-def write_result(context: RunContext, trial: TrialRecord, result: FullResult, teacher_test: float,
-                 config: FullConfig, device: str) -> None:
-    data = {
-        "trial": trial.number,
-        "arch": trial.arch,
-        "test_accuracy": result.test_accuracy,
-        "val_accuracy": result.val_accuracy,
-        "teacher_test_accuracy": teacher_test,
-        "brief_val_accuracy": trial.val_accuracy,
-        "brief_steps": context.info["config"]["brief"]["steps"],
-        "brief_batch_size": context.info["config"]["brief"]["batch_size"],
-        "epochs": result.epochs,
-        "steps": result.steps,
-        "train_images": result.steps * config.batch_size,
-        "seconds": round(result.seconds, 2),
-        "images_per_s": round(result.images_per_s, 1),
-        "layer_pairs": [list(p) for p in result.layer_pairs],
-        "config": asdict(config),
-        "train_device": device,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "libraries": library_versions(),
-    }
-    write_atomic(context.distilled_dir(trial.number) / "result.json", json.dumps(data, indent=2) + "\n")
+def write_result(context: RunContext, trial: TrainedStudent, result: FullResult, teacher_test: float,
+                 config: FullConfig, device: str) -> DistillRecord:
+    brief = context.record.fixed.brief
+    record = DistillRecord(
+        trial=trial.number, arch=trial.arch, test_accuracy=result.test_accuracy, val_accuracy=result.val_accuracy,
+        teacher_test_accuracy=teacher_test, brief_val_accuracy=trial.val_accuracy, brief_steps=brief.steps,
+        brief_batch_size=brief.batch_size, epochs=result.epochs, steps=result.steps,
+        train_images=result.steps * config.batch_size, seconds=round(result.seconds, 2),
+        images_per_s=round(result.images_per_s, 1), layer_pairs=tuple((a, b) for a, b in result.layer_pairs),
+        config=config, train_device=device, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        libraries=library_versions(),
+    )
+    context.folder.write_distilled(record)
+    return record
 
 
-def load_student(context: RunContext, trial: TrialRecord) -> torch.nn.Module:
+def load_student(context: RunContext, trial: TrainedStudent) -> torch.nn.Module:
     """The fully distilled student of `trial`, in eval mode."""
     from hwkd.errors import RunError, error_line
 

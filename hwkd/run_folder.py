@@ -1,7 +1,8 @@
 """The run folder: where a search keeps its study, teacher, caches and reports.
 
     RUN/study.db          the Optuna study (SQLite; another storage with --storage, see hwkd.storage)
-    RUN/run.json          the full configuration, dataset, teacher and library versions
+    RUN/run.json          the full configuration, dataset, teacher and library versions (a RunRecord)
+    RUN/config.yaml       the command's settings, in the form --config takes back
     RUN/teacher.*         the teacher the run distills from
     RUN/teacher_logits.pt the teacher's outputs on the training split (computed once)
     RUN/trials.csv, pareto.csv, pareto.png, pareto.html   the reports (hwkd report rebuilds them)
@@ -17,14 +18,11 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hwkd.errors import RunError
+from hwkd.records import DistillRecord, FixedSettings, RunRecord
 
 STUDY_NAME = "hwkd-search"
-# Settings that change what a trial measures: a run continues only with the same values.
-FIXED_KEYS = ("space", "device", "data", "data_dir", "teacher", "brief", "input_shape", "num_classes",
-              "latency_source", "threads")
 
 
 @dataclass(frozen=True)
@@ -46,12 +44,12 @@ class RunFolder:
         """The URL of this run's study, from run.json (see `hwkd.storage.resolve_recorded`)."""
         from hwkd.storage import resolve_recorded
 
-        return resolve_recorded(self.read()["config"].get("storage"), self.path)
+        return resolve_recorded(self.read().config.storage, self.path)
 
     def exists(self) -> bool:
         return self.run_json.is_file()
 
-    def read(self) -> dict[str, Any]:
+    def read(self) -> RunRecord:
         if not self.run_json.is_file():
             raise RunError(f"{self.path}: not a hwkd run folder (no run.json); give the folder a search wrote")
         try:
@@ -60,31 +58,46 @@ class RunFolder:
             raise RunError(f"{self.run_json}: unreadable ({exc})") from None
         if not isinstance(data, dict) or "config" not in data:
             raise RunError(f"{self.run_json}: not written by hwkd (no 'config')")
-        return data
+        try:
+            return RunRecord.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise RunError(f"{self.run_json}: not written by hwkd ({exc})") from None
 
-    def write(self, data: dict[str, Any]) -> None:
-        write_atomic(self.run_json, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    def write(self, record: RunRecord) -> None:
+        write_atomic(self.run_json, json.dumps(record.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
 
-    def check_same_run(self, config: dict[str, Any]) -> None:
+    def check_same_run(self, fixed: FixedSettings) -> None:
         """One-line error naming each setting that differs (old -> new) when this folder holds a
         search with other fixed settings; nested settings are compared key by key."""
         if not self.exists():
             return
-        previous = self.read()["config"]
-        changed = [f"{key}: {old!r} -> {new!r}" for key in FIXED_KEYS
-                   for key, old, new in _differences(key, previous.get(key), config.get(key))]
+        changed = self.read().fixed.differences(fixed)
         if changed:
             raise RunError(
                 f"{self.path} holds a search with other settings ({'; '.join(changed)}); "
                 "continue it with the same settings or choose another --run-dir"
             )
 
+    def distilled_dir(self, trial: int) -> Path:
+        return self.path / "distilled" / f"trial-{trial}"
 
-def _differences(key: str, old: Any, new: Any) -> list[tuple[str, Any, Any]]:
-    """(dotted key, old, new) for each leaf that differs between two settings."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in sorted(set(old) | set(new)) for d in _differences(f"{key}.{k}", old.get(k), new.get(k))]
-    return [] if old == new else [(key, old, new)]
+    def read_distilled(self, trial: int) -> DistillRecord | None:
+        """The result of `hwkd distill --trial N`, None when it has not finished."""
+        path = self.distilled_dir(trial) / "result.json"
+        if not path.is_file():
+            return None
+        try:
+            return DistillRecord.from_dict(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError, TypeError, ValueError) as exc:
+            raise RunError(f"{path}: unreadable ({exc})") from None
+
+    def distilled_trials(self) -> list[int]:
+        """The trials with a finished full distillation."""
+        found = (p.parent.name.removeprefix("trial-") for p in (self.path / "distilled").glob("trial-*/result.json"))
+        return sorted(int(n) for n in found if n.isdigit())
+
+    def write_distilled(self, record: DistillRecord) -> None:
+        write_atomic(self.distilled_dir(record.trial) / "result.json", json.dumps(record.to_dict(), indent=2) + "\n")
 
 
 def open_run(run: str | os.PathLike[str]) -> RunFolder:

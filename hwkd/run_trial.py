@@ -10,84 +10,61 @@ architecture id; its fully distilled weights live in `RUN/distilled/trial-N/`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hwkd.data.datasets import Dataset, load_dataset
 from hwkd.errors import RunError
 from hwkd.profiles import DeviceProfile, load_profile
+from hwkd.records import DistillRecord, RunRecord, TrainedStudent, TrialOutcome
 from hwkd.run_folder import RunFolder, open_run
 from hwkd.spaces import SearchSpace, load_space
 
 
 @dataclass(frozen=True)
-class TrialRecord:
-    number: int
-    arch: str
-    val_accuracy: float  # after brief distillation
-    latency_ms: float
-    latency_source: str
-    latency_calibrated: bool  # the run's profile was fitted to measurements of the board
-    latency_expected_error_pct: float | None  # that fit's leave-one-out median error
-    peak_memory_bytes: int
-    params_bytes: int
-    macs: int
-
-
-@dataclass(frozen=True)
 class RunContext:
     folder: RunFolder
-    info: dict[str, Any]  # run.json
+    record: RunRecord  # run.json
     dataset: Dataset
     space: SearchSpace
     profile: DeviceProfile
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.info["config"]["input_shape"])
+        return self.record.fixed.input_shape
 
     @property
     def num_classes(self) -> int:
-        return int(self.info["config"]["num_classes"])
+        return self.record.fixed.num_classes
 
     def teacher_file(self) -> tuple[Path, str]:
-        teacher = self.info.get("teacher") or {}
-        if "file" not in teacher:
-            raise RunError(f"{self.folder.run_json}: records no teacher; run hwkd search on it first")
-        return self.folder.path / teacher["file"], str(teacher["kind"])
+        teacher = self.record.teacher
+        return self.folder.path / teacher.file, teacher.kind
 
     def distilled_dir(self, trial: int) -> Path:
-        return self.folder.path / "distilled" / f"trial-{trial}"
+        return self.folder.distilled_dir(trial)
 
-    def distilled_result(self, trial: int) -> dict[str, Any] | None:
-        path = self.distilled_dir(trial) / "result.json"
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise RunError(f"{path}: unreadable ({exc})") from None
+    def distilled_result(self, trial: int) -> DistillRecord | None:
+        return self.folder.read_distilled(trial)
 
 
 def open_context(run: str | Path) -> RunContext:
     folder = open_run(run)
-    info = folder.read()
-    config = info["config"]
-    profile = load_profile(config["device"])
-    if config.get("threads") is not None:
-        profile = profile.with_threads(int(config["threads"]))
-    dataset = load_dataset(config["data"], config.get("data_dir"))
-    if dataset.fingerprint() != info.get("dataset", {}).get("fingerprint"):
-        raise RunError(f"the {config['data']} data changed since {folder.path} was searched "
+    record = folder.read()
+    fixed = record.fixed
+    profile = load_profile(fixed.device)
+    if fixed.threads is not None:
+        profile = profile.with_threads(fixed.threads)
+    dataset = load_dataset(fixed.data, fixed.data_dir)
+    if dataset.fingerprint() != record.dataset.fingerprint:
+        raise RunError(f"the {fixed.data} data changed since {folder.path} was searched "
                        "(its fingerprint differs); use the same files")
-    return RunContext(folder, info, dataset, load_space(config["space"]), profile)
+    return RunContext(folder, record, dataset, load_space(fixed.space), profile)
 
 
-def load_trial(context: RunContext, number: int) -> TrialRecord:
-    """The trial's record; one-line errors for trials that do not exist or were never trained."""
-    from hwkd.report import load_study
+def load_trial(context: RunContext, number: int) -> TrainedStudent:
+    """The trial's trained student; one-line errors for trials that do not exist or were never trained."""
+    from hwkd.reports import load_study
 
     study = load_study(context.folder)
     trials = study.get_trials(deepcopy=False)
@@ -98,22 +75,4 @@ def load_trial(context: RunContext, number: int) -> TrialRecord:
     if trial.state.name == "WAITING":
         raise RunError(f"--trial {number} has not run yet (it waits in the study for a worker); choose a completed "
                        "trial (hwkd report lists them)")
-    attrs = trial.user_attrs
-    state = trial.state.name
-    if state != "COMPLETE":
-        reason = attrs.get("infeasible") or attrs.get("fail_reason") or state.lower()
-        what = "infeasible" if state == "PRUNED" else state.lower()
-        raise RunError(f"--trial {number} is {what} ({reason}) and was never trained; choose a completed trial "
-                       "(hwkd report lists them)")
-    return TrialRecord(
-        number=number,
-        arch=str(attrs["arch"]),
-        val_accuracy=float(trial.values[0]),
-        latency_ms=float(attrs["latency_ms"]),
-        latency_source=str(attrs.get("latency_source", "model")),
-        latency_calibrated=bool(attrs.get("latency_calibrated", False)),
-        latency_expected_error_pct=attrs.get("latency_expected_error_pct"),
-        peak_memory_bytes=int(attrs["peak_memory_bytes"]),
-        params_bytes=int(attrs["params_bytes"]),
-        macs=int(attrs["macs"]),
-    )
+    return TrialOutcome.from_trial(trial).trained()

@@ -287,13 +287,13 @@ def _wrap_default(model: nn.Module, path: Path) -> Teacher:
 def train_default_teacher(model: nn.Module, dataset: Dataset, epochs: int, device: torch.device,
                           progress: Callable[[str], None] | None = None, batch_size: int = 128,
                           show_bar: bool = False) -> float:
-    from hwkd.distill.brief import evaluate
+    from hwkd.distillation.brief import evaluate
     from hwkd.progress import progress_bar
     from hwkd.threads import fit_threads
 
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    model.to(device=device, memory_format=torch.channels_last).train()
+    model.to(device=device, memory_format=torch.channels_last).train()  # type: ignore[call-overload]  # stubs omit memory_format
     steps_per_epoch = max(1, len(dataset.train) // batch_size)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total_steps=epochs * steps_per_epoch, pct_start=0.2)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from hwkd.threads import available_cores, split_cores
 
 if TYPE_CHECKING:
-    from hwkd.search import Search, SearchConfig
+    from hwkd.searcher import Search, SearchConfig
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _worker(config: SearchConfig, index: int, cores: list[int], results: Any, le
     os.environ["HWKD_WORKER"] = str(index)
     logging.basicConfig(level=level, format=f"worker {index}: %(message)s", stream=sys.stderr, force=True)
     from hwkd.errors import HwkdError
-    from hwkd.search import Search
+    from hwkd.searcher import Search
     from hwkd.threads import use_cores
 
     use_cores(cores)

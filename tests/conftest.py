@@ -8,16 +8,16 @@ import os
 os.environ.setdefault("TVM_NUM_THREADS", "2")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-import re  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
-import pytest  # noqa: E402
-import yaml  # noqa: E402
+import pytest
+import yaml
 
 
 @pytest.fixture(scope="session")
@@ -141,7 +141,7 @@ def rpc_server() -> Iterator[int]:
 
 
 @pytest.fixture
-def board_file(tmp_path: Path):  # noqa: ANN201 - returns the factory below
+def board_file(tmp_path: Path):
     """Writes the host profile as a user's board file whose rpc section points at a port."""
     return lambda port: host_profile_with_rpc(tmp_path, port)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from hwkd.cli import main
-from hwkd.distill.config import BriefConfig
+from hwkd.distillation.config import BriefConfig
 from hwkd.errors import RunError
-from hwkd.search import Search, SearchConfig
+from hwkd.searcher import Search, SearchConfig
 from hwkd.storage import masked, recorded_form, resolve_recorded, without_password
 
 

@@ -3,7 +3,6 @@ repeated, and a worker killed with SIGKILL costs no other worker its trial."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,9 +13,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hwkd.distill.config import BriefConfig
+from hwkd.distillation.config import BriefConfig
 from hwkd.run_folder import STUDY_NAME
-from hwkd.search import Search, SearchConfig
+from hwkd.searcher import Search, SearchConfig
 from hwkd.threads import split_cores
 from hwkd.workers import shares
 

@@ -158,7 +158,7 @@ def calibrated_profile(base: DeviceProfile, result: Fit, info: CalibrationInfo, 
         "parallel_overhead_us": base.cost.parallel_overhead_us * m["overhead"],
         **{f"{c}_scale": base.cost.scale(c) * m[c] for c in KERNEL_CLASSES},
     }
-    cost = replace(base.cost, **{key: round(value, 6) for key, value in fitted.items()})
+    cost = replace(base.cost, **{key: round(value, 6) for key, value in fitted.items()})  # type: ignore[arg-type]
     where = f"hwkd calibrate, {info.measurements} measurements ({info.source}, {info.runtime}, " \
             f"{info.threads} threads), {info.date}"
     sources = dict(base.sources)

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from hwkd.latency.kernels import Kernel, LoopBody
 from hwkd.profiles import DeviceProfile
 
-
 # The classes a calibration scales separately: they differ most in how well a runtime's code
 # reaches the datasheet peak (a dense 3x3 convolution reuses every load; a depthwise one hardly).
 KERNEL_CLASSES = ("dense_conv", "pointwise_conv", "depthwise_conv", "other")

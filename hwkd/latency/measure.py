@@ -106,7 +106,6 @@ def measure_local(
     profile: DeviceProfile,
     plan: TimingPlan = TimingPlan(),
 ) -> Measurement:
-    import tvm
 
     return measure_compiled(compile_student(lowered, params, profile), input_shape, profile, plan)
 

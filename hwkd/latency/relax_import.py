@@ -92,7 +92,7 @@ def onnx_to_relax(path: str | os.PathLike[str], input_shape: tuple[int, ...] | N
     else:
         if any(d is None for d in dims[1:]):
             raise CompileError(f"{path}: input {graph_input.name!r} has free dimensions {dims}; pass --input-shape")
-        shape = tuple([1] + [int(d) for d in dims[1:]]) if dims else ()
+        shape = tuple([1] + [int(d) for d in dims[1:] if d is not None]) if dims else ()
     try:
         mod = from_onnx(model, shape_dict={graph_input.name: list(shape)}, keep_params_in_input=True)
     except Exception as exc:  # noqa: BLE001 - TVM raises many types for unsupported ops

@@ -8,6 +8,7 @@ from `SPACE_KINDS`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from hwkd.spaces.blocks import BlockSpace
 from hwkd.spaces.fbnet import FBNetSpace
 from hwkd.spaces.nb201 import NB201Space
 
-SPACE_KINDS: Registry[type[SearchSpace]] = Registry("space kind")
+# kind -> the class that reads a space file of that kind: (name, the parsed file, where it came from)
+SPACE_KINDS: Registry[Callable[[str, dict[str, Any], str], SearchSpace]] = Registry("space kind")
 SPACE_KINDS.add("nb201", NB201Space)
 SPACE_KINDS.add("fbnet", FBNetSpace)
 SPACE_KINDS.add("blocks", BlockSpace)
@@ -59,7 +61,7 @@ def _parse(path: Path) -> SearchSpace:
     kind = raw.get("kind")
     if kind not in SPACE_KINDS:
         raise ConfigError(str(path), [f"kind: {kind!r} is not one of {', '.join(SPACE_KINDS.names())}"])
-    return SPACE_KINDS.get(kind)(path.stem, raw, str(path))
+    return SPACE_KINDS.get(str(kind))(path.stem, raw, str(path))
 
 
 def describe_spaces() -> list[dict[str, Any]]:

@@ -172,10 +172,11 @@ def _stage_choices(raw: object, n: int, problems: list[str]) -> StageChoices:
     for key in ("depth", "width", "kernel", "expansion"):
         value = raw.get(key)
         items = value if isinstance(value, list) else [value]
-        if value is None or not items or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
+        ints = [v for v in items if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+        if not ints or len(ints) < len(items):
             problems.append(f"{where}.{key}: {value!r} is not a positive int or a list of them")
-            items = [1]
-        values[key] = tuple(sorted(set(items)))
+            ints = [1]
+        values[key] = tuple(sorted(set(ints)))
     for kernel in values["kernel"]:
         if kernel % 2 == 0:
             problems.append(f"{where}.kernel: {kernel} must be odd")

@@ -22,7 +22,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,24 @@ from typing import Any
 import torch
 
 from hwkd.data.datasets import Dataset, load_dataset
-from hwkd.distill.brief import TrainingDiverged, brief_distill, brief_subset, pick_device
-from hwkd.distill.config import BriefConfig
+from hwkd.distillation.brief import TrainingDiverged, brief_distill, brief_subset, pick_device
+from hwkd.distillation.config import BriefConfig
 from hwkd.errors import ArchitectureError, CompileError, HwkdError, RunError, error_line
-from hwkd.latency.estimator import Estimate, Estimator
-from hwkd.profiles import DeviceProfile, load_profile
 from hwkd.file_lock import file_lock
+from hwkd.latency.estimator import Estimator
+from hwkd.profiles import DeviceProfile, load_profile
 from hwkd.progress import deferred_interrupt, progress_bar
+from hwkd.records import (
+    Budgets,
+    DatasetRecord,
+    FixedSettings,
+    RunConfig,
+    RunRecord,
+    TeacherRecord,
+    TrialOutcome,
+    TrialWriter,
+    planned_attrs,
+)
 from hwkd.run_folder import STUDY_NAME, RunFolder, library_versions
 from hwkd.spaces import SearchSpace, load_space
 from hwkd.spaces.equivalence import function_key
@@ -48,37 +59,6 @@ log = logging.getLogger(__name__)
 DEFAULT_SPACE = "nb201-widths"
 DEFAULT_TRIALS = 16
 STARTUP_TRIALS = 8  # spread over the cost range (hwkd.initial_design), then the sampler's own
-
-
-@dataclass(frozen=True)
-class Budgets:
-    max_latency_ms: float | None = None
-    max_memory_kb: float | None = None  # peak activation memory, KiB
-    max_params: int | None = None  # parameters of the deployed (BN-folded) student
-
-    def active(self) -> bool:
-        return any(v is not None for v in asdict(self).values())
-
-    def violations(self, estimate: Estimate) -> dict[str, float]:
-        """Optuna constraint values by budget, <= 0 when met (one per active budget)."""
-        values = {}
-        if self.max_latency_ms is not None:
-            values["max_latency_ms"] = estimate.latency_ms - self.max_latency_ms
-        if self.max_memory_kb is not None:
-            values["max_memory_kb"] = estimate.peak_memory_bytes / 1024 - self.max_memory_kb
-        if self.max_params is not None:
-            values["max_params"] = estimate.params_bytes / 4 - self.max_params
-        return values
-
-    def reasons(self, estimate: Estimate) -> list[str]:
-        out = []
-        if self.max_latency_ms is not None and estimate.latency_ms > self.max_latency_ms:
-            out.append(f"latency {estimate.latency_ms:.3f} ms > --max-latency-ms {self.max_latency_ms:g}")
-        if self.max_memory_kb is not None and estimate.peak_memory_bytes / 1024 > self.max_memory_kb:
-            out.append(f"peak memory {estimate.peak_memory_bytes / 1024:.1f} KiB > --max-memory-kb {self.max_memory_kb:g}")
-        if self.max_params is not None and estimate.params_bytes / 4 > self.max_params:
-            out.append(f"{estimate.params_bytes // 4} parameters > --max-params {self.max_params}")
-        return out
 
 
 @dataclass(frozen=True)
@@ -152,9 +132,13 @@ class SearchSummary:
     failed: int
     interrupted: bool
     seconds: float
-    front_table: str
-    front_size: int
+    front: tuple[TrialOutcome, ...]  # trained students no other beats on both axes, best accuracy first
+    latency_note: str  # how far the front's latencies can be trusted, in a few words
     budget_hint: str | None = None  # why the front is empty, when every student was over a budget
+
+    @property
+    def front_size(self) -> int:
+        return len(self.front)
 
 
 class Search:
@@ -182,20 +166,11 @@ class Search:
 
     # ---- set-up -------------------------------------------------------------------------------
 
-    def fixed_settings(self) -> dict[str, Any]:
+    def fixed_settings(self) -> FixedSettings:
         c = self.config
-        return {
-            "space": c.space,
-            "device": c.device,
-            "data": c.data,
-            "data_dir": c.data_dir,
-            "teacher": c.teacher,
-            "brief": asdict(c.brief),
-            "input_shape": list(self.input_shape),
-            "num_classes": self.num_classes,
-            "latency_source": c.latency_source,
-            "threads": self.profile.runtime.threads,
-        }
+        return FixedSettings(space=c.space, device=c.device, data=c.data, data_dir=c.data_dir, teacher=c.teacher,
+                             brief=c.brief, input_shape=tuple(self.input_shape), num_classes=self.num_classes,
+                             latency_source=c.latency_source, threads=self.profile.runtime.threads)
 
     def _check_space_builds(self) -> None:
         try:
@@ -219,18 +194,18 @@ class Search:
 
     def _teacher(self, show: bool = False) -> Teacher:
         """The run's teacher: a continued run keeps the one its trials were distilled from."""
-        recorded = (self.folder.read().get("teacher") or {}) if self.folder.exists() else {}
+        recorded = self.folder.read().teacher if self.folder.exists() else None
         if self.config.teacher:
             teacher = load_teacher_file(self.config.teacher, self.dataset)
-            if recorded.get("sha256") not in (None, teacher.sha256):
+            if recorded is not None and recorded.sha256 != teacher.sha256:
                 raise RunError(f"--teacher {self.config.teacher} is not the teacher {self.folder.path} was searched "
-                               f"with (sha256 {teacher.sha256[:12]}, the run's {recorded['sha256'][:12]}); "
+                               f"with (sha256 {teacher.sha256[:12]}, the run's {recorded.sha256[:12]}); "
                                "continue with the same file or choose another --run-dir")
             return teacher
-        kept = self.folder.path / recorded["file"] if "file" in recorded else None
+        kept = self.folder.path / recorded.file if recorded is not None else None
         if kept is not None and kept.is_file():  # not retrained: the cache may be gone or newer
             log.info("default teacher: the run's copy %s", kept)
-            return load_run_teacher(kept, str(recorded["kind"]), self.dataset)
+            return load_run_teacher(kept, recorded.kind if recorded else "", self.dataset)
         return default_teacher(self.dataset, self.train_device, progress=log.info, show_bar=show)
 
     def _teacher_logits(self, teacher: Teacher) -> torch.Tensor:
@@ -252,43 +227,32 @@ class Search:
         return logits
 
     def _write_run_json(self, teacher: Teacher, logits: torch.Tensor) -> None:
-        previous = self.folder.read() if self.folder.exists() else {}
-        teacher_info = previous.get("teacher")
-        if not teacher_info or teacher_info.get("sha256") != teacher.sha256:
+        previous = self.folder.read() if self.folder.exists() else None
+        teacher_record = previous.teacher if previous is not None else None
+        if teacher_record is None or teacher_record.sha256 != teacher.sha256:
             train_acc = float((logits.argmax(1) == self.brief_data.train.labels).float().mean())
             val = teacher.logits(self.dataset.normalize(self.dataset.val.images)).argmax(1)
             copy = copy_into(teacher, self.folder.path)
-            teacher_info = {
-                "name": teacher.name, "kind": teacher.kind, "source": teacher.path, "file": copy.name,
-                "sha256": teacher.sha256, "train_accuracy": train_acc,
-                "val_accuracy": float((val == self.dataset.val.labels).float().mean()),
-            }
-        c = self.config
-        data = {
-            "created": previous.get("created", _now()),
-            "updated": _now(),
-            "config": {
-                **self.fixed_settings(),
-                "run_dir": str(self.folder.path),
-                "storage": recorded_form(self.storage),
-                "sampler": c.sampler,
-                "seed": c.seed,
-                "budgets": asdict(c.budgets),
-                "train_device": str(self.train_device),
-            },
-            "dataset": {
-                "name": self.dataset.name, "source": self.dataset.source, "fingerprint": self.dataset.fingerprint(),
-                "train": len(self.dataset.train), "brief_train": len(self.brief_data.train),
-                "val": len(self.dataset.val), "test": len(self.dataset.test),
-                "classes": list(self.dataset.class_names), "input_shape": list(self.input_shape),
-                "mean": list(self.dataset.mean), "std": list(self.dataset.std),
-            },
-            "teacher": teacher_info,
-            "device_profile": self.profile.summary(),
-            "space": self.space.summary(),
-            "libraries": library_versions(),
-        }
-        self.folder.write(data)
+            teacher_record = TeacherRecord(
+                name=teacher.name, kind=teacher.kind, source=str(teacher.path), file=copy.name, sha256=teacher.sha256,
+                train_accuracy=train_acc, val_accuracy=float((val == self.dataset.val.labels).float().mean()))
+        c, d = self.config, self.dataset
+        self.folder.write(RunRecord(
+            created=previous.created if previous is not None else _now(),
+            updated=_now(),
+            config=RunConfig(fixed=self.fixed_settings(), run_dir=str(self.folder.path),
+                             storage=recorded_form(self.storage), sampler=c.sampler, seed=c.seed, budgets=c.budgets,
+                             train_device=str(self.train_device)),
+            dataset=DatasetRecord(
+                name=d.name, source=d.source, fingerprint=d.fingerprint(), train=len(d.train),
+                brief_train=len(self.brief_data.train), val=len(d.val), test=len(d.test),
+                classes=tuple(d.class_names), input_shape=tuple(self.input_shape), mean=tuple(d.mean),
+                std=tuple(d.std)),
+            teacher=teacher_record,
+            device_profile=self.profile.summary(),
+            space=self.space.summary(),
+            libraries=library_versions(),
+        ))
 
     def open_study(self) -> Any:
         import warnings
@@ -336,7 +300,7 @@ class Search:
         from hwkd.initial_design import spread_by_cost
 
         trials = study.get_trials(deepcopy=False)
-        if len(trials) >= STARTUP_TRIALS and not any(t.user_attrs.get("planned") and _cut_off(t) for t in trials):
+        if len(trials) >= STARTUP_TRIALS and not any(TrialOutcome.from_trial(t).planned and _cut_off(t) for t in trials):
             return []
         picks = spread_by_cost(self.space, self.num_classes, self.input_shape, STARTUP_TRIALS, self.config.seed)
         if picks and not trials:
@@ -351,7 +315,7 @@ class Search:
         every worker takes the next one from the study."""
         plan = self.startup_plan(study)
         while (params := _next_planned(study, plan)) is not None:
-            study.enqueue_trial(params, user_attrs={"planned": True})
+            study.enqueue_trial(params, user_attrs=planned_attrs())
 
     def run(self, progress: bool | None = None, reports: bool = True) -> SearchSummary:
         """Add trials to the study (`--trials`, in total over `--workers` processes) and write
@@ -388,98 +352,99 @@ class Search:
                 except KeyboardInterrupt:
                     interrupted = True
             counts = objective.counts
-        front_size, table, hint = 0, "", None
+        front: tuple[TrialOutcome, ...] = ()
+        note, hint = "", None
         if reports:
-            from hwkd.report import front_table, write_reports
+            from hwkd.reports import latency_note, write_reports
 
             with deferred_interrupt():  # a second Ctrl-C waits until every report is written
-                _, front = write_reports(self.folder, study)
-            front_size, table = len(front), front_table(front)
-            hint = None if front_size else self._budget_hint(study)
+                report = write_reports(self.folder, study)
+            front, note = report.front, latency_note(report.front)
+            hint = None if front else self._budget_hint(study)
         return SearchSummary(self.folder.path, sum(counts.values()), counts["complete"], counts["infeasible"],
-                             counts["failed"], interrupted, time.monotonic() - start, table, front_size, hint)
+                             counts["failed"], interrupted, time.monotonic() - start, front, note, hint)
 
     def _budget_hint(self, study: Any) -> str | None:
         """Why nothing was trained when every student tried was over a budget: the lowest figures."""
         from optuna.trial import TrialState
 
-        over = [t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-                if "latency_ms" in t.user_attrs]
+        outcomes = [TrialOutcome.from_trial(t) for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))]
+        over = [o for o in outcomes if o.latency_ms is not None]
         b = self.config.budgets
         if not over or not b.active():
             return None
         lowest = []
         if b.max_latency_ms is not None:
-            lowest.append(f"latency {min(a['latency_ms'] for a in over):.3f} ms (--max-latency-ms {b.max_latency_ms:g})")
+            lowest.append(f"latency {min(o.latency_ms or 0 for o in over):.3f} ms "
+                          f"(--max-latency-ms {b.max_latency_ms:g})")
         if b.max_memory_kb is not None:
-            lowest.append(f"peak memory {min(a['peak_memory_bytes'] for a in over) / 1024:.1f} KiB "
+            lowest.append(f"peak memory {min(o.peak_memory_bytes or 0 for o in over) / 1024:.1f} KiB "
                           f"(--max-memory-kb {b.max_memory_kb:g})")
         if b.max_params is not None:
-            lowest.append(f"{min(a['params_bytes'] for a in over) // 4} parameters (--max-params {b.max_params})")
+            lowest.append(f"{min(o.params_bytes or 0 for o in over) // 4} parameters (--max-params {b.max_params})")
         return (f"no student met the budgets: the lowest figures of the {len(over)} students over them are "
                 f"{', '.join(lowest)}; raise the budget or choose a space with smaller students")
 
-    def trial_values(self, trial: Any, logits: torch.Tensor) -> list[float]:
+    def trial_values(self, trial: Any, logits: torch.Tensor, writer: TrialWriter | None = None) -> list[float]:
         """One trial, as an Optuna objective: [val_accuracy, latency_ms] of the student it proposes;
         raises optuna.TrialPruned for a student that is not valid or over a budget (recorded as
-        infeasible, never trained) and TrialFailed for one that cannot be compiled or trained."""
+        infeasible, never trained) and TrialFailed for one that cannot be compiled or trained.
+        Its outcome goes into the trial's user attributes through `writer` as the trial goes."""
         import optuna
 
+        writer = writer or TrialWriter(trial)
         study = trial.study
         started = time.monotonic()
-        trial.set_user_attr("worker", f"{platform.node()}:{os.getpid()}")
+        writer.update(worker=f"{platform.node()}:{os.getpid()}")
         proposed = self.space.suggest(trial)
         try:
             arch = self.space.parse(proposed)
         except ArchitectureError as exc:
-            trial.set_user_attr("arch", proposed)
-            trial.set_user_attr("infeasible", str(exc))
+            writer.update(arch=proposed, infeasible=str(exc))
             log.info("trial %d: not a valid student (%s)", trial.number, exc)
-            raise optuna.TrialPruned(str(exc))
-        trial.set_user_attr("arch", arch)
+            raise optuna.TrialPruned(str(exc)) from None
+        writer.update(arch=arch)
         with torch.random.fork_rng():  # initial weights depend on the student and seed, not on earlier trials
             torch.manual_seed(self.config.brief.seed)
             student = self.space.build(arch, self.num_classes, self.input_shape)
         key = function_key(student)
-        trial.set_user_attr("function_key", key)
+        writer.update(function_key=key)
         earlier = _same_student(study, arch, key)
         if earlier is not None:  # the same function was trained before (by any worker): its result stands
-            for name, value in earlier.user_attrs.items():
-                if name not in ("arch", "duplicate_of", "planned"):
-                    trial.set_user_attr(name, value)
-            trial.set_user_attr("duplicate_of", earlier.number)
-            log.info("trial %d: computes what trial %d computes, result reused", trial.number, earlier.number)
-            return list(earlier.values)
+            mine = writer.outcome
+            writer.update(**{name: value for name, value in earlier.attrs().items()
+                             if name not in ("version", "arch", "worker", "planned", "function_key")},
+                          duplicate_of=earlier.number)
+            log.info("trial %d: computes what trial %d computes, result reused (%s)", trial.number, earlier.number,
+                     mine.arch)
+            return [float(earlier.val_accuracy or 0.0), float(earlier.latency_ms or 0.0)]
         try:
             estimate = self.estimator.estimate_arch(self.space, arch, self.input_shape, self.num_classes)
         except CompileError as exc:
-            trial.set_user_attr("fail_reason", str(exc))
+            writer.update(fail_reason=str(exc))
             log.warning("trial %d failed: %s", trial.number, exc)
             raise TrialFailed(str(exc)) from None
-        for name in ("latency_ms", "model_latency_ms", "peak_memory_bytes", "params_bytes", "macs"):
-            trial.set_user_attr(name, getattr(estimate, name))
-        trial.set_user_attr("latency_source", estimate.source)
-        trial.set_user_attr("latency_calibrated", estimate.calibrated)
-        trial.set_user_attr("latency_expected_error_pct", estimate.expected_error_pct)
+        writer.update(latency_ms=estimate.latency_ms, model_latency_ms=estimate.model_latency_ms,
+                      peak_memory_bytes=estimate.peak_memory_bytes, params_bytes=estimate.params_bytes,
+                      macs=estimate.macs, latency_source=estimate.source, latency_calibrated=estimate.calibrated,
+                      latency_expected_error_pct=estimate.expected_error_pct)
         budgets = self.config.budgets
         # Optuna's own constraints: samplers steer away from infeasible regions
         for name, value in budgets.violations(estimate).items():
             trial.set_constraint(name, value)
         reasons = budgets.reasons(estimate)
         if reasons:
-            trial.set_user_attr("infeasible", "; ".join(reasons))
-            trial.set_user_attr("duration_s", round(time.monotonic() - started, 3))
+            writer.update(infeasible="; ".join(reasons), duration_s=round(time.monotonic() - started, 3))
             log.info("trial %d: %s is over budget (%s), not trained", trial.number, arch, "; ".join(reasons))
             raise optuna.TrialPruned("; ".join(reasons))
         try:
             result = brief_distill(student, self.brief_data, logits, self.config.brief, self.train_device)
         except TrainingDiverged as exc:
-            trial.set_user_attr("fail_reason", str(exc))
+            writer.update(fail_reason=str(exc))
             log.warning("trial %d failed: %s", trial.number, exc)
             raise TrialFailed(str(exc)) from None
-        trial.set_user_attr("train_images_per_s", round(result.images_per_s, 1))
-        trial.set_user_attr("train_seconds", round(result.seconds, 2))
-        trial.set_user_attr("duration_s", round(time.monotonic() - started, 3))
+        writer.update(train_images_per_s=round(result.images_per_s, 1), train_seconds=round(result.seconds, 2),
+                      duration_s=round(time.monotonic() - started, 3))
         log.info("trial %d: val accuracy %.2f%%, %.3f ms (%s), %.1f MMACs, %.0f s  %s", trial.number,
                  100 * result.val_accuracy, estimate.latency_ms, estimate.source, estimate.macs / 1e6,
                  time.monotonic() - started, arch)
@@ -503,15 +468,16 @@ class _Objective:
         import optuna
 
         outcome = "failed"
+        writer = TrialWriter(trial)
         try:
-            values = self.search.trial_values(trial, self.logits)
+            values = self.search.trial_values(trial, self.logits, writer)
             outcome = "complete"
             return values
         except optuna.TrialPruned:
             outcome = "infeasible"
             raise
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", INTERRUPTED)
+            writer.update(fail_reason=INTERRUPTED)
             raise
         finally:
             self.counts[outcome] += 1
@@ -523,7 +489,7 @@ INTERRUPTED = "interrupted by the user"
 def _cut_off(trial: Any) -> bool:
     """A trial failed by a Ctrl-C or a dead worker (heartbeat), not by its student: its work is
     to be done again."""
-    reason = trial.user_attrs.get("fail_reason")
+    reason = TrialOutcome.from_trial(trial).fail_reason
     return trial.state.name == "FAIL" and (reason is None or reason == INTERRUPTED)
 
 
@@ -537,14 +503,14 @@ def _next_planned(study: Any, plan: list[dict[str, Any]]) -> dict[str, Any] | No
     return None
 
 
-def _same_student(study: Any, arch: str, key: str) -> Any | None:
+def _same_student(study: Any, arch: str, key: str) -> TrialOutcome | None:
     """A completed, trained trial of the study whose student computes the same function."""
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        attrs = t.user_attrs
-        if "duplicate_of" not in attrs and (attrs.get("function_key") == key or attrs.get("arch") == arch):
-            return t
+        outcome = TrialOutcome.from_trial(t)
+        if outcome.duplicate_of is None and (outcome.function_key == key or outcome.arch == arch):
+            return outcome
     return None
 
 

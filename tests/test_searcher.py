@@ -13,12 +13,13 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-import hwkd.search as search_module
-from hwkd.distill.brief import TrainingDiverged
-from hwkd.distill.config import BriefConfig
+import hwkd.searcher as search_module
+from hwkd.distillation.brief import TrainingDiverged
+from hwkd.distillation.config import BriefConfig
 from hwkd.errors import HwkdError, RunError
+from hwkd.reports import front_table
 from hwkd.run_folder import STUDY_NAME
-from hwkd.search import Budgets, Search, SearchConfig
+from hwkd.searcher import Budgets, Search, SearchConfig
 from hwkd.teacher import TeacherRecipe
 
 BRIEF = BriefConfig(steps=40, batch_size=64)
@@ -345,7 +346,7 @@ def test_a_second_ctrl_c_waits_until_every_report_is_written(tmp_path: Path, tea
     import os
     import signal
 
-    import hwkd.report as report_module
+    import hwkd.reports as report_module
 
     real_png = report_module._plot_png
 
@@ -379,4 +380,4 @@ def test_a_calibrated_profile_s_expected_error_reaches_trials_csv_and_the_report
     summary = Search(make_config(run, teacher_file, device=str(path), trials=2)).run(progress=False)
     tried = pd.read_csv(run / "trials.csv").dropna(subset=["latency_ms"])
     assert len(tried) == 2 and tried.latency_calibrated.all() and (tried.latency_expected_error_pct == 3.2).all()
-    assert "latency: cost model, calibrated: median error 3.2 %" in summary.front_table
+    assert "latency: cost model, calibrated: median error 3.2 %" in front_table(summary.front)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hwkd.errors import HwkdError
+
 
 @dataclass(frozen=True)
 class BriefConfig:
@@ -35,3 +37,24 @@ class FullConfig:
     student_layers: tuple[str, ...] = ()
     augment: bool = True
     seed: int = 0
+
+    def check(self) -> None:
+        """Every bad value at once, as one line."""
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"--epochs {self.epochs}: must be at least 1")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size {self.batch_size}: must be at least 1")
+        if not self.lr > 0:
+            problems.append(f"--lr {self.lr}: must be > 0")
+        if not self.temperature > 0:
+            problems.append(f"--temperature {self.temperature}: must be > 0")
+        if not 0 <= self.alpha <= 1:
+            problems.append(f"--alpha {self.alpha}: must be in [0, 1]")
+        if self.transfer not in TRANSFERS:
+            problems.append(f"--transfer {self.transfer!r}: choose {', '.join(TRANSFERS[:-1])} or {TRANSFERS[-1]}")
+        if problems:
+            raise HwkdError("; ".join(problems))
+
+
+TRANSFERS = ("none", "feature", "attention")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hwkd.distill.losses import kd_loss
+from hwkd.distillation.losses import kd_loss
 
 
 def test_without_a_teacher_it_is_cross_entropy() -> None:

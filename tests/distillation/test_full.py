@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import hwkd.distill.full as full_module
+import hwkd.distillation.full as full_module
 from hwkd.data.datasets import Split
-from hwkd.distill.brief import TrainingDiverged
-from hwkd.distill.config import FullConfig
-from hwkd.distill.full import full_distill, lr_at
+from hwkd.distillation.brief import TrainingDiverged
+from hwkd.distillation.config import FullConfig
+from hwkd.distillation.full import full_distill, lr_at
 from hwkd.errors import HwkdError
 from hwkd.spaces import load_space
 from hwkd.teacher import load_teacher_file

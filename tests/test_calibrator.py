@@ -141,7 +141,6 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, board_twice_as_slow,
 
 
 def test_an_unreachable_board_is_one_line(board_file, tmp_path, capsys) -> None:
-    import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

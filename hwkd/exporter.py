@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from hwkd.cache import sha256_file
 from hwkd.data.datasets import Dataset
 from hwkd.distill_trial import load_student
 from hwkd.errors import HwkdError, RunError
 from hwkd.run_folder import library_versions, write_atomic
-from hwkd.run_trial import RunContext, TrialRecord, load_trial, open_context
-from hwkd.cache import sha256_file
+from hwkd.run_trial import RunContext, load_trial, open_context
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def export_trial(run: str | Path, number: int, formats: list[str], out: str | Pa
     labels = dataset.test.labels.numpy()
     with torch.no_grad():
         torch_logits = torch.cat([student(test_x[i : i + 500]) for i in range(0, len(test_x), 500)]).numpy()
-    distilled = context.distilled_result(number) or {}
+    distilled = context.distilled_result(number)
     outcome = ExportOutcome(out_dir, {})
     accuracy: dict[str, float] = {"torch": _accuracy(torch_logits, labels)}
     files: dict[str, Any] = {}
@@ -101,11 +101,11 @@ def export_trial(run: str | Path, number: int, formats: list[str], out: str | Pa
         "space": context.space.name,
         "device": context.profile.summary(),
         "input": {"name": "input", "shape": list(context.input_shape), "dtype": "float32",
-                  "mean": context.info["dataset"]["mean"], "std": context.info["dataset"]["std"],
+                  "mean": list(context.record.dataset.mean), "std": list(context.record.dataset.std),
                   "scaling": "pixels / 255, then (x - mean) / std per channel"},
         "classes": list(dataset.class_names),
         "test_accuracy": accuracy,
-        "teacher_test_accuracy": distilled.get("teacher_test_accuracy"),
+        "teacher_test_accuracy": distilled.teacher_test_accuracy if distilled else None,
         "brief_val_accuracy": trial.val_accuracy,
         "latency_ms": trial.latency_ms,
         "latency_source": trial.latency_source,
@@ -215,7 +215,7 @@ def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, te
     graph = torch_to_relax(student, context.input_shape)
     compiled = compile_student(Lowerer().lower(graph), graph.params, profile)
     params = out_dir / "student_params.npz"
-    np.savez(params, **{f"p{i:03d}": w for i, w in enumerate(compiled.weights)})
+    np.savez(params, *[], **{f"p{i:03d}": w for i, w in enumerate(compiled.weights)})  # type: ignore[arg-type]
     compiler = cross_compiler(profile)
     info: dict[str, Any] = {
         "target": profile.target,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import subprocess
 import sys
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,17 +16,17 @@ import pandas as pd
 import pytest
 import torch
 
-import hwkd.export as export_module
+import hwkd.exporter as export_module
 from hwkd.cli import main
-from hwkd.distill.brief import evaluate
 from hwkd.distill_trial import load_student
+from hwkd.distillation.brief import evaluate
+from hwkd.distillation.config import BriefConfig
 from hwkd.errors import HwkdError, RunError
-from hwkd.export import export_trial, parse_formats
+from hwkd.exporter import export_trial, parse_formats
 from hwkd.profiles import load_profile
-from hwkd.report import proxy_fidelity
+from hwkd.reports import proxy_fidelity
 from hwkd.run_trial import load_trial, open_context
-from hwkd.search import Budgets, Search, SearchConfig
-from hwkd.distill.config import BriefConfig
+from hwkd.searcher import Budgets, Search, SearchConfig
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from hwkd.data.datasets import Dataset, Split
-from hwkd.distill.config import BriefConfig
-from hwkd.threads import fit_threads
-from hwkd.distill.losses import kd_loss
+from hwkd.distillation.config import BriefConfig
+from hwkd.distillation.losses import kd_loss
 from hwkd.errors import HwkdError
+from hwkd.threads import fit_threads
 
 
 class TrainingDiverged(HwkdError):
@@ -77,7 +77,7 @@ def brief_distill(
         fit_threads()  # only the cores other processes leave free: spinning threads beside them stall
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
-    student.to(device=device, memory_format=torch.channels_last).train()
+    student.to(device=device, memory_format=torch.channels_last).train()  # type: ignore[call-overload]  # stubs omit memory_format
     optimizer = torch.optim.SGD(student.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
                                 weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps,

@@ -9,14 +9,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from hwkd.errors import RunError
+from hwkd.records import RunRecord, TrialOutcome
 from hwkd.run_folder import STUDY_NAME, RunFolder, write_atomic
 
 log = logging.getLogger(__name__)
@@ -44,48 +46,36 @@ def load_study(folder: RunFolder) -> Any:
                        "or, for PostgreSQL, PGPASSWORD or ~/.pgpass, never from run.json") from None
 
 
-def trials_frame(study: Any) -> pd.DataFrame:
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        if t.state.name == "WAITING":  # queued opening students: not tried yet
-            continue
-        attrs = t.user_attrs
-        values = t.values or [None, None]
-        rows.append({
-            "trial": t.number,
-            "state": {"PRUNED": "INFEASIBLE"}.get(t.state.name, t.state.name),
-            "arch": attrs.get("arch"),
-            "val_accuracy": values[0],
-            "latency_ms": attrs.get("latency_ms", values[1]),
-            "latency_source": attrs.get("latency_source"),
-            "latency_calibrated": attrs.get("latency_calibrated", False),
-            "latency_expected_error_pct": attrs.get("latency_expected_error_pct"),
-            "model_latency_ms": attrs.get("model_latency_ms"),
-            "peak_memory_bytes": attrs.get("peak_memory_bytes"),
-            "params_bytes": attrs.get("params_bytes"),
-            "macs": attrs.get("macs"),
-            "duration_s": attrs.get("duration_s"),
-            "train_images_per_s": attrs.get("train_images_per_s"),
-            "duplicate_of": attrs.get("duplicate_of"),
-            "function_key": attrs.get("function_key"),
-            "reason": attrs.get("infeasible") or attrs.get("fail_reason"),
-            "full_test_accuracy": None,  # filled from RUN/distilled by write_reports
-        })
+@dataclass(frozen=True)
+class Report:
+    """What `hwkd report` shows: every trial that ran, the front, and the fully distilled students."""
+
+    trials: tuple[TrialOutcome, ...]
+    front: tuple[TrialOutcome, ...]  # best accuracy first
+    full_test_accuracy: Mapping[int, float]  # trial -> test accuracy after `hwkd distill`
+    fidelity: ProxyFidelity | None
+
+    def frame(self) -> pd.DataFrame:
+        """The trials as trials.csv holds them."""
+        return trials_frame(self.trials, self.full_test_accuracy)
+
+    def state_counts(self) -> dict[str, int]:
+        return dict(Counter(t.state for t in self.trials))
+
+
+def trials_frame(trials: Sequence[TrialOutcome], full: Mapping[int, float] | None = None) -> pd.DataFrame:
+    full = full or {}
+    rows = [{**{column: getattr(t, column, None) for column in COLUMNS}, "trial": t.number, "reason": t.reason,
+             "latency_calibrated": t.latency_calibrated, "full_test_accuracy": full.get(t.number)} for t in trials]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def pareto_front(trials: pd.DataFrame) -> pd.DataFrame:
-    """Completed, not-duplicate trials that no other beats on both accuracy and latency."""
-    done = trials[(trials.state == "COMPLETE") & trials.duplicate_of.isna()].copy()
-    if done.empty:
-        return done
-    done = done.sort_values(["latency_ms", "val_accuracy"], ascending=[True, False])
-    front, best = [], -1.0
-    for _, row in done.iterrows():
-        if row.val_accuracy > best:
-            front.append(row)
-            best = row.val_accuracy
-    return pd.DataFrame(front).sort_values("val_accuracy", ascending=False).reset_index(drop=True)
+def pareto_front(study: Any) -> tuple[TrialOutcome, ...]:
+    """Trained students no other beats on both accuracy and latency (Optuna's `best_trials`, which
+    keeps only feasible trials), without repeats of a student trained before; best accuracy first."""
+    front = [TrialOutcome.from_trial(t) for t in study.best_trials]
+    front = [t for t in front if t.duplicate_of is None and t.val_accuracy is not None]
+    return tuple(sorted(front, key=lambda t: (-(t.val_accuracy or 0.0), t.latency_ms or 0.0, t.number)))
 
 
 @dataclass(frozen=True)
@@ -107,12 +97,14 @@ MIN_FIDELITY_STUDENTS = 3
 def full_accuracies(folder: RunFolder) -> dict[int, float]:
     """Test accuracy of each fully distilled trial (RUN/distilled/trial-N/result.json)."""
     out = {}
-    for path in sorted((folder.path / "distilled").glob("trial-*/result.json")):
+    for number in folder.distilled_trials():
         try:
-            data = json.loads(path.read_text())
-            out[int(data["trial"])] = float(data["test_accuracy"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("%s is unreadable (%s); left out of the report", path, exc)
+            record = folder.read_distilled(number)
+        except RunError as exc:
+            log.warning("%s; left out of the report", exc)
+            continue
+        if record is not None:
+            out[number] = record.test_accuracy
     return out
 
 
@@ -127,22 +119,27 @@ def proxy_fidelity(trials: pd.DataFrame) -> ProxyFidelity | None:
     return ProxyFidelity(len(both), spearman(brief, full), kendall(brief, full))
 
 
-def write_reports(folder: RunFolder, study: Any | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build_report(folder: RunFolder, study: Any | None = None) -> Report:
     study = study if study is not None else load_study(folder)
-    trials = trials_frame(study)
+    trials = tuple(TrialOutcome.from_trial(t) for t in study.get_trials(deepcopy=False)
+                   if t.state.name != "WAITING")  # queued opening students: not tried yet
     full = full_accuracies(folder)
-    trials["full_test_accuracy"] = [full.get(int(n)) for n in trials.trial]
-    front = pareto_front(trials)
+    return Report(trials, pareto_front(study), full, proxy_fidelity(trials_frame(trials, full)))
+
+
+def write_reports(folder: RunFolder, study: Any | None = None) -> Report:
+    """trials.csv, pareto.csv and the plots; the report they show."""
+    report = build_report(folder, study)
+    trials = report.frame()
+    front = trials_frame(report.front, report.full_test_accuracy)
     write_atomic(folder.file("trials.csv"), trials.to_csv(index=False))
     write_atomic(folder.file("pareto.csv"), front.to_csv(index=False))
-    info = folder.read() if folder.exists() else {}
-    title = _title(info)
+    title = _title(folder.read()) if folder.exists() else ""
     _plot_png(folder, trials, front, title)
     _plot_html(folder, trials, front, title)
-    fidelity = proxy_fidelity(trials)
-    if fidelity is not None:
-        _plot_fidelity(folder, trials, fidelity)
-    return trials, front
+    if report.fidelity is not None:
+        _plot_fidelity(folder, trials, report.fidelity)
+    return report
 
 
 def _plot_fidelity(folder: RunFolder, trials: pd.DataFrame, fidelity: ProxyFidelity) -> None:
@@ -168,9 +165,9 @@ def _plot_fidelity(folder: RunFolder, trials: pd.DataFrame, fidelity: ProxyFidel
     partial.replace(folder.file("fidelity.png"))
 
 
-def _title(info: dict[str, Any]) -> str:
-    config = info.get("config", {})
-    return f"{config.get('space', '?')} on {config.get('device', '?')} — {config.get('data', '?')} data"
+def _title(record: RunRecord) -> str:
+    fixed = record.fixed
+    return f"{fixed.space} on {fixed.device} — {fixed.data} data"
 
 
 def _plot_png(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, title: str) -> None:
@@ -194,7 +191,7 @@ def _plot_png(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, titl
         for _, row in ordered.iterrows():
             ax.annotate(f"#{int(row.trial)}", (row.latency_ms, 100 * row.val_accuracy), textcoords="offset points",
                         xytext=(4, 4), fontsize=8, color="#1f6feb")
-    ax.set_xlabel(f"latency (ms, {latency_note(done)})")
+    ax.set_xlabel(f"latency (ms, {_latency_note(done)})")
     ax.set_ylabel("validation accuracy after brief distillation (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -226,33 +223,42 @@ def _plot_html(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, tit
         fig.add_trace(go.Scatter(x=ordered.latency_ms, y=100 * ordered.val_accuracy, mode="lines+markers",
                                  line={"shape": "hv", "color": "#1f6feb"}, name="Pareto front",
                                  hovertext=hover(ordered), hoverinfo="text"))
-    fig.update_layout(title=title, xaxis_title=f"latency (ms, {latency_note(done)})", yaxis_title="validation accuracy (%)",
+    fig.update_layout(title=title, xaxis_title=f"latency (ms, {_latency_note(done)})", yaxis_title="validation accuracy (%)",
                       template="plotly_white")
     write_atomic(folder.file("pareto.html"), fig.to_html(include_plotlyjs=True, full_html=True))
 
 
-def latency_note(trials: pd.DataFrame) -> str:
+def _latency_note(trials: pd.DataFrame) -> str:
+    return latency_note([TrialOutcome(number=-1, state="", latency_source=r.latency_source,
+                                      latency_expected_error_pct=r.latency_expected_error_pct)
+                         for r in trials.itertuples()])
+
+
+def latency_note(trials: Sequence[TrialOutcome]) -> str:
     """How far the latencies of `trials` can be trusted, in a few words."""
-    sources = sorted(str(s) for s in trials.latency_source.dropna().unique()) or ["model"]
+    sources = sorted({str(t.latency_source) for t in trials if isinstance(t.latency_source, str)}) or ["model"]
     if sources == ["measured"]:
         return "measured on the device"
-    modeled = trials[trials.latency_source != "measured"]
-    errors = modeled.latency_expected_error_pct.dropna() if "latency_expected_error_pct" in modeled else []
-    if len(errors):
-        trust = f"cost model, calibrated: median error {float(errors.iloc[0]):.1f} %"
+    errors = [t.latency_expected_error_pct for t in trials
+              if t.latency_source != "measured" and t.latency_expected_error_pct is not None
+              and t.latency_expected_error_pct == t.latency_expected_error_pct]  # NaN from a frame: unknown
+    if errors:
+        trust = f"cost model, calibrated: median error {float(errors[0]):.1f} %"
     else:
         trust = "cost model, uncalibrated: error unknown (hwkd calibrate fits it to your board)"
     return trust if sources == ["model"] else f"{trust}; some measured"
 
 
-def front_table(front: pd.DataFrame) -> str:
-    if front.empty:
+def front_table(front: Sequence[TrialOutcome]) -> str:
+    if not front:
         return "no trained student yet"
-    lines = [f"{'trial':>5} {'val_acc':>8} {'latency_ms':>11} {'source':<8} {'mem_KiB':>8} {'MMACs':>7} {'params_k':>8}  arch"]
-    for r in front.itertuples():
+    lines = [f"{'trial':>5} {'val_acc':>8} {'latency_ms':>11} {'source':<8} {'mem_KiB':>8} {'MMACs':>7} "
+             f"{'params_k':>8}  arch"]
+    for r in front:
         lines.append(
-            f"{int(r.trial):>5} {100 * r.val_accuracy:>7.2f}% {r.latency_ms:>11.3f} {str(r.latency_source):<8} "
-            f"{(r.peak_memory_bytes or 0) / 1024:>8.0f} {(r.macs or 0) / 1e6:>7.2f} {(r.params_bytes or 0) / 4e3:>8.1f}  {r.arch}"
+            f"{r.number:>5} {100 * (r.val_accuracy or 0):>7.2f}% {r.latency_ms or 0:>11.3f} {str(r.latency_source):<8} "
+            f"{(r.peak_memory_bytes or 0) / 1024:>8.0f} {(r.macs or 0) / 1e6:>7.2f} {(r.params_bytes or 0) / 4e3:>8.1f}"
+            f"  {r.arch}"
         )
     lines.append(f"latency: {latency_note(front)}")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Full distillation of a chosen student: the teacher runs on every augmented batch.
 
 Loss: Hinton KD (`alpha * T^2 * KL + (1 - alpha) * CE`) plus, as an option, feature or attention
-transfer between paired layers (`hwkd.distill.features`). SGD with Nesterov momentum, linear
+transfer between paired layers (`hwkd.distillation.features`). SGD with Nesterov momentum, linear
 warm-up then cosine decay, set per step from the step number (so a resumed run continues the
 same schedule). A checkpoint is written atomically after every epoch; a run started again with
 the same settings continues from the last one.
@@ -23,14 +23,14 @@ import torch
 from torch import nn
 
 from hwkd.data.datasets import Dataset
-from hwkd.distill.brief import TrainingDiverged, evaluate
-from hwkd.distill.config import FullConfig
-from hwkd.distill.features import Transfer, feature_points, pair_layers, tap, trace
-from hwkd.distill.losses import kd_loss
+from hwkd.distillation.brief import TrainingDiverged, evaluate
+from hwkd.distillation.config import FullConfig
+from hwkd.distillation.features import Transfer, feature_points, pair_layers, tap, trace
+from hwkd.distillation.losses import kd_loss
 from hwkd.errors import HwkdError, error_line
 from hwkd.progress import progress_bar
-from hwkd.threads import fit_threads
 from hwkd.teacher import augment
+from hwkd.threads import fit_threads
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ def full_distill(
 ) -> FullResult:
     """Train `student` in place; `identity` (arch, teacher hash, ...) must match to resume."""
     torch.manual_seed(config.seed)
-    student.to(device=device, memory_format=torch.channels_last)  # much faster convs on CPU (oneDNN)
+    # channels-last: much faster convs on CPU (oneDNN); torch's stubs omit Module.to's memory_format
+    student.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     pairs: list = []
     student_tap: nn.Module = student
     teacher_tap: nn.Module | None = None
@@ -88,7 +89,7 @@ def full_distill(
         teacher_tap = tap(t_graph, [t.name for t, _ in pairs]).to(device).eval()
         student_tap = tap(s_graph, [s.name for _, s in pairs]).to(device)
     elif teacher_module is not None:
-        teacher_tap = teacher_module.to(device=device, memory_format=torch.channels_last).eval()
+        teacher_tap = teacher_module.to(device=device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
     transfer = Transfer(config.transfer, pairs).to(device)
     params = list(student.parameters()) + list(transfer.parameters())
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)

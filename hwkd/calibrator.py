@@ -1,4 +1,4 @@
-"""`hwkd calibrate`: a device profile fitted to latencies measured on the user's own board.
+"""`hwkd calibrate` (`hwkd.calibrator`): a device profile fitted to latencies measured on the user's own board.
 
 Two ways in: a CSV of measurements the user took with any runtime (`--measurements`), or N
 students hwkd picks over the space's latency range and measures itself, here for `host` or over
@@ -8,23 +8,20 @@ and nothing is written unless the fit succeeded. The fit itself is `hwkd.latency
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime
 import io
 import math
 import random
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hwkd.errors import ConfigError, HwkdError, error_line
-from hwkd.estimate_cli import parse_input_shape
 from hwkd.profiles import PROFILE_SUFFIXES, CalibrationInfo, DeviceProfile
 
 if TYPE_CHECKING:
-    from hwkd.latency.calibration import CostBreakdown
+    from hwkd.latency.calibration import CostBreakdown, Fit
     from hwkd.latency.estimator import Estimator
     from hwkd.spaces import SearchSpace
 
@@ -86,54 +83,85 @@ def read_measurements(path: Path, space: SearchSpace) -> list[Measured]:
     return rows
 
 
-def run_calibrate(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """What `hwkd calibrate` takes: a base profile, where the measurements come from, the output."""
+
+    device: str
+    out: str
+    measurements: str | None = None  # a CSV of arch or onnx, latency_ms
+    runtime: str | None = None  # what ran the measured students; needed with `measurements`
+    measure: int | None = None  # or: students hwkd picks and measures itself
+    space: str = DEFAULT_SPACE
+    input_shape: tuple[int, ...] | None = None  # None: the space's own
+    num_classes: int = 10
+    threads: int | None = None
+    seed: int = 0
+    force: bool = False  # replace `out`
+
+
+@dataclass(frozen=True)
+class CalibrationOutcome:
+    profile: DeviceProfile  # the calibrated profile, as written to `path`
+    path: Path
+    fit: Fit
+    measured: tuple[Measured, ...]
+    source: str  # the CSV, or where hwkd measured ("local", host:port)
+    runtime: str
+
+
+def calibrate(config: CalibrateConfig, show: bool = False) -> CalibrationOutcome:
+    """Fit `config.device`'s cost constants to measurements and write the calibrated profile;
+    `show`: progress bars on the terminal."""
     from hwkd.latency.calibration import MIN_MEASUREMENTS, breakdown, calibrated_profile, fit
     from hwkd.latency.estimator import Estimator
     from hwkd.profiles import load_profile, profile_to_dict
     from hwkd.progress import progress_bar
     from hwkd.spaces import load_space
 
-    base = load_profile(args.device)
-    if args.threads is not None:
-        base = base.with_threads(args.threads)
-    out = _check_out(args.out, args.force)
-    shape = parse_input_shape(args.input_shape)
-    if args.num_classes < 1:
-        raise HwkdError(f"--num-classes {args.num_classes}: must be at least 1")
-    space = load_space(args.space or DEFAULT_SPACE)
-    show = sys.stderr.isatty()
-    if (args.runtime or "tvm") != "tvm" and base.cost.model == "schedule":
+    base = load_profile(config.device)
+    if config.threads is not None:
+        base = base.with_threads(config.threads)
+    out = _check_out(config.out, config.force)
+    shape = config.input_shape
+    if config.num_classes < 1:
+        raise HwkdError(f"--num-classes {config.num_classes}: must be at least 1")
+    if (config.measurements is None) == (config.measure is None):
+        raise HwkdError("give one of --measurements CSV (your own measurements) or --measure N (hwkd measures)")
+    space = load_space(config.space)
+    if (config.runtime or "tvm") != "tvm" and base.cost.model == "schedule":
         # another runtime's kernels are not hwkd's schedule: model them by their work (cost_model.py)
         base = replace(base, cost=replace(base.cost, model="roofline"))
     estimator = Estimator(base, "model")
 
-    if args.measurements:
-        source = str(args.measurements)
-        if not args.runtime:
+    if config.measurements is not None:
+        source = str(config.measurements)
+        if not config.runtime:
             raise HwkdError("--runtime is needed with --measurements: what ran the students (tvm for hwkd's own "
                             "library, onnxruntime, tflite, ncnn, ...); it picks the cost model that is fitted")
-        runtime = args.runtime
-        measured = read_measurements(Path(args.measurements), space)
+        runtime = config.runtime
+        measured = read_measurements(Path(config.measurements), space)
         if len(measured) < MIN_MEASUREMENTS:
             raise HwkdError(f"--measurements {source}: {len(measured)} measurement(s); calibration needs at least "
                             f"{MIN_MEASUREMENTS} (5-10 students spread over the latency range are enough)")
     else:
-        if args.measure < MIN_MEASUREMENTS:
-            raise HwkdError(f"--measure {args.measure}: calibration needs at least {MIN_MEASUREMENTS} students")
-        runtime = args.runtime or "tvm"
+        count = int(config.measure or 0)
+        if count < MIN_MEASUREMENTS:
+            raise HwkdError(f"--measure {count}: calibration needs at least {MIN_MEASUREMENTS} students")
+        runtime = config.runtime or "tvm"
         if runtime != "tvm":
             raise HwkdError(f"--runtime {runtime}: hwkd measures its own TVM library; give measurements of "
                             "another runtime with --measurements")
-        measured, source = _measure(base, space, shape, args.num_classes, args.measure, args.seed, estimator, show)
+        measured, source = _measure(base, space, shape, config.num_classes, count, config.seed, estimator, show)
 
     parts = []
     with progress_bar(len(measured), "lowering", "student", show) as bar:
         for m in measured:
             try:
-                lowered = (estimator.lowered_arch(space, m.arch, shape, args.num_classes) if m.arch
+                lowered = (estimator.lowered_arch(space, m.arch, shape, config.num_classes) if m.arch
                            else estimator.lowered_onnx(str(m.onnx), shape))
             except HwkdError as exc:
-                where = f"{args.measurements}:{m.line}: " if m.line else ""
+                where = f"{config.measurements}:{m.line}: " if m.line else ""
                 raise HwkdError(f"{where}{m.label}: {exc}") from None
             parts.append(breakdown(lowered.kernels, base))
             bar.update()
@@ -147,17 +175,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
     )
     profile = calibrated_profile(base, result, info, out.stem, keep_measuring=runtime == "tvm")
     _write_profile(out, profile_to_dict(profile))
-    if not args.measurements:
+    if config.measurements is None:
         _write_measured(out.with_suffix(".measurements.csv"), measured, parts)
-
-    scales = ", ".join(f"{k} x{v:.2f}" for k, v in result.multipliers.items())
-    print(f"calibrated {base.name} from {len(measured)} measurements ({source}; {runtime}, "
-          f"{base.runtime.threads} threads)")
-    print(f"  leave-one-out median error {result.loo_median_abs_error_pct:.1f} % "
-          f"(uncalibrated {result.uncalibrated_median_abs_error_pct:.1f} %), Spearman {result.loo_spearman:.3f}")
-    print(f"  multipliers of the datasheet model: {scales}")
-    print(f"wrote {out} (use it with --device {out})")
-    return 0
+    return CalibrationOutcome(profile, out, result, tuple(measured), source, runtime)
 
 
 def _check_out(text: str, force: bool) -> Path:

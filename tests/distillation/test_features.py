@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hwkd.distill.features import (
+from hwkd.distillation.features import (
     Transfer,
     attention_map,
     feature_points,

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from hwkd.data import load_dataset
-from hwkd.distill.brief import TrainingDiverged, brief_distill, brief_indices, brief_subset, evaluate, pick_device
-from hwkd.distill.config import BriefConfig
+from hwkd.distillation.brief import TrainingDiverged, brief_distill, brief_indices, brief_subset, evaluate, pick_device
+from hwkd.distillation.config import BriefConfig
 from hwkd.errors import HwkdError
 from hwkd.spaces import load_space
 
