@@ -203,6 +203,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    _add_config(p)
     p.set_defaults(handler=_cmd_distill)
 
 
@@ -213,6 +214,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="onnx,onnx-int8,tvm", help="any of onnx, onnx-int8, tvm (default: all)")
     p.add_argument("--out", help="output folder (default RUN/export/trial-N)")
     p.add_argument("--force", action="store_true", help="replace the files of an existing output folder")
+    _add_config(p)
     p.set_defaults(handler=_cmd_export)
 
 
@@ -257,6 +259,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                    "the cores (default 1); more machines join with the same command and --storage")
     p.add_argument("--heartbeat-s", type=int, default=60, help="seconds between a worker's heartbeats; a trial "
                    "silent for twice as long (its worker died) is failed and run again once (default 60)")
+    _add_config(p)
     p.set_defaults(handler=_cmd_search)
 
 
@@ -302,6 +305,7 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
         help="auto measures where the profile can (host, rpc) and models elsewhere",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per result, in input order")
+    _add_config(p)
     p.set_defaults(handler=_cmd_estimate)
 
 
@@ -329,7 +333,20 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
                    "library; default with --measure), onnxruntime, tflite, ncnn, ... Another runtime than tvm is "
                    "modeled by its kernels' work (cost_model.model: roofline) and never measured with TVM")
     p.add_argument("--seed", type=int, default=0, help="which students --measure picks")
+    _add_config(p)
     p.set_defaults(handler=_cmd_calibrate)
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE.yaml", help="settings from a YAML file whose keys are this command's "
+                   "long flags (e.g. max-latency-ms: 15); flags on the command line win")
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,7 +364,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from hwkd.config_file import expand_config
+
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = expand_config(argv, _subcommands(parser))
+    except HwkdError as exc:
+        command = next((a for a in argv if a in _subcommands(parser)), "")
+        print(f"hwkd {command}: error: {exc}".replace("hwkd : ", "hwkd: "), file=sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,

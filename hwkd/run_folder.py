@@ -34,6 +34,10 @@ class RunFolder:
         return self.path / "run.json"
 
     @property
+    def config_yaml(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
     def teacher_logits(self) -> Path:
         return self.path / "teacher_logits.pt"
 

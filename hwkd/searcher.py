@@ -32,6 +32,7 @@ import torch
 from hwkd.data.datasets import Dataset, load_dataset
 from hwkd.distillation.brief import TrainingDiverged, brief_distill, brief_subset, pick_device
 from hwkd.distillation.config import BriefConfig
+from hwkd.config_file import dump_config
 from hwkd.errors import ArchitectureError, CompileError, HwkdError, RunError, error_line
 from hwkd.file_lock import file_lock
 from hwkd.latency.estimator import Estimator
@@ -48,7 +49,7 @@ from hwkd.records import (
     TrialWriter,
     planned_attrs,
 )
-from hwkd.run_folder import STUDY_NAME, RunFolder, library_versions
+from hwkd.run_folder import STUDY_NAME, RunFolder, library_versions, write_atomic
 from hwkd.spaces import SearchSpace, load_space
 from hwkd.spaces.equivalence import function_key
 from hwkd.storage import check_storage, default_url, hide_secrets, masked, recorded_form, requested_storage
@@ -114,6 +115,23 @@ class SearchConfig:
             problems.append(f"--lr {b.lr}: must be > 0")
         if problems:
             raise HwkdError("; ".join(problems))
+
+    def as_flags(self) -> dict[str, Any]:
+        """The configuration as `hwkd search` flags (without dashes), as `--config` takes it back;
+        the storage URL without its password."""
+        from hwkd.storage import recorded_form, requested_storage
+
+        b, r = self.brief, self.budgets
+        return {
+            "device": self.device, "space": self.space, "data": self.data, "data-dir": self.data_dir,
+            "teacher": self.teacher, "run-dir": str(self.resolved_run_dir()),
+            "storage": recorded_form(requested_storage(self.storage)), "trials": self.trials,
+            "timeout": self.timeout_s, "sampler": self.sampler, "seed": self.seed,
+            "max-latency-ms": r.max_latency_ms, "max-memory-kb": r.max_memory_kb, "max-params": r.max_params,
+            "steps": b.steps, "batch-size": b.batch_size, "lr": b.lr, "temperature": b.temperature, "alpha": b.alpha,
+            "train-device": self.train_device, "latency-source": self.latency_source, "threads": self.threads,
+            "workers": self.workers, "heartbeat-s": self.heartbeat_s,
+        }
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir:
@@ -190,6 +208,7 @@ class Search:
         teacher = self._teacher(show)
         logits = self._teacher_logits(teacher)
         self._write_run_json(teacher, logits)
+        write_atomic(self.folder.config_yaml, dump_config(self.config.as_flags()))
         return teacher, logits
 
     def _teacher(self, show: bool = False) -> Teacher:
