@@ -31,7 +31,7 @@ from hwkd.data import load_dataset
 from hwkd.distillation.brief import brief_distill, brief_indices, brief_subset, evaluate
 from hwkd.distillation.config import BriefConfig
 from hwkd.distillation.losses import kd_loss
-from hwkd.initial_design import count_macs
+from hwkd.initial_design import torch_macs
 from hwkd.searcher import DEFAULT_TRIALS
 from hwkd.spaces import load_space
 from hwkd.teacher import DefaultTeacher, default_teacher
@@ -81,7 +81,7 @@ def speed(dataset, teachers: list[tuple[str, Callable[[torch.Tensor], torch.Tens
         cached[name] = brief_distill(student, dataset, logits, config, cpu).images_per_s
     for teacher_name, teacher_forward, logits_seconds in teachers:
         amortized = logits_seconds / DEFAULT_TRIALS  # seconds per trial of a default search
-        print(f"\n   teacher: {teacher_name}, {count_macs(teacher_forward, dataset.input_shape) / 1e6:.2f} MMACs "
+        print(f"\n   teacher: {teacher_name}, {torch_macs(teacher_forward, dataset.input_shape) / 1e6:.2f} MMACs "
               f"per image; its outputs on the {shared} training images brief distillation uses: {logits_seconds:.1f} s once per run "
               f"({amortized:.1f} s per trial over a default {DEFAULT_TRIALS}-trial search)")
         print(f"   {'student':<8} {'MMACs':>6} {'cached img/s':>13} {'+ amortized':>12} {'plain img/s':>12} "
@@ -90,7 +90,7 @@ def speed(dataset, teachers: list[tuple[str, Callable[[torch.Tensor], torch.Tens
         for name, arch in STUDENTS.items():
             torch.manual_seed(0)
             student = space.build(arch, dataset.num_classes, dataset.input_shape)
-            macs = count_macs(student, dataset.input_shape)
+            macs = torch_macs(student, dataset.input_shape)
             # the one-time teacher pass spread over the images a default search trains on
             with_share = 1 / (1 / cached[name] + logits_seconds / trial_images)
             plain = plain_loop(student, teacher_forward, dataset, config)

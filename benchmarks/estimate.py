@@ -25,8 +25,8 @@ from pathlib import Path
 
 from hwkd.latency.cost_model import latency_ms
 from hwkd.latency.estimator import Estimator
-from hwkd.latency.kernels import Lowerer
 from hwkd.latency.lowered_cache import LoweredCache
+from hwkd.latency.lowering import Lowerer
 from hwkd.latency.relax_import import torch_to_relax
 from hwkd.profiles import load_profile
 from hwkd.spaces import load_space

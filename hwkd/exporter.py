@@ -207,7 +207,7 @@ def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, te
                 torch_logits: np.ndarray, warnings: list[str]) -> dict[str, Any]:
     import tvm
 
-    from hwkd.latency.kernels import Lowerer
+    from hwkd.latency.lowering import Lowerer
     from hwkd.latency.measure import compile_student, cross_compiler, install_hint, link_library, toolchain_problem
     from hwkd.latency.relax_import import torch_to_relax
 

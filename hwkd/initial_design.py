@@ -32,9 +32,11 @@ class _RandomProposal:
         return value
 
 
-def count_macs(model: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple[int, ...],
+def torch_macs(model: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple[int, ...],
                device: str = "cpu") -> float:
-    """Multiply-accumulates of one forward pass of `model` on a zero input of `input_shape`."""
+    """Multiply-accumulates of one forward pass of `model` on a zero input of `input_shape`, as torch
+    counts them (every op torch's FLOP counter knows); `hwkd.latency.graph_analysis.relax_macs` counts
+    the convolutions and matrix products of a compiled graph."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
@@ -47,7 +49,7 @@ def forward_macs(space: SearchSpace, arch: str, num_classes: int, input_shape: t
     """Multiply-accumulates of one forward pass of `arch`, counted without computing anything."""
     with torch.device("meta"):
         model = space.build(arch, num_classes, input_shape)
-    return count_macs(model, input_shape, device="meta")
+    return torch_macs(model, input_shape, device="meta")
 
 
 def spread_by_cost(space: SearchSpace, num_classes: int, input_shape: tuple[int, ...], count: int, seed: int,

@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
+from hwkd.config_file import dump_config
 from hwkd.data.datasets import Dataset, load_dataset
 from hwkd.distillation.brief import TrainingDiverged, brief_distill, brief_subset, pick_device
 from hwkd.distillation.config import BriefConfig
-from hwkd.config_file import dump_config
 from hwkd.errors import ArchitectureError, CompileError, HwkdError, RunError, error_line
 from hwkd.file_lock import file_lock
 from hwkd.latency.estimator import Estimator

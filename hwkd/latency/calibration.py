@@ -37,7 +37,7 @@ import numpy as np
 
 from hwkd.errors import HwkdError
 from hwkd.latency.cost_model import KERNEL_CLASSES, graph_cost, kernel_class
-from hwkd.latency.kernels import Kernel
+from hwkd.latency.lowered import Kernel
 from hwkd.profiles import CalibrationInfo, DeviceProfile
 from hwkd.stats import spearman
 

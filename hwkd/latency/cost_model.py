@@ -3,7 +3,7 @@
 Built from first principles and the datasheet facts of the profile, never fitted to measured
 latencies. For each fused kernel:
 
-- compute: each loop body of hwkd's schedule (see `hwkd.latency.kernels.LoopBody`) runs
+- compute: each loop body of hwkd's schedule (see `hwkd.latency.lowering.LoopBody`) runs
   `iterations` times; one execution needs `ceil(lanes / simd_lanes)` vector ops of its arithmetic,
   its vector loads (a gather costs one load per element), one broadcast per invariant load and its
   stores. Its cycles are the largest of arithmetic / `fma_per_cycle`, loads / `loads_per_cycle`,
@@ -30,7 +30,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hwkd.latency.kernels import Kernel, LoopBody
+from hwkd.latency.lowered import Kernel, LoopBody
 from hwkd.profiles import DeviceProfile
 
 # The classes a calibration scales separately: they differ most in how well a runtime's code
@@ -45,7 +45,7 @@ _CLASS_OF_KIND = {
 
 
 def kernel_class(kind: str) -> str:
-    """The calibration class of a kernel kind (hwkd.latency.kernels.kernel_kind)."""
+    """The calibration class of a kernel kind (hwkd.latency.tir_analysis.kernel_kind)."""
     return _CLASS_OF_KIND.get(kind, "other")
 
 

@@ -29,8 +29,9 @@ from torch import nn
 from hwkd.cache import sha256_file
 from hwkd.errors import HwkdError
 from hwkd.latency.cost_model import latency_ms as model_latency_ms
-from hwkd.latency.kernels import LoweredGraph, Lowerer
+from hwkd.latency.lowered import LoweredGraph
 from hwkd.latency.lowered_cache import LoweredCache, graph_key
+from hwkd.latency.lowering import Lowerer
 from hwkd.latency.measure import Measurement, TimingPlan, measure_local, measure_rpc
 from hwkd.latency.relax_import import RelaxGraph, onnx_to_relax, torch_to_relax
 from hwkd.profiles import DeviceProfile

@@ -2,7 +2,7 @@
 
 A calibration, a continued search or a new search with a calibrated profile re-costs students it
 lowered before from this cache alone: the cost model needs only the kernels' descriptions
-(`hwkd.latency.kernels.Kernel`), which are pure data. One SQLite file under the cache folder, its
+(`hwkd.latency.lowering.Kernel`), which are pure data. One SQLite file under the cache folder, its
 name carrying `LOWERING_VERSION` and TVM's version, so a change of either starts a new file instead
 of reading descriptions of other code. Many processes (search workers) share it safely.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hwkd.cache import cache_dir
-from hwkd.latency.kernels import LOWERING_VERSION, Kernel, KernelFeatures, LoopBody, LoweredGraph
+from hwkd.latency.lowered import LOWERING_VERSION, Kernel, KernelFeatures, LoopBody, LoweredGraph
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from hwkd.errors import CompileError, MeasureError, error_line
-from hwkd.latency.kernels import LoweredGraph
+from hwkd.latency.lowered import LoweredGraph
 from hwkd.latency.schedule import schedule_module
 from hwkd.profiles import DeviceProfile
 
@@ -77,7 +77,7 @@ def _compile(mod: Any, target: Any) -> Any:
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     with target:
-        # Legalization and fusion already ran (hwkd.latency.kernels); running them again would
+        # Legalization and fusion already ran (hwkd.latency.lowering); running them again would
         # re-fuse scheduled kernels.
         mod = tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(mod)
     return tvm.compile(mod, target=target, relax_pipeline=None)

@@ -15,7 +15,7 @@ from hwkd.latency.calibration import (
     spread_picks,
 )
 from hwkd.latency.cost_model import KERNEL_CLASSES, kernel_class, latency_ms
-from hwkd.latency.kernels import Lowerer
+from hwkd.latency.lowering import Lowerer
 from hwkd.latency.relax_import import torch_to_relax
 from hwkd.profiles import CalibrationInfo, load_profile
 from hwkd.spaces import load_space

@@ -5,7 +5,8 @@ from dataclasses import replace
 import pytest
 
 from hwkd.latency.cost_model import body_cycles, kernel_cost, latency_ms, parallel_rounds
-from hwkd.latency.kernels import Kernel, KernelFeatures, LoopBody, Lowerer
+from hwkd.latency.lowered import Kernel, KernelFeatures, LoopBody
+from hwkd.latency.lowering import Lowerer
 from hwkd.latency.relax_import import torch_to_relax
 from hwkd.profiles import load_profile
 from hwkd.spaces import load_space

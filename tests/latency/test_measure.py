@@ -7,7 +7,7 @@ import time
 import pytest
 
 from hwkd.errors import MeasureError
-from hwkd.latency.kernels import Lowerer
+from hwkd.latency.lowering import Lowerer
 from hwkd.latency.measure import TimingPlan, cross_compiler, measure_local, measure_rpc
 from hwkd.latency.relax_import import torch_to_relax
 from hwkd.profiles import load_profile

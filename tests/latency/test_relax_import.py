@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hwkd.errors import CompileError
-from hwkd.latency.kernels import Lowerer
+from hwkd.latency.lowering import Lowerer
 from hwkd.latency.measure import compile_student
 from hwkd.latency.relax_import import onnx_to_relax, torch_to_relax
 from hwkd.profiles import load_profile

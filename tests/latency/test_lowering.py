@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from hwkd.latency.kernels import Lowerer
+from hwkd.latency.lowering import Lowerer
 from hwkd.latency.relax_import import torch_to_relax
 from hwkd.spaces import load_space
 

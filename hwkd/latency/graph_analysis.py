@@ -1,0 +1,108 @@
+"""Facts of a Relax graph as a whole: its multiply-accumulates, its static memory plan, and the
+helpers that read its bindings and tensor types."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def relax_macs(mod: Any) -> int:
+    """Multiply-accumulates of every conv2d and matmul in `main` (before legalization)."""
+    import tvm
+    from tvm import relax
+
+    conv = tvm.ir.Op.get("relax.nn.conv2d")
+    matmul = tvm.ir.Op.get("relax.matmul")
+    total = 0
+
+    def visit(expr: Any) -> None:
+        nonlocal total
+        if not isinstance(expr, relax.Call):
+            return
+        if expr.op.same_as(conv):
+            out = _shape(expr.ty)
+            weight = _shape(expr.args[1].ty)  # OIHW: I is channels per group
+            total += math.prod(out) * math.prod(weight[1:])
+        elif expr.op.same_as(matmul):
+            out = _shape(expr.ty)
+            reduce_dim = _shape(expr.args[0].ty)[-1]
+            total += math.prod(out) * reduce_dim
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    return int(total)
+
+
+def planned_memory_bytes(fused: Any) -> int:
+    """Bytes of activation storage in TVM's static memory plan of `main`."""
+    import tvm
+    from tvm import relax
+
+    planned = tvm.transform.Sequential(
+        [
+            relax.transform.RewriteDataflowReshape(),
+            relax.transform.ToNonDataflow(),
+            relax.transform.RemovePurityChecking(),
+            relax.transform.CallTIRRewrite(),
+            relax.transform.StaticPlanBlockMemory(),
+        ]
+    )(fused)
+    alloc_storage = tvm.ir.Op.get("relax.memory.alloc_storage")
+    total = 0
+
+    def visit(expr: Any) -> None:
+        nonlocal total
+        if isinstance(expr, relax.Call) and expr.op.same_as(alloc_storage):
+            total += int(expr.args[0].values[0])
+
+    relax.analysis.post_order_visit(planned["main"].body, visit)
+    return total
+
+
+def bindings(func: Any) -> list[Any]:
+    from tvm import relax
+
+    body = func.body
+    out = []
+    if isinstance(body, relax.SeqExpr):
+        for block in body.blocks:
+            out.extend(block.bindings)
+    return out
+
+
+def all_from(expr: Any, known: set[Any]) -> bool:
+    """Whether `expr` is built only from vars in `known` and constants."""
+    import tvm
+    from tvm import relax
+
+    if isinstance(expr, relax.Var):
+        return expr in known
+    if isinstance(expr, (tvm.ir.Constant, tvm.ir.GenericConst)):
+        return True
+    if isinstance(expr, relax.Tuple):
+        return all(all_from(f, known) for f in expr.fields)
+    if isinstance(expr, relax.TupleGetItem):
+        return all_from(expr.tuple_value, known)
+    if isinstance(expr, relax.Call):
+        return all(all_from(a, known) for a in expr.args if not isinstance(a, (relax.ShapeExpr, relax.PrimValue)))
+    return False
+
+
+def _shape(ty: Any) -> list[int]:
+    return [int(v) for v in ty.shape.values]
+
+
+def tensor_bytes(ty: Any) -> int:
+    from tvm import relax
+
+    if isinstance(ty, relax.TupleType):
+        return sum(tensor_bytes(f) for f in ty.fields)
+    if isinstance(ty, relax.TensorType) and ty.shape is not None:
+        bits = _dtype_bits(str(ty.dtype))
+        return math.prod(int(v) for v in ty.shape.values) * bits // 8
+    return 0
+
+
+def _dtype_bits(dtype: str) -> int:
+    digits = "".join(ch for ch in dtype if ch.isdigit())
+    return int(digits) if digits else 32

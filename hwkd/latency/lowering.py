@@ -1,0 +1,170 @@
+"""Lower a Relax graph as TVM's build does and describe each fused kernel for the cost model.
+
+Steps: legalize (cached per operator call signature), fuse (`AnnotateTIROpPattern`, `FuseOps`,
+`FuseTIR`), then for every fused PrimFunc: its FLOPs, hwkd's schedule, and the loop bodies of
+the scheduled code (`hwkd.latency.tir_analysis`). Kernel descriptions are cached by the
+PrimFunc's structural hash: students of one space share most of their kernels. Kernels that read
+weights alone (a transposed linear weight) are set apart: a deployed library computes them once
+(`LiftTransformParams`), not per inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from hwkd.errors import CompileError, error_line
+from hwkd.latency.graph_analysis import all_from, bindings, planned_memory_bytes, relax_macs, tensor_bytes
+from hwkd.latency.lowered import Kernel, KernelFeatures, LoweredGraph
+from hwkd.latency.relax_import import RelaxGraph
+from hwkd.latency.schedule import schedule_primfunc
+from hwkd.latency.tir_analysis import kernel_kind, loop_bodies
+
+
+class Lowerer:
+    """Lowers graphs; holds the caches that make the thousandth student cheap."""
+
+    def __init__(self) -> None:
+        self._legalized: dict[tuple[Any, ...], tuple[Any, str, list[int]]] = {}
+        self._features: dict[int, KernelFeatures] = {}
+        self.stats = {"legalize_hits": 0, "legalize_misses": 0, "kernel_hits": 0, "kernel_misses": 0}
+
+    def lower(self, graph: RelaxGraph) -> LoweredGraph:
+        import tvm
+        import tvm_ffi
+        from tvm import relax, tirx
+
+        try:
+            mod = relax.transform.LegalizeOps(self._legalize_map(graph.mod))(graph.mod)
+            fused = tvm.transform.Sequential(
+                [
+                    relax.transform.AnnotateTIROpPattern(),
+                    relax.transform.FuseOps(),
+                    relax.transform.FuseTIR(),
+                    relax.transform.DeadCodeElimination(),
+                ]
+            )(mod)
+        except Exception as exc:  # noqa: BLE001 - TVM raises many types
+            raise CompileError(f"TVM cannot lower this model: {error_line(exc)}") from None
+
+        main = fused["main"]
+        num_input = int(main.attrs["num_input"]) if main.attrs and "num_input" in main.attrs else 1
+        weights = {p for p in list(main.params)[num_input:]}
+        weight_derived: set[Any] = set(weights)
+        kernels: list[Kernel] = []
+        weight_only = 0
+        call_tir = tvm.ir.Op.get("relax.call_tir")
+        for binding in bindings(main):
+            value = binding.value
+            if not (isinstance(value, relax.Call) and value.op.same_as(call_tir)):
+                if all_from(value, weight_derived):
+                    weight_derived.add(binding.var)
+                continue
+            gvar, args = value.args[0], list(value.args[1].fields)
+            if all(all_from(a, weight_derived) for a in args):
+                weight_derived.add(binding.var)
+                weight_only += 1
+                continue
+            func = fused[gvar]
+            if not isinstance(func, tirx.PrimFunc):
+                continue
+            kernels.append(
+                Kernel(
+                    name=gvar.name_hint,
+                    features=self._kernel_features(func),
+                    bytes_read=sum(tensor_bytes(a.ty) for a in args),
+                    bytes_written=tensor_bytes(value.ty),
+                )
+            )
+        return LoweredGraph(
+            kernels=tuple(kernels),
+            weight_only_kernels=weight_only,
+            macs=relax_macs(graph.mod),
+            params_bytes=graph.params_bytes,
+            peak_memory_bytes=planned_memory_bytes(fused),
+            structure_hash=int(tvm_ffi.structural_hash(fused, map_free_vars=True)),
+            fused_mod=fused,
+        )
+
+    def _kernel_features(self, func: Any) -> KernelFeatures:
+        import tvm
+        import tvm_ffi
+        from tvm import s_tir
+
+        key = int(tvm_ffi.structural_hash(func, map_free_vars=True))
+        cached = self._features.get(key)
+        if cached is not None:
+            self.stats["kernel_hits"] += 1
+            return cached
+        self.stats["kernel_misses"] += 1
+        try:
+            flops = int(s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": func})))
+        except Exception:  # noqa: BLE001 - FLOPs are informative only
+            flops = 0
+        scheduled = schedule_primfunc(func)
+        features = KernelFeatures(
+            kind=kernel_kind(func),
+            flops=flops,
+            strategy=scheduled.strategy,
+            bodies=tuple(loop_bodies(scheduled.func)),
+        )
+        self._features[key] = features
+        return features
+
+    def _legalize_map(self, mod: Any) -> dict[str, Callable[[Any, Any], Any]]:
+        """Per-op legalizers that reuse the PrimFunc made for an identical call before."""
+        import tvm
+        from tvm import relax
+
+        names: set[str] = set()
+        for func in mod.functions.values():
+            if isinstance(func, relax.Function):
+                relax.analysis.post_order_visit(
+                    func.body,
+                    lambda e: names.add(e.op.name)
+                    if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op)
+                    else None,
+                )
+        legalizers = {}
+        for name in names:
+            default = tvm.ir.Op.get(name).get_attr("FLegalize")
+            if default is not None:
+                legalizers[name] = self._cached_legalizer(name, default)
+        return legalizers
+
+    def _cached_legalizer(self, name: str, default: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        import tvm
+        import tvm_ffi
+        from tvm import relax
+
+        call_tir = tvm.ir.Op.get("relax.call_tir")
+
+        def legalize(bb: Any, call: Any) -> Any:
+            key = (
+                name,
+                tvm_ffi.structural_hash(call.attrs) if call.attrs is not None else 0,
+                tuple(str(a.ty) for a in call.args),
+                str(call.ty),
+            )
+            hit = self._legalized.get(key)
+            if hit is not None:
+                self.stats["legalize_hits"] += 1
+                func, hint, order = hit
+                gvar = bb.add_func(func, hint)
+                out_ty = list(call.ty.fields) if isinstance(call.ty, relax.TupleType) else call.ty
+                return relax.call_tir(gvar, [call.args[i] for i in order], out_ty=out_ty)
+            self.stats["legalize_misses"] += 1
+            out = default(bb, call)
+            # Cache only the plain form: call_tir(gvar, (args of the call, reordered)).
+            if isinstance(out, relax.Call) and out.op.same_as(call_tir) and len(out.args) == 2:
+                order = []
+                for arg in out.args[1].fields:
+                    where = [i for i, a in enumerate(call.args) if a.same_as(arg)]
+                    if not where:
+                        return out
+                    order.append(where[0])
+                gvar = out.args[0]
+                self._legalized[key] = (bb.get()[gvar], gvar.name_hint, order)
+            return out
+
+        return legalize
