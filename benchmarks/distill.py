@@ -28,13 +28,14 @@ from collections.abc import Callable
 import torch
 
 from hwkd.data import load_dataset
-from hwkd.distillation.brief import brief_distill, brief_indices, brief_subset, evaluate
+from hwkd.distillation.brief import brief_distill, brief_indices, brief_subset
 from hwkd.distillation.config import BriefConfig
 from hwkd.distillation.losses import kd_loss
 from hwkd.initial_design import torch_macs
 from hwkd.searcher import DEFAULT_TRIALS
 from hwkd.spaces import load_space
-from hwkd.teacher import DefaultTeacher, default_teacher
+from hwkd.teachers import DefaultTeacher, default_teacher
+from hwkd.training import evaluate
 
 STUDENTS = {
     "small": "|skip_connect~0|+|nor_conv_1x1~0|skip_connect~1|+|skip_connect~0|skip_connect~1|nor_conv_1x1~2|",

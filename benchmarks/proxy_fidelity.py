@@ -23,14 +23,15 @@ from pathlib import Path
 import torch
 
 from hwkd.data import load_dataset
-from hwkd.distillation.brief import brief_distill, brief_indices, brief_subset, pick_device
+from hwkd.distillation.brief import brief_distill, brief_indices, brief_subset
 from hwkd.distillation.config import BriefConfig, FullConfig
 from hwkd.distillation.full import full_distill
 from hwkd.errors import ArchitectureError
 from hwkd.searcher import DEFAULT_SPACE
 from hwkd.spaces import load_space
 from hwkd.stats import kendall, spearman
-from hwkd.teacher import default_teacher
+from hwkd.teachers import default_teacher
+from hwkd.training import pick_device
 
 
 def students(space_name: str, count: int, seed: int) -> list[str]:

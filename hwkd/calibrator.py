@@ -231,8 +231,8 @@ def _write_profile(out: Path, data: dict[str, object]) -> None:
     """Write atomically, after checking that the text reads back as a valid profile."""
     import yaml
 
+    from hwkd.files import write_atomic
     from hwkd.profiles import profile_from_dict
-    from hwkd.run_folder import write_atomic
 
     header = ("# Written by hwkd calibrate: the base profile's facts with cost_model constants fitted to\n"
               "# measurements of the board (see the calibration section and the sources of each constant).\n")
@@ -245,7 +245,7 @@ def _write_profile(out: Path, data: dict[str, object]) -> None:
 
 
 def _write_measured(path: Path, measured: list[Measured], parts: list[CostBreakdown]) -> None:
-    from hwkd.run_folder import write_atomic
+    from hwkd.files import write_atomic
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)

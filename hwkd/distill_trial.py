@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
-from hwkd.distillation.brief import pick_device
 from hwkd.distillation.config import FullConfig
 from hwkd.distillation.full import FullResult, full_distill
 from hwkd.records import DistillRecord, TrainedStudent
 from hwkd.run_folder import library_versions
 from hwkd.run_trial import RunContext, load_trial, open_context
-from hwkd.teacher import load_run_teacher
+from hwkd.teachers import load_run_teacher
+from hwkd.training import pick_device
 
 log = logging.getLogger(__name__)
 

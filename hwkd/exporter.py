@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from hwkd.cache import sha256_file
 from hwkd.data.datasets import Dataset
 from hwkd.distill_trial import load_student
 from hwkd.errors import HwkdError, RunError
-from hwkd.run_folder import library_versions, write_atomic
+from hwkd.files import sha256_file, write_atomic
+from hwkd.onnx_session import cpu_session
+from hwkd.run_folder import library_versions
 from hwkd.run_trial import RunContext, load_trial, open_context
 
 log = logging.getLogger(__name__)
@@ -153,16 +154,8 @@ def _export_onnx(student: torch.nn.Module, input_shape: tuple[int, ...], path: P
     os.replace(partial, path)
 
 
-def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = len(os.sched_getaffinity(0))
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _run_onnx(path: Path, images: np.ndarray) -> np.ndarray:
-    session = _session(path)
+    session = cpu_session(path)
     return np.concatenate([session.run(None, {"input": images[i : i + 500]})[0] for i in range(0, len(images), 500)])
 
 

@@ -18,8 +18,9 @@ from typing import Any
 import pandas as pd
 
 from hwkd.errors import RunError
+from hwkd.files import write_atomic
 from hwkd.records import RunRecord, TrialOutcome
-from hwkd.run_folder import STUDY_NAME, RunFolder, write_atomic
+from hwkd.run_folder import STUDY_NAME, RunFolder
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwkd.errors import RunError
+from hwkd.files import write_atomic
 from hwkd.records import DistillRecord, FixedSettings, RunRecord
 
 STUDY_NAME = "hwkd-search"
@@ -110,16 +111,6 @@ def open_run(run: str | os.PathLike[str]) -> RunFolder:
         raise RunError(f"{run}: no such run folder")
     folder.read()
     return folder
-
-
-def write_atomic(path: Path, text: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    if isinstance(text, bytes):
-        partial.write_bytes(text)
-    else:
-        partial.write_text(text)
-    os.replace(partial, path)
 
 
 def library_versions() -> dict[str, str]:

@@ -31,10 +31,11 @@ import torch
 
 from hwkd.config_file import dump_config
 from hwkd.data.datasets import Dataset, load_dataset
-from hwkd.distillation.brief import TrainingDiverged, brief_distill, brief_subset, pick_device
+from hwkd.distillation.brief import TrainingDiverged, brief_distill, brief_subset
 from hwkd.distillation.config import BriefConfig
 from hwkd.errors import ArchitectureError, CompileError, HwkdError, RunError, error_line
 from hwkd.file_lock import file_lock
+from hwkd.files import write_atomic
 from hwkd.latency.estimator import Estimator
 from hwkd.profiles import DeviceProfile, load_profile
 from hwkd.progress import deferred_interrupt, progress_bar
@@ -49,11 +50,12 @@ from hwkd.records import (
     TrialWriter,
     planned_attrs,
 )
-from hwkd.run_folder import STUDY_NAME, RunFolder, library_versions, write_atomic
+from hwkd.run_folder import STUDY_NAME, RunFolder, library_versions
 from hwkd.spaces import SearchSpace, load_space
 from hwkd.spaces.equivalence import function_key
 from hwkd.storage import check_storage, default_url, hide_secrets, masked, recorded_form, requested_storage
-from hwkd.teacher import Teacher, copy_into, default_teacher, load_run_teacher, load_teacher_file
+from hwkd.teachers import Teacher, copy_into, default_teacher, load_run_teacher, load_teacher_file
+from hwkd.training import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +362,7 @@ class Search:
         if self.config.workers > 1:
             from hwkd.workers import run_workers
 
-            counts, interrupted = run_workers(self, study, trials, timeout, show)
+            counts, interrupted = run_workers(run_worker, self.config, study, trials, timeout, show)
         else:
             objective = _Objective(self, logits)
             with progress_bar(trials, "trials", "trial", show) as bar:
@@ -468,6 +470,13 @@ class Search:
                  100 * result.val_accuracy, estimate.latency_ms, estimate.source, estimate.macs / 1e6,
                  time.monotonic() - started, arch)
         return [result.val_accuracy, estimate.latency_ms]
+
+
+def run_worker(config: SearchConfig, index: int) -> dict[str, Any]:
+    """One `--workers` process's search (hwkd.workers runs it): its trials, no reports."""
+    summary = Search(config, worker=index).run(progress=False, reports=False)
+    return {"counts": {"complete": summary.completed, "infeasible": summary.infeasible, "failed": summary.failed},
+            "interrupted": summary.interrupted}
 
 
 class TrialFailed(HwkdError):

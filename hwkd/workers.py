@@ -15,13 +15,16 @@ import os
 import queue
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hwkd.threads import available_cores, split_cores
 
-if TYPE_CHECKING:
-    from hwkd.searcher import Search, SearchConfig
+# What a worker process runs: (its configuration, its index) -> {"counts": {...}, "interrupted": bool}.
+# A module-level function of the caller (spawned processes find it by name); the search passes its
+# own, so this module never imports the search.
+WorkerJob = Callable[[Any, int], dict[str, Any]]
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +36,12 @@ def shares(total: int | None, workers: int) -> list[int | None]:
     return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
 
 
-def run_workers(search: Search, study: Any, trials: int | None, timeout: float | None,
+def run_workers(job: WorkerJob, config: Any, study: Any, trials: int | None, timeout: float | None,
                 show: bool) -> tuple[dict[str, int], bool]:
-    """Run `search.config.workers` worker processes to their end; the outcome counts and whether
-    Ctrl-C stopped them."""
+    """Run `config.workers` worker processes (each `job` on a copy of the search's `config`, a
+    dataclass) to their end; the outcome counts and whether Ctrl-C stopped them."""
     from hwkd.progress import progress_bar
 
-    config = search.config
     context = multiprocessing.get_context("spawn")
     results: Any = context.Queue()
     cores = split_cores(available_cores(), config.workers)
@@ -48,7 +50,8 @@ def run_workers(search: Search, study: Any, trials: int | None, timeout: float |
         if share == 0:
             continue
         worker_config = replace(config, workers=1, trials=share, timeout_s=timeout)
-        process = context.Process(target=_worker, args=(worker_config, index, own, results, logging.getLogger().level),
+        process = context.Process(target=_worker, args=(job, worker_config, index, own, results,
+                                                        logging.getLogger().level),
                                   name=f"hwkd-worker-{index}")
         process.start()
         processes.append(process)
@@ -82,23 +85,21 @@ def run_workers(search: Search, study: Any, trials: int | None, timeout: float |
     return counts, interrupted
 
 
-def _worker(config: SearchConfig, index: int, cores: list[int], results: Any, level: int) -> None:
-    """One worker process: its cores first (before torch starts its pools), then the search."""
+def _worker(job: WorkerJob, config: Any, index: int, cores: list[int], results: Any, level: int) -> None:
+    """One worker process: its cores first (before torch starts its pools), then the job."""
     os.sched_setaffinity(0, cores)
     os.environ["HWKD_WORKER"] = str(index)
     logging.basicConfig(level=level, format=f"worker {index}: %(message)s", stream=sys.stderr, force=True)
     from hwkd.errors import HwkdError
-    from hwkd.searcher import Search
     from hwkd.threads import use_cores
 
     use_cores(cores)
     try:
-        summary = Search(config, worker=index).run(progress=False, reports=False)
+        outcome = job(config, index)
     except KeyboardInterrupt:
         results.put({"counts": {"complete": 0, "infeasible": 0, "failed": 0}, "interrupted": True})
         return
     except HwkdError as exc:
         logging.getLogger(__name__).error("%s", exc)
         raise SystemExit(2) from None
-    results.put({"counts": {"complete": summary.completed, "infeasible": summary.infeasible,
-                            "failed": summary.failed}, "interrupted": summary.interrupted})
+    results.put(outcome)

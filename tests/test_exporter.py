@@ -19,7 +19,6 @@ import torch
 import hwkd.exporter as export_module
 from hwkd.cli import main
 from hwkd.distill_trial import load_student
-from hwkd.distillation.brief import evaluate
 from hwkd.distillation.config import BriefConfig
 from hwkd.errors import HwkdError, RunError
 from hwkd.exporter import export_trial, parse_formats
@@ -27,6 +26,7 @@ from hwkd.profiles import load_profile
 from hwkd.reports import proxy_fidelity
 from hwkd.run_trial import load_trial, open_context
 from hwkd.searcher import Budgets, Search, SearchConfig
+from hwkd.training import evaluate
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from hwkd.errors import HwkdError, RunError
 from hwkd.reports import front_table
 from hwkd.run_folder import STUDY_NAME
 from hwkd.searcher import Budgets, Search, SearchConfig
-from hwkd.teacher import TeacherRecipe
+from hwkd.teachers import TeacherRecipe
 
 BRIEF = BriefConfig(steps=40, batch_size=64)
 

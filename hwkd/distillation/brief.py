@@ -20,6 +20,7 @@ from hwkd.distillation.config import BriefConfig
 from hwkd.distillation.losses import kd_loss
 from hwkd.errors import HwkdError
 from hwkd.threads import fit_threads
+from hwkd.training import evaluate
 
 
 class TrainingDiverged(HwkdError):
@@ -33,17 +34,6 @@ class TrainResult:
     steps: int
     images_per_s: float
     seconds: float
-
-
-def pick_device(choice: str) -> torch.device:
-    """`auto` takes CUDA when present; `cuda` without one is an error."""
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise HwkdError("--train-device cuda: no CUDA device is available (choose auto or cpu)")
-    if choice not in ("cpu", "cuda"):
-        raise HwkdError(f"--train-device {choice!r}: choose auto, cpu or cuda")
-    return torch.device(choice)
 
 
 def brief_indices(train_images: int, config: BriefConfig) -> torch.Tensor | None:
@@ -118,17 +108,3 @@ def brief_distill(
         images_per_s=config.steps * config.batch_size / max(seconds, 1e-9),
         seconds=seconds,
     )
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, split: Split, device: torch.device, batch_size: int = 500) -> float:
-    """Top-1 accuracy of `model` on `split`, in [0, 1]."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for start in range(0, len(split), batch_size):
-        images = dataset.normalize(split.images[start : start + batch_size]).to(device, memory_format=torch.channels_last)
-        logits = model(images)
-        correct += int((logits.argmax(1).cpu() == split.labels[start : start + batch_size]).sum())
-    model.train(was_training)
-    return correct / max(len(split), 1)

@@ -22,15 +22,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from hwkd.data.augment import augment
 from hwkd.data.datasets import Dataset
-from hwkd.distillation.brief import TrainingDiverged, evaluate
+from hwkd.distillation.brief import TrainingDiverged
 from hwkd.distillation.config import FullConfig
 from hwkd.distillation.features import Transfer, feature_points, pair_layers, tap, trace
 from hwkd.distillation.losses import kd_loss
 from hwkd.errors import HwkdError, error_line
 from hwkd.progress import progress_bar
-from hwkd.teacher import augment
 from hwkd.threads import fit_threads
+from hwkd.training import evaluate
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 from torch import nn
 
-from hwkd.cache import sha256_file
 from hwkd.errors import HwkdError
+from hwkd.files import sha256_file
 from hwkd.latency.cost_model import latency_ms as model_latency_ms
 from hwkd.latency.lowered import LoweredGraph
 from hwkd.latency.lowered_cache import LoweredCache, graph_key

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from hwkd.data import load_dataset
-from hwkd.distillation.brief import TrainingDiverged, brief_distill, brief_indices, brief_subset, evaluate, pick_device
+from hwkd.distillation.brief import TrainingDiverged, brief_distill, brief_indices, brief_subset
 from hwkd.distillation.config import BriefConfig
 from hwkd.errors import HwkdError
 from hwkd.spaces import load_space
+from hwkd.training import evaluate, pick_device
 
 ARCH = "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"
 

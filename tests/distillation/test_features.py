@@ -16,7 +16,7 @@ from hwkd.distillation.features import (
 )
 from hwkd.errors import HwkdError
 from hwkd.spaces import load_space
-from hwkd.teacher import DefaultTeacher
+from hwkd.teachers import DefaultTeacher
 
 ARCH = "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 SHAPE = (1, 1, 28, 28)

@@ -15,7 +15,7 @@ from hwkd.distillation.config import FullConfig
 from hwkd.distillation.full import full_distill, lr_at
 from hwkd.errors import HwkdError
 from hwkd.spaces import load_space
-from hwkd.teacher import load_teacher_file
+from hwkd.teachers import load_teacher_file
 
 ARCH = "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 CONFIG = FullConfig(epochs=4, batch_size=64)
@@ -83,7 +83,7 @@ def test_bad_checkpoints_are_refused_with_the_way_out(small, teacher, tmp_path: 
 
 
 def test_feature_and_attention_transfer_train_with_the_default_teacher(small, tmp_path: Path) -> None:
-    from hwkd.teacher import DefaultTeacher
+    from hwkd.teachers import DefaultTeacher
 
     torch.manual_seed(0)
     module = DefaultTeacher(1, 10).eval()  # untrained: labels carry the learning (alpha 0), layers are tapped

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from hwkd.data import load_dataset
+from hwkd.data.augment import augment
 from hwkd.errors import DataError
-from hwkd.teacher import (
+from hwkd.teachers import (
     DefaultTeacher,
     TeacherRecipe,
-    augment,
     default_recipe,
     default_teacher,
     default_teacher_path,
