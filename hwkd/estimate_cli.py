@@ -62,23 +62,22 @@ def run_estimate(args: argparse.Namespace) -> int:
             (arch, lambda a=arch: estimator.estimate_arch(space, a, shape, args.num_classes)) for arch in archs
         ]
 
-    show_progress = len(jobs) > 1 and sys.stderr.isatty()
+    from hwkd.progress import progress_bar
+
     if not args.json:
         print(f"{'latency_ms':>11} {'source':<8} {'peak_mem_KiB':>12} {'params_KiB':>10} {'MMACs':>8}  student")
-    for n, (label, job) in enumerate(jobs, start=1):
-        if show_progress:
-            print(f"\r[{n}/{len(jobs)}] {label[:60]}", end="", file=sys.stderr, flush=True)
-        estimate = job()
-        if args.json:
-            print(json.dumps(estimate.to_json(), sort_keys=True), flush=True)
-        else:
-            print(
-                f"{estimate.latency_ms:>11.3f} {estimate.source:<8} {estimate.peak_memory_bytes / 1024:>12.1f} "
-                f"{estimate.params_bytes / 1024:>10.1f} {estimate.macs / 1e6:>8.2f}  {label}",
-                flush=True,
-            )
-    if show_progress:
-        print(file=sys.stderr)
+    with progress_bar(len(jobs), "estimating", "student", len(jobs) > 1 and sys.stderr.isatty()) as bar:
+        for label, job in jobs:
+            estimate = job()
+            if args.json:
+                print(json.dumps(estimate.to_json(), sort_keys=True), flush=True)
+            else:
+                print(
+                    f"{estimate.latency_ms:>11.3f} {estimate.source:<8} {estimate.peak_memory_bytes / 1024:>12.1f} "
+                    f"{estimate.params_bytes / 1024:>10.1f} {estimate.macs / 1e6:>8.2f}  {label}",
+                    flush=True,
+                )
+            bar.update()
     if not args.json and not estimator.measure:
         if profile.calibration is not None:
             print(f"model latencies of {profile.name}, calibrated to {profile.calibration.runtime}: "

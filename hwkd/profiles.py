@@ -11,10 +11,8 @@ hwkd runs on) is probed at load time and its source says how.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 import yaml
 
 from hwkd.errors import ConfigError, UnknownNameError, error_line
+from hwkd.host_probe import HostProbe
 
 PROFILE_SUFFIXES = (".yaml", ".yml")
 
@@ -267,7 +266,7 @@ def profile_from_dict(name: str, raw: object, origin: str) -> DeviceProfile:
     for key in sorted(set(raw) - _TOP_KEYS):
         problems.append(f"unknown key {key!r} (accepted: {', '.join(sorted(_TOP_KEYS))})")
 
-    probes = _HostProbe()
+    probes = HostProbe()
     sources = raw.get("sources") or {}
     if not isinstance(sources, dict):
         problems.append("sources: must map dotted keys to citations")
@@ -397,7 +396,7 @@ def _check_ranges(sections: dict[str, dict[str, Any]], problems: list[str]) -> N
         problems.append(f"rpc.port: {port} is not a TCP port")
 
 
-def _resolve_target_auto(target: dict[str, Any], probes: _HostProbe) -> list[str]:
+def _resolve_target_auto(target: dict[str, Any], probes: HostProbe) -> list[str]:
     if target.get("mcpu") != "auto":
         return []
     mcpu = probes.llvm_mcpu()
@@ -406,164 +405,6 @@ def _resolve_target_auto(target: dict[str, Any], probes: _HostProbe) -> list[str
     else:
         target["mcpu"] = mcpu
     return []
-
-
-class _HostProbe:
-    """Facts of the machine hwkd runs on, for profile values written as `auto`."""
-
-    def __init__(self) -> None:
-        self._cpuinfo: str | None = None
-        self._mcpu: str | None = None
-
-    def cpuinfo(self) -> str:
-        if self._cpuinfo is None:
-            try:
-                self._cpuinfo = Path("/proc/cpuinfo").read_text()
-            except OSError:
-                self._cpuinfo = ""
-        return self._cpuinfo
-
-    def flags(self) -> set[str]:
-        match = re.search(r"^(flags|Features)\s*:\s*(.*)$", self.cpuinfo(), re.M)
-        return set(match.group(2).split()) if match else set()
-
-    def value(self, dotted: str) -> tuple[Any, str] | None:
-        getter = getattr(self, "_" + dotted.replace(".", "_"), None)
-        return getter() if getter else None
-
-    def _cpu_cores(self) -> tuple[int, str]:
-        return len(os.sched_getaffinity(0)), "probed: os.sched_getaffinity"
-
-    def _runtime_threads(self) -> tuple[int, str]:
-        return len(os.sched_getaffinity(0)), "probed: os.sched_getaffinity"
-
-    def _cpu_clock_ghz(self) -> tuple[float, str]:
-        freq = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
-        if freq.is_file():
-            return int(freq.read_text()) / 1e6, f"probed: {freq}"
-        match = re.search(r"^cpu MHz\s*:\s*([\d.]+)", self.cpuinfo(), re.M)
-        if match:
-            return float(match.group(1)) / 1e3, "probed: /proc/cpuinfo cpu MHz"
-        match = re.search(r"^BogoMIPS\s*:\s*([\d.]+)", self.cpuinfo(), re.M | re.I)
-        if match:
-            return float(match.group(1)) / 2e3, "probed: /proc/cpuinfo BogoMIPS / 2"
-        return 2.0, "fallback: clock unknown, 2 GHz assumed"
-
-    def _core_table(self, index: int) -> tuple[float, str]:
-        mcpu = self.llvm_mcpu() or ""
-        for prefix, values, source in _X86_CORES:
-            if mcpu.startswith(prefix):
-                return values[index], f"probed: LLVM cpu {mcpu!r}; {source}"
-        return _GENERIC_CORE[index], f"probed: LLVM cpu {mcpu!r} not in hwkd's table; one vector op of each kind per cycle assumed"
-
-    def _cpu_fma_per_cycle(self) -> tuple[float, str]:
-        return self._core_table(0)
-
-    def _cpu_loads_per_cycle(self) -> tuple[float, str]:
-        return self._core_table(1)
-
-    def _cpu_stores_per_cycle(self) -> tuple[float, str]:
-        return self._core_table(2)
-
-    def _cpu_fma_latency_cycles(self) -> tuple[float, str]:
-        return self._core_table(3)
-
-    def _cpu_simd_bits(self) -> tuple[int, str]:
-        flags = self.flags()
-        if "avx512f" in flags:
-            return 512, "probed: avx512f in /proc/cpuinfo flags"
-        if "avx2" in flags or "avx" in flags:
-            return 256, "probed: avx in /proc/cpuinfo flags"
-        return 128, "probed: SSE/NEON baseline"
-
-    def _cache_kib(self, level: int) -> tuple[int, str]:
-        base = Path("/sys/devices/system/cpu/cpu0/cache")
-        for index in sorted(base.glob("index*")) if base.is_dir() else []:
-            try:
-                lvl = int((index / "level").read_text())
-                kind = (index / "type").read_text().strip()
-                size = (index / "size").read_text().strip()
-            except OSError:
-                continue
-            if lvl == level and kind in ("Data", "Unified"):
-                number = int(re.sub(r"\D", "", size))
-                return (number * 1024 if size.endswith("M") else number), f"probed: {index}/size"
-        return 0, f"probed: no L{level} cache listed under {base}"
-
-    def _cpu_l1d_kib(self) -> tuple[int, str]:
-        return self._cache_kib(1)
-
-    def _cpu_l2_kib(self) -> tuple[int, str]:
-        return self._cache_kib(2)
-
-    def _cpu_l3_kib(self) -> tuple[int, str]:
-        return self._cache_kib(3)
-
-    def _memory_size_mib(self) -> tuple[int, str]:
-        match = re.search(r"^MemTotal:\s*(\d+) kB", _read("/proc/meminfo"), re.M)
-        return (int(match.group(1)) // 1024 if match else 0), "probed: /proc/meminfo"
-
-    def llvm_mcpu(self) -> str | None:
-        """LLVM's name for this CPU, as TVM's bundled LLVM reports it."""
-        if self._mcpu is None:
-            self._mcpu = _system_cpu() or ""
-        return self._mcpu or None
-
-    def _memory_bandwidth_gb_s(self) -> tuple[float, str]:
-        return _measured_bandwidth()
-
-
-@functools.lru_cache(maxsize=1)
-def _system_cpu() -> str | None:
-    """LLVM's name for this CPU, as TVM's bundled LLVM reports it."""
-    try:
-        import tvm
-
-        get = tvm.get_global_func("target.llvm_get_system_cpu", allow_missing=True)
-        return str(get()) if get is not None else None
-    except Exception:  # noqa: BLE001 - probing is best effort; the target then has no mcpu
-        return None
-
-
-@functools.lru_cache(maxsize=1)
-def _measured_bandwidth() -> tuple[float, str]:
-    """Streaming copy bandwidth of this machine (read + write bytes), best of a few runs."""
-    import time
-
-    import numpy as np
-
-    src = np.ones(16 * 2**20, dtype=np.float32)  # 64 MiB, far above any cache here
-    dst = np.empty_like(src)
-    best = float("inf")
-    for _ in range(4):
-        start = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - start)
-    return round(2 * src.nbytes / best / 1e9, 2), "measured: numpy copy of 64 MiB (read + write)"
-
-
-# Per-core throughput in vector ops of the full SIMD width (fma, loads, stores per cycle) and FMA
-# latency, for x86-64 cores the host profile may probe, from the vendors' optimization guides.
-_X86_CORES: list[tuple[str, tuple[float, float, float, float], str]] = [
-    ("znver5", (2, 2, 1, 4), "AMD Zen 5 optimization guide: full 512-bit FMA, load and store paths"),
-    ("znver4", (1, 1, 0.5, 4), "AMD Zen 4 optimization guide: two 256-bit FMA pipes and load paths, one 256-bit store; 512-bit ops use both halves"),
-    ("znver3", (2, 2, 1, 4), "AMD Zen 3 optimization guide: two 256-bit FMA pipes, two 256-bit loads, one store per cycle"),
-    ("znver2", (2, 2, 1, 5), "AMD Zen 2 optimization guide: two 256-bit FMA pipes, two 256-bit loads, one store per cycle"),
-    ("sapphirerapids", (2, 2, 1, 4), "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
-    ("icelake-server", (2, 2, 1, 4), "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
-    ("cascadelake", (2, 2, 1, 4), "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
-    ("skylake-avx512", (2, 2, 1, 4), "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
-    ("skylake", (2, 2, 1, 4), "Intel optimization manual: two 256-bit FMA units, two loads and one store per cycle"),
-    ("haswell", (2, 2, 1, 5), "Intel optimization manual: two 256-bit FMA units, two loads and one store per cycle"),
-]
-_GENERIC_CORE = (1.0, 1.0, 1.0, 4.0)
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
 
 
 def profile_json(profile: DeviceProfile) -> str:
