@@ -83,5 +83,6 @@ def load_student(context: RunContext, trial: TrainedStudent) -> torch.nn.Module:
     try:
         student.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file
-        raise RunError(f"{path} is unreadable ({error_line(exc, first=True, limit=160)}); run hwkd distill again") from None
+        raise RunError(f"{path} is unreadable ({error_line(exc, first=True, limit=160)}); "
+                       "run hwkd distill again") from None
     return student.eval()

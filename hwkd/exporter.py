@@ -54,7 +54,8 @@ def parse_formats(text: str) -> list[str]:
     formats = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise HwkdError(f"--format {text!r}: unknown {', '.join(unknown) or 'empty list'} (accepted: {', '.join(FORMATS)})")
+        raise HwkdError(f"--format {text!r}: unknown {', '.join(unknown) or 'empty list'} "
+                        f"(accepted: {', '.join(FORMATS)})")
     return list(dict.fromkeys(formats))
 
 

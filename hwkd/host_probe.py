@@ -61,7 +61,8 @@ class HostProbe:
         for prefix, values, source in _X86_CORES:
             if mcpu.startswith(prefix):
                 return values[index], f"probed: LLVM cpu {mcpu!r}; {source}"
-        return _GENERIC_CORE[index], f"probed: LLVM cpu {mcpu!r} not in hwkd's table; one vector op of each kind per cycle assumed"
+        return _GENERIC_CORE[index], (f"probed: LLVM cpu {mcpu!r} not in hwkd's table; one vector op of each kind "
+                                      "per cycle assumed")
 
     def _cpu_fma_per_cycle(self) -> tuple[float, str]:
         return self._core_table(0)
@@ -152,13 +153,20 @@ def _measured_bandwidth() -> tuple[float, str]:
 # latency, for x86-64 cores the host profile may probe, from the vendors' optimization guides.
 _X86_CORES: list[tuple[str, tuple[float, float, float, float], str]] = [
     ("znver5", (2, 2, 1, 4), "AMD Zen 5 optimization guide: full 512-bit FMA, load and store paths"),
-    ("znver4", (1, 1, 0.5, 4), "AMD Zen 4 optimization guide: two 256-bit FMA pipes and load paths, one 256-bit store; 512-bit ops use both halves"),
-    ("znver3", (2, 2, 1, 4), "AMD Zen 3 optimization guide: two 256-bit FMA pipes, two 256-bit loads, one store per cycle"),
-    ("znver2", (2, 2, 1, 5), "AMD Zen 2 optimization guide: two 256-bit FMA pipes, two 256-bit loads, one store per cycle"),
-    ("sapphirerapids", (2, 2, 1, 4), "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
-    ("icelake-server", (2, 2, 1, 4), "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
-    ("cascadelake", (2, 2, 1, 4), "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
-    ("skylake-avx512", (2, 2, 1, 4), "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
+    ("znver4", (1, 1, 0.5, 4), "AMD Zen 4 optimization guide: two 256-bit FMA pipes and load paths, one 256-bit store; "
+               "512-bit ops use both halves"),
+    ("znver3", (2, 2, 1, 4),
+     "AMD Zen 3 optimization guide: two 256-bit FMA pipes, two 256-bit loads, one store per cycle"),
+    ("znver2", (2, 2, 1, 5),
+     "AMD Zen 2 optimization guide: two 256-bit FMA pipes, two 256-bit loads, one store per cycle"),
+    ("sapphirerapids", (2, 2, 1, 4),
+     "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
+    ("icelake-server", (2, 2, 1, 4),
+     "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
+    ("cascadelake", (2, 2, 1, 4),
+     "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
+    ("skylake-avx512", (2, 2, 1, 4),
+     "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
     ("skylake", (2, 2, 1, 4), "Intel optimization manual: two 256-bit FMA units, two loads and one store per cycle"),
     ("haswell", (2, 2, 1, 5), "Intel optimization manual: two 256-bit FMA units, two loads and one store per cycle"),
 ]

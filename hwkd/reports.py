@@ -210,7 +210,8 @@ def _plot_html(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, tit
     def hover(frame: pd.DataFrame) -> list[str]:
         return [
             f"trial {int(r.trial)}<br>{r.arch}<br>accuracy {100 * (r.val_accuracy or 0):.2f}%<br>"
-            f"latency {r.latency_ms:.3f} ms ({r.latency_source})<br>peak memory {(r.peak_memory_bytes or 0) / 1024:.0f} KiB"
+            f"latency {r.latency_ms:.3f} ms ({r.latency_source})<br>"
+            f"peak memory {(r.peak_memory_bytes or 0) / 1024:.0f} KiB"
             f"<br>{(r.macs or 0) / 1e6:.1f} MMACs, {(r.params_bytes or 0) / 4 / 1e3:.1f} k params"
             for r in frame.itertuples()
         ]
@@ -224,7 +225,8 @@ def _plot_html(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, tit
         fig.add_trace(go.Scatter(x=ordered.latency_ms, y=100 * ordered.val_accuracy, mode="lines+markers",
                                  line={"shape": "hv", "color": "#1f6feb"}, name="Pareto front",
                                  hovertext=hover(ordered), hoverinfo="text"))
-    fig.update_layout(title=title, xaxis_title=f"latency (ms, {_latency_note(done)})", yaxis_title="validation accuracy (%)",
+    fig.update_layout(title=title, xaxis_title=f"latency (ms, {_latency_note(done)})",
+                      yaxis_title="validation accuracy (%)",
                       template="plotly_white")
     write_atomic(folder.file("pareto.html"), fig.to_html(include_plotlyjs=True, full_html=True))
 

@@ -321,7 +321,8 @@ class Search:
         from hwkd.initial_design import spread_by_cost
 
         trials = study.get_trials(deepcopy=False)
-        if len(trials) >= STARTUP_TRIALS and not any(TrialOutcome.from_trial(t).planned and _cut_off(t) for t in trials):
+        cut_off_plan = any(TrialOutcome.from_trial(t).planned and _cut_off(t) for t in trials)
+        if len(trials) >= STARTUP_TRIALS and not cut_off_plan:
             return []
         picks = spread_by_cost(self.space, self.num_classes, self.input_shape, STARTUP_TRIALS, self.config.seed)
         if picks and not trials:
@@ -347,7 +348,8 @@ class Search:
         try:
             self.folder.path.mkdir(parents=True, exist_ok=True)
             # one process at a time sets a run up; the others wait, then reuse its teacher and outputs
-            with file_lock(self.folder.path / ".lock", f"waiting for another hwkd process setting up {self.folder.path}"):
+            waiting = f"waiting for another hwkd process setting up {self.folder.path}"
+            with file_lock(self.folder.path / ".lock", waiting):
                 teacher, logits = self.prepare(show)
                 study = self.open_study()
                 self.enqueue_plan(study)
@@ -355,8 +357,9 @@ class Search:
             if created:  # nothing of this run existed: leave no half-made folder behind
                 shutil.rmtree(self.folder.path, ignore_errors=True)
             raise
-        trials = self.config.trials if self.config.trials is not None else (None if self.config.timeout_s else DEFAULT_TRIALS)
-        timeout = None if self.config.timeout_s is None else max(self.config.timeout_s - (time.monotonic() - start), 1e-3)
+        c = self.config
+        trials = c.trials if c.trials is not None else (None if c.timeout_s else DEFAULT_TRIALS)
+        timeout = None if c.timeout_s is None else max(c.timeout_s - (time.monotonic() - start), 1e-3)
         log.info("search: %s on %s, %s data, teacher %s, run folder %s", self.space.name, self.profile.name,
                  self.dataset.name, teacher.name, self.folder.path)
         if self.config.workers > 1:

@@ -28,7 +28,8 @@ def evaluate(model: nn.Module, dataset: Dataset, split: Split, device: torch.dev
     model.eval()
     correct = 0
     for start in range(0, len(split), batch_size):
-        images = dataset.normalize(split.images[start : start + batch_size]).to(device, memory_format=torch.channels_last)
+        images = dataset.normalize(split.images[start : start + batch_size])
+        images = images.to(device, memory_format=torch.channels_last)
         logits = model(images)
         correct += int((logits.argmax(1).cpu() == split.labels[start : start + batch_size]).sum())
     model.train(was_training)

@@ -55,7 +55,8 @@ def run_workers(job: WorkerJob, config: Any, study: Any, trials: int | None, tim
                                   name=f"hwkd-worker-{index}")
         process.start()
         processes.append(process)
-    log.info("%d workers on cores %s", len(processes), " | ".join(",".join(map(str, c)) for c in cores[: len(processes)]))
+    log.info("%d workers on cores %s", len(processes),
+             " | ".join(",".join(map(str, c)) for c in cores[: len(processes)]))
     counts = {"complete": 0, "infeasible": 0, "failed": 0}
     interrupted = False
     first = len(study.get_trials(deepcopy=False))

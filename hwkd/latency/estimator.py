@@ -81,7 +81,7 @@ class Estimator:
         self,
         profile: DeviceProfile,
         latency_source: LatencySource = "auto",
-        timing: TimingPlan = TimingPlan(),
+        timing: TimingPlan = TimingPlan(),  # noqa: B008 - frozen: one shared default is safe
         disk_cache: LoweredCache | None = None,
     ) -> None:
         calibration = profile.calibration

@@ -2,7 +2,8 @@
 
 The library compiled here is the one `hwkd export` ships: weights are inputs, weight-only kernels
 (transposed or reshaped weights) are lifted out and applied once here, so `main` takes the
-transformed weights; every fused kernel carries hwkd's CPU schedule. Timing: one warm-up call, then `repeat` runs of `number` calls each (at least
+transformed weights; every fused kernel carries hwkd's CPU schedule. Timing: one warm-up call, then `repeat`
+runs of `number` calls each (at least
 `min_repeat_ms` long); the result is the median over runs and the spread between the 10th and
 90th percentile.
 """
@@ -161,7 +162,8 @@ def measure_rpc(
             remote_lib = remote.load_module(lib_path.name)
             device = remote.cpu()
             _set_threads(remote.get_function("runtime.config_threadpool"), profile.runtime.threads)
-            runs = _time(remote_lib, device, student.weights, input_shape, plan, lambda a: tvm.runtime.tensor(a, device))
+            runs = _time(remote_lib, device, student.weights, input_shape, plan,
+                         lambda a: tvm.runtime.tensor(a, device))
         except MeasureError:
             raise
         except Exception as exc:  # noqa: BLE001 - RPC errors vary
@@ -264,7 +266,8 @@ def _set_threads(config_threadpool: Any, threads: int) -> None:
         config_threadpool(1, threads)  # affinity mode 1: big cores first; `threads` workers
 
 
-def _time(module: Any, device: Any, params: list[np.ndarray], input_shape: tuple[int, ...], plan: TimingPlan, put: Any) -> list[float]:
+def _time(module: Any, device: Any, params: list[np.ndarray], input_shape: tuple[int, ...], plan: TimingPlan,
+          put: Any) -> list[float]:
     from tvm import relax
 
     vm = relax.VirtualMachine(module, device)

@@ -140,7 +140,8 @@ class BlockSpace(SearchSpace):
             width = trial.suggest_categorical(f"s{s}_width", list(c.width))
             # every possible block is suggested, used or not: a fixed set of parameters suits NSGA-II
             blocks = [(trial.suggest_categorical(f"s{s}_b{b}_kernel", list(c.kernel)),
-                       trial.suggest_categorical(f"s{s}_b{b}_expansion", list(c.expansion))) for b in range(max(c.depth))]
+                       trial.suggest_categorical(f"s{s}_b{b}_expansion", list(c.expansion)))
+                      for b in range(max(c.depth))]
             stages.append(StageArch(width, tuple(blocks[:depth])))
         return self._encode(stages)
 

@@ -37,7 +37,8 @@ class AvgPool(nn.Module):
     `count_include_pad` and so would compile a different function.
     """
 
-    def __init__(self, kernel: int, stride: int, padding: int, count_include_pad: bool, ceil_mode: bool = False) -> None:
+    def __init__(self, kernel: int, stride: int, padding: int, count_include_pad: bool,
+                 ceil_mode: bool = False) -> None:
         super().__init__()
         self.kernel, self.stride, self.padding = kernel, stride, padding
         self.count_include_pad, self.ceil_mode = count_include_pad, ceil_mode

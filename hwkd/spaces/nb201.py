@@ -114,7 +114,8 @@ class ReductionBlock(nn.Module):
 
 
 class NB201Network(nn.Module):
-    def __init__(self, ops: tuple[str, ...], in_channels: int, stem_channels: int, cells: int, num_classes: int) -> None:
+    def __init__(self, ops: tuple[str, ...], in_channels: int, stem_channels: int, cells: int,
+                 num_classes: int) -> None:
         super().__init__()
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False),
@@ -175,7 +176,8 @@ class NB201Space(SearchSpace):
         ops: list[str] = []
         for j, group in enumerate(groups, start=1):
             if not (group.startswith("|") and group.endswith("|") and len(group) > 1):
-                raise ArchitectureError(f"{self.name} architecture {arch!r}: group {j} {group!r} must be |...| ({FORMAT})")
+                raise ArchitectureError(f"{self.name} architecture {arch!r}: group {j} {group!r} must be |...| "
+                                        f"({FORMAT})")
             items = group[1:-1].split("|")
             if len(items) != j:
                 raise ArchitectureError(

@@ -41,7 +41,8 @@ def check_teacher(teacher: Teacher, dataset: Dataset) -> None:
         out = teacher.logits(sample)
     except Exception as exc:  # noqa: BLE001 - a wrong input shape fails differently per runtime
         raise DataError(
-            f"teacher {teacher.name} cannot run on {dataset.name} images of shape {tuple(sample.shape[1:])}: {error_line(exc)}"
+            f"teacher {teacher.name} cannot run on {dataset.name} images of shape {tuple(sample.shape[1:])}: "
+            f"{error_line(exc)}"
         ) from None
     if out.ndim != 2 or out.shape[1] != dataset.num_classes:
         raise DataError(

@@ -29,7 +29,8 @@ def load_teacher_file(path: str | Path, dataset: Dataset) -> Teacher:
         raise DataError(f"--teacher {path}: no such file")
     kind = TEACHER_SUFFIXES.get(file.suffix)
     if kind is None:
-        raise DataError(f"--teacher {path}: unknown format; use {', '.join(f'{k} ({v})' for k, v in TEACHER_SUFFIXES.items())}")
+        formats = ", ".join(f"{k} ({v})" for k, v in TEACHER_SUFFIXES.items())
+        raise DataError(f"--teacher {path}: unknown format; use {formats}")
     try:
         forward, batch, module = _OPENERS[kind](file)
     except DataError:
