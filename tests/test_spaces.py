@@ -37,14 +37,22 @@ def conv_linear_macs(module: torch.nn.Module, shape: tuple[int, ...]) -> int:
     return total
 
 
-def test_every_shipped_space_loads_and_builds() -> None:
-    names = set(builtin_spaces())
-    assert {"nb201", "fbnet", "fbnet-imagenet"} <= names
-    for row in describe_spaces():
-        space = load_space(row["name"])
-        arch = space.sample(random.Random(0))
-        out = space.build(arch, 7).eval()(torch.zeros(space.default_input_shape))
+def test_the_builtin_spaces_are_shipped() -> None:
+    assert {"nb201", "fbnet", "fbnet-imagenet"} <= set(builtin_spaces())
+    assert {row["name"] for row in describe_spaces()} == set(builtin_spaces())
+
+
+@pytest.mark.parametrize("name", sorted(builtin_spaces()))
+def test_every_shipped_space_samples_parses_and_builds(name: str) -> None:
+    space = load_space(name)
+    rng = random.Random(0)
+    for _ in range(3):
+        arch = space.sample(rng)
+        canonical = space.parse(arch)
+        assert space.parse(canonical) == canonical  # ids are stable once canonical
+        out = space.build(canonical, 7).eval()(torch.zeros(space.default_input_shape))
         assert out.shape == (1, 7)
+    assert space.size() > 1
 
 
 # ---- NAS-Bench-201 ---------------------------------------------------------------------------
