@@ -32,11 +32,12 @@ def test_every_public_name_resolves(name: str) -> None:
 
 
 def test_the_api_functions_are_not_shadowed_by_modules() -> None:
+    # importing every module must leave the functions in place (a submodule named like one would replace it)
     import hwkd.calibrator
     import hwkd.distillation.brief
     import hwkd.exporter
     import hwkd.reports
-    import hwkd.searcher  # noqa: F401 - importing every module must leave the functions in place
+    import hwkd.searcher
 
     for name in ("search", "estimate", "report", "distill", "export", "calibrate"):
         assert callable(getattr(hwkd, name)) and getattr(hwkd, name).__module__ == "hwkd.api"
