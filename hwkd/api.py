@@ -30,9 +30,10 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike[str]
 
 
-def search(config: SearchConfig | None = None, progress: bool = False) -> SearchSummary:
+def search(config: SearchConfig | None = None, progress: bool | None = False) -> SearchSummary:
     """Add trials to a search (or start one) and write its reports; `config` defaults to
-    `hwkd search --device rpi4` on the embedded data."""
+    `hwkd search --device rpi4` on the embedded data. `progress`: bars on standard error (None:
+    when it is a terminal)."""
     from hwkd.searcher import Search, SearchConfig
 
     return Search(config or SearchConfig()).run(progress=progress)
@@ -72,7 +73,7 @@ def report(run: PathLike) -> Report:
 
 
 def distill(run: PathLike, trial: int, config: FullConfig | None = None, train_device: str = "auto",
-            restart: bool = False, progress: bool = False) -> DistillOutcome:
+            restart: bool = False, progress: bool | None = False) -> DistillOutcome:
     """Fully distill trial `trial` of a run from the run's teacher (resumes from its checkpoint)."""
     from hwkd.distill_trial import distill_trial
     from hwkd.distillation.config import FullConfig

@@ -64,14 +64,15 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from hwkd.calibrator import DEFAULT_SPACE, CalibrateConfig, calibrate
+    from hwkd.api import calibrate
+    from hwkd.calibrator import DEFAULT_SPACE, CalibrateConfig
     from hwkd.estimate_cli import parse_input_shape
 
     outcome = calibrate(CalibrateConfig(
         device=args.device, out=args.out, measurements=args.measurements, runtime=args.runtime, measure=args.measure,
         space=args.space or DEFAULT_SPACE, input_shape=parse_input_shape(args.input_shape),
         num_classes=args.num_classes, threads=args.threads, seed=args.seed, force=args.force,
-    ), show=sys.stderr.isatty())
+    ), progress=sys.stderr.isatty())
     fit, info = outcome.fit, outcome.profile.calibration
     threads = info.threads if info else "?"
     scales = ", ".join(f"{k} x{v:.2f}" for k, v in fit.multipliers.items())
@@ -86,7 +87,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from hwkd.distillation.config import BriefConfig
-    from hwkd.searcher import Budgets, Search, SearchConfig
+    from hwkd.searcher import Budgets, SearchConfig
 
     defaults = BriefConfig()
     config = SearchConfig(
@@ -101,9 +102,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
         train_device=args.train_device, latency_source=args.latency_source, threads=args.threads,
         workers=args.workers, heartbeat_s=args.heartbeat_s,
     )
+    from hwkd.api import search
     from hwkd.reports import front_table
 
-    summary = Search(config).run()
+    summary = search(config, progress=None)
     print(summary.budget_hint or front_table(summary.front))
     print(
         f"\n{summary.new_trials} new trials in {summary.seconds:.0f} s: {summary.completed} trained, "
@@ -119,11 +121,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from hwkd.reports import MIN_FIDELITY_STUDENTS, front_table, write_reports
+    from hwkd.api import report as build
+    from hwkd.reports import MIN_FIDELITY_STUDENTS, front_table
     from hwkd.run_folder import open_run
 
+    report = build(args.run)
     folder = open_run(args.run)
-    report = write_reports(folder)
     states = report.state_counts()
     print(front_table(report.front))
     print(f"\n{len(report.trials)} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))})")
@@ -140,7 +143,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    from hwkd.distill_trial import distill_trial
+    from hwkd.api import distill
     from hwkd.distillation.config import FullConfig
 
     d = FullConfig()
@@ -150,7 +153,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         transfer_weight=args.transfer_weight, teacher_layers=tuple(_names(args.teacher_layers)),
         student_layers=tuple(_names(args.student_layers)), augment=not args.no_augment, seed=args.seed,
     )
-    outcome = distill_trial(args.run, args.trial, config, args.train_device, args.restart)
+    outcome = distill(args.run, args.trial, config, args.train_device, args.restart, progress=None)
     r = outcome.result
     print(f"trial {outcome.trial.number}: test accuracy {100 * r.test_accuracy:.2f}% after {r.epochs} epochs "
           f"(teacher {100 * outcome.teacher_test_accuracy:.2f}%, brief validation accuracy "
@@ -164,9 +167,9 @@ def _names(text: str | None) -> list[str]:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from hwkd.exporter import export_trial, parse_formats
+    from hwkd.api import export
 
-    outcome = export_trial(args.run, args.trial, parse_formats(args.format), args.out, args.force)
+    outcome = export(args.run, args.trial, args.format.split(","), args.out, args.force)
     m = outcome.manifest
     acc = ", ".join(f"{k} {100 * v:.2f}%" for k, v in m["test_accuracy"].items())
     print(f"trial {m['trial']} exported for {m['device']['name']}: test accuracy {acc}")

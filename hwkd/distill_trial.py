@@ -12,8 +12,8 @@ import torch
 from hwkd.distillation.config import FullConfig
 from hwkd.distillation.full import FullResult, full_distill
 from hwkd.records import DistillRecord, TrainedStudent
+from hwkd.run_context import RunContext, load_trial, open_context
 from hwkd.run_folder import library_versions
-from hwkd.run_trial import RunContext, load_trial, open_context
 from hwkd.teachers import load_run_teacher
 from hwkd.training import pick_device
 

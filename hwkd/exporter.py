@@ -30,8 +30,8 @@ from hwkd.distill_trial import load_student
 from hwkd.errors import HwkdError, RunError
 from hwkd.files import sha256_file, write_atomic
 from hwkd.onnx_session import cpu_session
+from hwkd.run_context import RunContext, load_trial, open_context
 from hwkd.run_folder import library_versions
-from hwkd.run_trial import RunContext, load_trial, open_context
 
 log = logging.getLogger(__name__)
 

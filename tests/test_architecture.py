@@ -11,7 +11,7 @@ import hwkd
 ROOT = Path(hwkd.__file__).parent
 # The commands and what orchestrates them: nothing below may import these.
 COMMANDS = {"hwkd.cli", "hwkd.api", "hwkd.searcher", "hwkd.workers", "hwkd.reports", "hwkd.distill_trial",
-            "hwkd.exporter", "hwkd.calibrator", "hwkd.estimate_cli", "hwkd.run_trial"}
+            "hwkd.exporter", "hwkd.calibrator", "hwkd.estimate_cli", "hwkd.run_context"}
 LOWER = ("hwkd.spaces", "hwkd.latency", "hwkd.distillation", "hwkd.data", "hwkd.teachers", "hwkd.profiles",
          "hwkd.records", "hwkd.run_folder", "hwkd.training", "hwkd.files", "hwkd.cache")
 

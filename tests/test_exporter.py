@@ -24,7 +24,7 @@ from hwkd.errors import HwkdError, RunError
 from hwkd.exporter import export_trial, parse_formats
 from hwkd.profiles import load_profile
 from hwkd.reports import proxy_fidelity
-from hwkd.run_trial import load_trial, open_context
+from hwkd.run_context import load_trial, open_context
 from hwkd.searcher import Budgets, Search, SearchConfig
 from hwkd.training import evaluate
 

@@ -11,6 +11,7 @@ from hwkd.data import load_dataset
 from hwkd.data.augment import augment
 from hwkd.errors import DataError
 from hwkd.teachers import (
+    TEACHER_SUFFIXES,
     DefaultTeacher,
     TeacherRecipe,
     default_recipe,
@@ -30,21 +31,25 @@ def small_teacher(classes: int = 10) -> torch.nn.Module:
     return DefaultTeacher(1, classes).eval()
 
 
-def test_teacher_formats_give_the_same_logits(tmp_path: Path, data) -> None:
-    model = small_teacher()
+def _save(model: torch.nn.Module, kind: str, path: Path) -> None:
     x = torch.zeros(2, 1, 28, 28)
-    exported = tmp_path / "t.pt2"
-    torch.export.save(torch.export.export(model, (x,)), str(exported))
-    scripted = tmp_path / "t.pt"
-    torch.jit.save(torch.jit.trace(model, x), str(scripted))
-    onnx_file = tmp_path / "t.onnx"
-    torch.onnx.export(model, (x,), str(onnx_file), input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
+    if kind == "torch.export":
+        torch.export.save(torch.export.export(model, (x,)), str(path))
+    elif kind == "TorchScript":
+        torch.jit.save(torch.jit.trace(model, x), str(path))
+    else:
+        torch.onnx.export(model, (x,), str(path), input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
+
+
+@pytest.mark.parametrize("suffix, kind", sorted(TEACHER_SUFFIXES.items()))
+def test_every_teacher_format_gives_the_same_logits(tmp_path: Path, data, suffix: str, kind: str) -> None:
+    model = small_teacher()
+    path = tmp_path / f"t{suffix}"
+    _save(model, kind, path)
     images = data.normalize(data.val.images[:50])
-    expected = model(images)
-    for path, kind in ((exported, "torch.export"), (scripted, "TorchScript"), (onnx_file, "ONNX")):
-        teacher = load_teacher_file(path, data)
-        assert teacher.kind == kind and len(teacher.sha256) == 64
-        torch.testing.assert_close(teacher.logits(images), expected, rtol=1e-4, atol=1e-4)
+    teacher = load_teacher_file(path, data)
+    assert teacher.kind == kind and len(teacher.sha256) == 64
+    torch.testing.assert_close(teacher.logits(images), model(images), rtol=1e-4, atol=1e-4)
 
 
 def test_teacher_with_the_wrong_number_of_classes(tmp_path: Path, data) -> None:

@@ -1,4 +1,4 @@
-"""One trial of a finished search, with what its run folder knows: data, space, device, teacher.
+"""A finished search's context (what its run folder knows: data, space, device, teacher) and its trials.
 
 `hwkd distill` and `hwkd export` start here. The student a trial names is rebuilt from its
 architecture id; its fully distilled weights live in `RUN/distilled/trial-N/`.
