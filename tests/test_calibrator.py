@@ -89,6 +89,7 @@ def test_onnx_measurements_relative_to_the_csv(tmp_path, capsys) -> None:
     assert "calibrated to onnxruntime, so TVM cannot measure what it predicts" in err
 
 
+@pytest.mark.slow
 def test_measuring_over_rpc_picks_students_across_the_range(rpc_server: int, board_file, tmp_path, capsys) -> None:
     board = board_file(rpc_server)
     out = tmp_path / "board-cal.yaml"

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from hwkd.cli import main
 
 
@@ -60,6 +62,7 @@ def test_debug_shows_the_traceback() -> None:
     assert out.returncode != 0 and "Traceback" in out.stderr
 
 
+@pytest.mark.slow
 def test_search_then_report_from_the_command_line(tmp_path, teacher_file, capsys) -> None:
     run = tmp_path / "run"
     argv = ["search", "--teacher", str(teacher_file), "--run-dir", str(run), "--trials", "2", "--steps", "30",

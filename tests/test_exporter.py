@@ -28,6 +28,10 @@ from hwkd.run_context import load_trial, open_context
 from hwkd.searcher import Budgets, Search, SearchConfig
 from hwkd.training import evaluate
 
+# every test here runs real searches (and distillations) or worker processes
+pytestmark = pytest.mark.slow
+
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, teacher_file: Path) -> tuple[Path, int]:

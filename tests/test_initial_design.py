@@ -14,6 +14,7 @@ SHAPE = (1, 1, 28, 28)
 BLOCKS = str(Path(__file__).parents[1] / "search_spaces" / "mbconv-small.yaml")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space_name", ["nb201-small", BLOCKS])
 def test_students_span_the_cost_range_cheapest_first(space_name: str) -> None:
     space = load_space(space_name)

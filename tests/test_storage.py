@@ -16,6 +16,10 @@ from hwkd.errors import RunError
 from hwkd.searcher import Search, SearchConfig
 from hwkd.storage import masked, recorded_form, resolve_recorded, without_password
 
+# every test here runs real searches (and distillations) or worker processes
+pytestmark = pytest.mark.slow
+
+
 
 def config(run: Path, teacher_file: Path, **changes) -> SearchConfig:
     return SearchConfig(space="nb201-small", teacher=str(teacher_file), run_dir=str(run), trials=1,

@@ -71,6 +71,7 @@ def test_bad_teacher_files(tmp_path: Path, data, name: str, content: bytes | Non
         load_teacher_file(path, data)
 
 
+@pytest.mark.slow
 def test_default_teacher_trains_once_then_loads_from_the_cache(tmp_path: Path, monkeypatch, data) -> None:
     monkeypatch.setenv("HWKD_CACHE_DIR", str(tmp_path))
     lines: list[str] = []
@@ -106,6 +107,7 @@ def test_augment_shifts_and_flips_without_changing_shape() -> None:
     assert not torch.equal(out, images)
 
 
+@pytest.mark.slow
 def test_default_teacher_training_shows_a_bar_with_the_time_left(tmp_path: Path, monkeypatch, data, capsys) -> None:
     monkeypatch.setenv("HWKD_CACHE_DIR", str(tmp_path))
     lines: list[str] = []
@@ -118,6 +120,7 @@ def test_default_teacher_training_shows_a_bar_with_the_time_left(tmp_path: Path,
     assert lines[0].startswith("default teacher: epoch 1/2") and " left" in lines[0]
 
 
+@pytest.mark.slow
 def test_a_broken_torch_export_file_is_one_line_without_a_traceback(tmp_path: Path) -> None:
     path = tmp_path / "teacher.pt2"
     path.write_bytes(b"not a zip archive")

@@ -19,6 +19,10 @@ from hwkd.searcher import Search, SearchConfig
 from hwkd.threads import split_cores
 from hwkd.workers import shares
 
+# every test here runs real searches (and distillations) or worker processes
+pytestmark = pytest.mark.slow
+
+
 
 def test_trials_and_cores_are_shared_out() -> None:
     assert shares(5, 2) == [3, 2] and shares(1, 3) == [1, 0, 0] and shares(None, 2) == [None, None]

@@ -39,6 +39,7 @@ def builtin_spaces() -> dict[str, Path]:
 
 
 def load_space(name_or_path: str | os.PathLike[str]) -> SearchSpace:
+    """A built-in space by name (`hwkd spaces` lists them), or a space file (.yaml) by path."""
     text = str(name_or_path)
     path = Path(text)
     if path.suffix in SPACE_SUFFIXES or os.sep in text:

@@ -50,6 +50,7 @@ def test_fashion_mnist_from_idx_files(tmp_path: Path) -> None:
     assert data.class_names[0] == "T-shirt/top"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_fashion_mnist_from_debian_package() -> None:
     data = load_dataset("fashion-mnist")

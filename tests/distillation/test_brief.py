@@ -23,6 +23,7 @@ def student(data):
     return load_space("nb201-small").build(ARCH, data.num_classes, data.input_shape)
 
 
+@pytest.mark.slow
 def test_brief_training_learns_far_above_chance(data) -> None:
     net = student(data)
     before = evaluate(net, data, data.val, torch.device("cpu"))

@@ -45,6 +45,7 @@ def run(small, teacher, path: Path, config: FullConfig = CONFIG, model: torch.nn
     return model, result
 
 
+@pytest.mark.slow
 def test_full_distillation_learns_and_checkpoints(small, teacher, tmp_path: Path) -> None:
     model, result = run(small, teacher, tmp_path / "c.pt")
     assert result.test_accuracy > 0.6 and result.epochs == 4 and result.steps == 64  # 1024 // 64 * 4
@@ -54,6 +55,7 @@ def test_full_distillation_learns_and_checkpoints(small, teacher, tmp_path: Path
         torch.testing.assert_close(saved["student"][key], value)
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_weights(small, teacher, tmp_path: Path, monkeypatch) -> None:
     straight, _ = run(small, teacher, tmp_path / "straight.pt")
     real_save = full_module._save
@@ -82,6 +84,7 @@ def test_bad_checkpoints_are_refused_with_the_way_out(small, teacher, tmp_path: 
         run(small, teacher, path)
 
 
+@pytest.mark.slow
 def test_feature_and_attention_transfer_train_with_the_default_teacher(small, tmp_path: Path) -> None:
     from hwkd.teachers import DefaultTeacher
 

@@ -83,6 +83,7 @@ def test_spread_picks_cover_the_range() -> None:
     assert sorted(spread_picks(values, 10)) == list(range(5))
 
 
+@pytest.mark.slow
 def test_kernel_classes_of_a_mobilenet_block() -> None:
     space = load_space("fbnet")
     lowered = Lowerer().lower(torch_to_relax(space.build("3" * 22, 10), space.default_input_shape))

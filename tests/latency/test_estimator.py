@@ -41,6 +41,7 @@ def test_repeated_students_cost_nothing_the_second_time(tmp_path) -> None:
     assert estimator.lowerer.stats["kernel_misses"] == misses
 
 
+@pytest.mark.slow
 def test_host_measures_and_keeps_the_model_figure() -> None:
     estimate = Estimator(load_profile("host")).estimate_arch(load_space("nb201"), SMALL)
     assert estimate.source == "measured" and estimate.measured_on == "local"
@@ -54,6 +55,7 @@ def test_measured_is_refused_for_a_board_without_rpc() -> None:
         Estimator(load_profile("rpi4"), "measured")
 
 
+@pytest.mark.slow
 def test_rpc_board_measures_through_the_server(rpc_server: int, board_file, capsys) -> None:
     code = main(["estimate", "--device", str(board_file(rpc_server)), "--space", "nb201", "--arch", SMALL, "--json"])
     assert code == 0
@@ -75,6 +77,7 @@ def test_estimate_json_one_object_per_arch_in_order(tmp_path: Path, capsys) -> N
     assert rows[0] == rows[2] and rows[1]["latency_ms"] > rows[0]["latency_ms"]
 
 
+@pytest.mark.slow
 def test_estimate_onnx_files_in_order(tmp_path: Path, capsys) -> None:
     paths = []
     for n, arch in enumerate([ALL_3X3, SMALL]):

@@ -23,6 +23,7 @@ def lowered(arch: str):
     return graph, Lowerer().lower(graph)
 
 
+@pytest.mark.slow
 def test_local_measurement_tells_a_big_student_from_a_small_one() -> None:
     host = load_profile("host")
     small = measure_local(*_args(SMALL), host, FAST)
@@ -32,6 +33,7 @@ def test_local_measurement_tells_a_big_student_from_a_small_one() -> None:
     assert big.latency_ms > 3 * small.latency_ms  # 220 M MACs against 18 M
 
 
+@pytest.mark.slow
 def test_measuring_here_leaves_this_process_on_all_its_cores() -> None:
     cores = os.sched_getaffinity(0)
     measure_local(*_args(SMALL), load_profile("host"), FAST)
@@ -43,6 +45,7 @@ def _args(arch: str):
     return low, graph.params, graph.input_shape
 
 
+@pytest.mark.slow
 def test_rpc_measurement_through_a_local_server(rpc_server: int, board_file) -> None:
     board = load_profile(board_file(rpc_server))
     assert cross_compiler(board) is None  # same architecture: the native compiler links it

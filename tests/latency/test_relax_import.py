@@ -48,6 +48,7 @@ def run_tvm(graph, x: np.ndarray) -> np.ndarray:
         ("fbnet", "1587241365870124578812", (1, 1, 28, 28)),
     ],
 )
+@pytest.mark.slow
 def test_compiled_student_computes_what_torch_computes(space: str, arch: str, shape: tuple[int, ...]) -> None:
     net = randomize_batchnorm(load_space(space).build(arch, 10, shape))
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -84,6 +85,7 @@ def export_onnx(net: torch.nn.Module, path: Path, shape: tuple[int, ...]) -> Pat
     return path
 
 
+@pytest.mark.slow
 def test_onnx_import_matches_onnxruntime(tmp_path: Path) -> None:
     import onnxruntime as ort
 
