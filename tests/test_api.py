@@ -74,7 +74,7 @@ def test_the_readme_python_example_runs_as_written(tmp_path: Path, embedded, mon
                          text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    assert re.match(r"trial \d+: \d+\.\d %, \d+\.\d{3} ms  \|", lines[0])
+    assert re.match(r"trial \d+: \d+\.\d %, \d+\.\d{3} ms  C\d+:\|", lines[0])  # an nb201-widths id
     assert any(re.match(r"test accuracy after full distillation: \d+\.\d %", line) for line in lines)
     assert (tmp_path / "hwkd-runs" / "api-example" / "export").is_dir()
     assert re.match(r"\d+\.\d\d ms, \d+ KiB peak memory", lines[-1])
