@@ -157,3 +157,35 @@ def host_profile_with_rpc(tmp_path: Path, port: int, name: str = "board") -> Pat
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+# ---- records of a run, written by hand ---------------------------------------------------------
+
+
+def make_fixed(**changes: object):
+    """FixedSettings of a small run on rpi4, with `changes`."""
+    from hwkd.distillation.config import BriefConfig
+    from hwkd.records import FixedSettings
+
+    values: dict = dict(space="nb201-widths", device="rpi4", data="embedded", data_dir=None, teacher=None,
+                        brief=BriefConfig(steps=40), input_shape=(1, 1, 28, 28), num_classes=10,
+                        latency_source="auto", threads=4)
+    values.update(changes)
+    return FixedSettings(**values)
+
+
+def make_run_record(**fixed: object):
+    """A whole RunRecord around `make_fixed(**fixed)`."""
+    from hwkd.records import Budgets, DatasetRecord, RunConfig, RunRecord, TeacherRecord
+
+    return RunRecord(
+        config=RunConfig(fixed=make_fixed(**fixed), run_dir="runs/a", storage=None, sampler="tpe", seed=3,
+                         budgets=Budgets(max_latency_ms=15.0), train_device="cpu"),
+        dataset=DatasetRecord(name="embedded", source="hwkd", fingerprint="abc", train=900, brief_train=800, val=100,
+                              test=200, classes=tuple("0123456789"), input_shape=(1, 1, 28, 28), mean=(0.28,),
+                              std=(0.35,)),
+        teacher=TeacherRecord(name="default", kind="default", source="cache", file="teacher.pt", sha256="f" * 64,
+                              train_accuracy=0.9, val_accuracy=0.85),
+        device_profile={"name": "rpi4"}, space={"name": "nb201-widths"}, libraries={"hwkd": "0.1.0"},
+        created="2026-12-01T00:00:00+00:00", updated="2026-12-01T00:00:00+00:00",
+    )

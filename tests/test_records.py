@@ -4,43 +4,18 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from conftest import make_fixed, make_run_record
 
 from hwkd.distillation.config import BriefConfig
 from hwkd.errors import RunError
 from hwkd.records import (
     RECORD_VERSION,
-    Budgets,
-    DatasetRecord,
     FixedSettings,
-    RunConfig,
     RunRecord,
-    TeacherRecord,
     TrialOutcome,
     TrialWriter,
     planned_attrs,
 )
-
-
-def _fixed(**changes: object) -> FixedSettings:
-    values: dict = dict(space="nb201-widths", device="rpi4", data="embedded", data_dir=None, teacher=None,
-                        brief=BriefConfig(steps=40), input_shape=(1, 1, 28, 28), num_classes=10,
-                        latency_source="auto", threads=4)
-    values.update(changes)
-    return FixedSettings(**values)
-
-
-def _run_record(**fixed: object) -> RunRecord:
-    return RunRecord(
-        config=RunConfig(fixed=_fixed(**fixed), run_dir="runs/a", storage=None, sampler="tpe", seed=3,
-                         budgets=Budgets(max_latency_ms=15.0), train_device="cpu"),
-        dataset=DatasetRecord(name="embedded", source="hwkd", fingerprint="abc", train=900, brief_train=800, val=100,
-                              test=200, classes=tuple("0123456789"), input_shape=(1, 1, 28, 28), mean=(0.28,),
-                              std=(0.35,)),
-        teacher=TeacherRecord(name="default", kind="default", source="cache", file="teacher.pt", sha256="f" * 64,
-                              train_accuracy=0.9, val_accuracy=0.85),
-        device_profile={"name": "rpi4"}, space={"name": "nb201-widths"}, libraries={"hwkd": "0.1.0"},
-        created="2026-12-01T00:00:00+00:00", updated="2026-12-01T00:00:00+00:00",
-    )
 
 
 def test_a_trial_outcome_from_optuna_and_back() -> None:
@@ -81,13 +56,13 @@ def test_planned_students_are_marked() -> None:
 
 
 def test_records_round_trip_through_their_dicts() -> None:
-    record = _run_record()
+    record = make_run_record()
     assert RunRecord.from_dict(record.to_dict()) == record
     assert record.to_dict()["version"] == RECORD_VERSION
     assert FixedSettings.from_dict(record.fixed.to_dict()) == record.fixed
 
 
 def test_fixed_settings_name_each_difference_key_by_key() -> None:
-    old, new = _fixed(), _fixed(threads=2, brief=BriefConfig(steps=40, lr=0.05))
+    old, new = make_fixed(), make_fixed(threads=2, brief=BriefConfig(steps=40, lr=0.05))
     assert old.differences(new) == ["brief.lr: 0.1 -> 0.05", "threads: 4 -> 2"]
-    assert old.differences(_fixed()) == []
+    assert old.differences(make_fixed()) == []

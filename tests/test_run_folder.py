@@ -7,47 +7,20 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import make_fixed, make_run_record
 
 from hwkd.distillation.config import BriefConfig, FullConfig
 from hwkd.errors import RunError
 from hwkd.records import (
     RECORD_VERSION,
-    Budgets,
-    DatasetRecord,
     DistillRecord,
-    FixedSettings,
-    RunConfig,
-    RunRecord,
-    TeacherRecord,
 )
 from hwkd.run_folder import RunFolder
 
 
-def _fixed(**changes: object) -> FixedSettings:
-    values: dict = dict(space="nb201-widths", device="rpi4", data="embedded", data_dir=None, teacher=None,
-                        brief=BriefConfig(steps=40), input_shape=(1, 1, 28, 28), num_classes=10,
-                        latency_source="auto", threads=4)
-    values.update(changes)
-    return FixedSettings(**values)
-
-
-def _run_record(**fixed: object) -> RunRecord:
-    return RunRecord(
-        config=RunConfig(fixed=_fixed(**fixed), run_dir="runs/a", storage=None, sampler="tpe", seed=3,
-                         budgets=Budgets(max_latency_ms=15.0), train_device="cpu"),
-        dataset=DatasetRecord(name="embedded", source="hwkd", fingerprint="abc", train=900, brief_train=800, val=100,
-                              test=200, classes=tuple("0123456789"), input_shape=(1, 1, 28, 28), mean=(0.28,),
-                              std=(0.35,)),
-        teacher=TeacherRecord(name="default", kind="default", source="cache", file="teacher.pt", sha256="f" * 64,
-                              train_accuracy=0.9, val_accuracy=0.85),
-        device_profile={"name": "rpi4"}, space={"name": "nb201-widths"}, libraries={"hwkd": "0.1.0"},
-        created="2026-12-01T00:00:00+00:00", updated="2026-12-01T00:00:00+00:00",
-    )
-
-
 def test_run_json_round_trips_and_keeps_its_keys(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path)
-    record = _run_record()
+    record = make_run_record()
     folder.write(record)
     data = json.loads(folder.run_json.read_text())
     assert data["version"] == RECORD_VERSION
@@ -60,7 +33,7 @@ def test_run_json_round_trips_and_keeps_its_keys(tmp_path: Path) -> None:
 
 def test_a_run_json_without_version_reads_as_version_1(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path)
-    folder.write(_run_record())
+    folder.write(make_run_record())
     data = json.loads(folder.run_json.read_text())
     del data["version"]
     folder.run_json.write_text(json.dumps(data))
@@ -69,7 +42,7 @@ def test_a_run_json_without_version_reads_as_version_1(tmp_path: Path) -> None:
 
 def test_a_newer_or_broken_run_json_is_one_line(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path)
-    folder.write(_run_record())
+    folder.write(make_run_record())
     data = json.loads(folder.run_json.read_text())
     folder.run_json.write_text(json.dumps({**data, "version": RECORD_VERSION + 1}))
     with pytest.raises(RunError, match=rf"record version {RECORD_VERSION + 1}; this hwkd reads versions up to"):
@@ -82,10 +55,10 @@ def test_a_newer_or_broken_run_json_is_one_line(tmp_path: Path) -> None:
 
 def test_check_same_run_names_each_changed_setting(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path)
-    folder.write(_run_record())
-    folder.check_same_run(_fixed())  # same settings: fine
+    folder.write(make_run_record())
+    folder.check_same_run(make_fixed())  # same settings: fine
     with pytest.raises(RunError) as error:
-        folder.check_same_run(_fixed(device="jetson-nano", brief=BriefConfig(steps=80)))
+        folder.check_same_run(make_fixed(device="jetson-nano", brief=BriefConfig(steps=80)))
     message = str(error.value)
     assert "device: 'rpi4' -> 'jetson-nano'" in message and "brief.steps: 40 -> 80" in message
     assert "sampler" not in message  # a continued run may change what is not fixed
