@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "search": "hwkd.api", "estimate": "hwkd.api", "report": "hwkd.api", "distill": "hwkd.api",
-    "export": "hwkd.api", "calibrate": "hwkd.api",
+    "export": "hwkd.api", "calibrate": "hwkd.api", "compress": "hwkd.api",
+    "CompressConfig": "hwkd.compress_trial", "CompressOutcome": "hwkd.compress_trial", "CompressRecord": "hwkd.records",
     "SearchConfig": "hwkd.searcher", "SearchSummary": "hwkd.searcher",
     "Budgets": "hwkd.records", "FixedSettings": "hwkd.records", "RunRecord": "hwkd.records",
     "TrialOutcome": "hwkd.records", "TrainedStudent": "hwkd.records", "DistillRecord": "hwkd.records",
@@ -32,21 +33,31 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "Budgets", "BriefConfig", "CalibrateConfig", "CalibrationOutcome", "DeviceProfile", "DistillOutcome",
+    "Budgets", "BriefConfig", "CalibrateConfig", "CalibrationOutcome", "CompressConfig", "CompressOutcome",
+    "CompressRecord", "DeviceProfile", "DistillOutcome",
     "DistillRecord", "Estimate", "ExportOutcome", "FixedSettings", "FullConfig", "HwkdError", "Report", "RunRecord",
     "SearchConfig", "SearchSpace", "SearchSummary", "TrainedStudent", "TrialOutcome", "__version__", "calibrate",
-    "distill", "estimate", "export", "load_profile", "load_space", "report", "search",
+    "compress", "distill", "estimate", "export", "load_profile", "load_space", "report", "search",
 ]
 
 if TYPE_CHECKING:
-    from hwkd.api import calibrate, distill, estimate, export, report, search
+    from hwkd.api import calibrate, compress, distill, estimate, export, report, search
     from hwkd.calibrator import CalibrateConfig, CalibrationOutcome
+    from hwkd.compress_trial import CompressConfig, CompressOutcome
     from hwkd.distill_trial import DistillOutcome
     from hwkd.distillation.config import BriefConfig, FullConfig
     from hwkd.exporter import ExportOutcome
     from hwkd.latency.estimator import Estimate
     from hwkd.profiles import DeviceProfile, load_profile
-    from hwkd.records import Budgets, DistillRecord, FixedSettings, RunRecord, TrainedStudent, TrialOutcome
+    from hwkd.records import (
+        Budgets,
+        CompressRecord,
+        DistillRecord,
+        FixedSettings,
+        RunRecord,
+        TrainedStudent,
+        TrialOutcome,
+    )
     from hwkd.reports import Report
     from hwkd.searcher import SearchConfig, SearchSummary
     from hwkd.spaces import SearchSpace, load_space

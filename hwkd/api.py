@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from hwkd.calibrator import CalibrateConfig, CalibrationOutcome
+    from hwkd.compress_trial import CompressConfig, CompressOutcome
     from hwkd.distill_trial import DistillOutcome
     from hwkd.distillation.config import FullConfig
     from hwkd.exporter import ExportOutcome
@@ -81,12 +82,22 @@ def distill(run: PathLike, trial: int, config: FullConfig | None = None, train_d
     return distill_trial(Path(run), trial, config or FullConfig(), train_device, restart, progress)
 
 
+def compress(run: PathLike, trial: int, config: CompressConfig, progress: bool | None = False) -> CompressOutcome:
+    """Prune a fully distilled student to a latency target on the run's device and fine-tune it
+    with KD from the run's teacher (`hwkd compress`)."""
+    from hwkd.compress_trial import compress_trial
+
+    return compress_trial(Path(run), trial, config, progress)
+
+
 def export(run: PathLike, trial: int, formats: Sequence[str] = ("onnx", "onnx-int8", "tvm"),
-           out: PathLike | None = None, force: bool = False) -> ExportOutcome:
-    """Deployable, checked files of a fully distilled student, with their manifest."""
+           out: PathLike | None = None, force: bool = False, compressed: str | None = None) -> ExportOutcome:
+    """Deployable, checked files of a fully distilled student (or of its pruned version `compressed`,
+    from `hwkd compress`), with their manifest."""
     from hwkd.exporter import export_trial, parse_formats
 
-    return export_trial(Path(run), trial, parse_formats(",".join(formats)), None if out is None else Path(out), force)
+    return export_trial(Path(run), trial, parse_formats(",".join(formats)), None if out is None else Path(out), force,
+                        compressed)
 
 
 def calibrate(config: CalibrateConfig, progress: bool = False) -> CalibrationOutcome:

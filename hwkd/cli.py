@@ -162,6 +162,29 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from hwkd.api import compress
+    from hwkd.compress_trial import FINETUNE, CompressConfig
+
+    finetune = replace(FINETUNE, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                       temperature=args.temperature, alpha=args.alpha, seed=args.seed)
+    outcome = compress(args.run, args.trial, CompressConfig(
+        max_latency_ms=args.max_latency_ms, ratio=args.ratio, name=args.name, finetune=finetune,
+        train_device=args.train_device, restart=args.restart), progress=None)
+    r = outcome.record
+    tuned = f"after {r.finetune_epochs} epochs of KD fine-tuning" if r.finetune_epochs else "without fine-tuning"
+    print(f"trial {r.trial} pruned to {r.latency_ms:.3f} ms on {r.device} (from {r.unpruned_latency_ms:.3f} ms, "
+          f"target {r.target_ms:.3f} ms): {r.channels_removed} of {r.channels_before} channels removed, "
+          f"{r.params_bytes / 4e3:.1f}k parameters (from {r.unpruned_params_bytes / 4e3:.1f}k)")
+    print(f"test accuracy {100 * r.test_accuracy:.2f}% {tuned} (distilled student "
+          f"{100 * r.unpruned_test_accuracy:.2f}%, right after pruning {100 * r.pruned_test_accuracy:.2f}%)")
+    print(f"  {outcome.folder / 'student.pt'}\n  {outcome.folder / 'result.json'}")
+    print(f"ship it with: hwkd export {args.run} --trial {r.trial} --compressed {r.name}")
+    return 0
+
+
 def _names(text: str | None) -> list[str]:
     return [n.strip() for n in (text or "").split(",") if n.strip()]
 
@@ -169,7 +192,7 @@ def _names(text: str | None) -> list[str]:
 def _cmd_export(args: argparse.Namespace) -> int:
     from hwkd.api import export
 
-    outcome = export(args.run, args.trial, args.format.split(","), args.out, args.force)
+    outcome = export(args.run, args.trial, args.format.split(","), args.out, args.force, args.compressed)
     m = outcome.manifest
     acc = ", ".join(f"{k} {100 * v:.2f}%" for k, v in m["test_accuracy"].items())
     print(f"trial {m['trial']} exported for {m['device']['name']}: test accuracy {acc}")
@@ -210,12 +233,42 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_distill)
 
 
+def _add_compress(sub: argparse._SubParsersAction) -> None:
+    from hwkd.compress_trial import FINETUNE
+
+    d = FINETUNE
+    p = sub.add_parser("compress", help="prune a distilled student to a latency target and fine-tune it with KD",
+                       description="Structured channel pruning of a fully distilled student (whole output channels, "
+                       "residual and grouped convolutions kept consistent), re-costed on the run's device after "
+                       "each step until it meets the target, then fine-tuned with knowledge distillation from the "
+                       "run's teacher. The result goes to RUN/compressed/trial-N-NAME/.")
+    p.add_argument("run", metavar="RUN", help="a run folder written by hwkd search")
+    p.add_argument("--trial", type=int, required=True, help="a fully distilled trial (hwkd distill)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--max-latency-ms", type=float, help="the latency to reach on the run's device")
+    target.add_argument("--ratio", type=float, help="or: this fraction of the student's latency (e.g. 0.7)")
+    p.add_argument("--name", help="name of the result (default: the target, e.g. 0.42ms)")
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help=f"KD fine-tuning epochs, 0 for none (default {d.epochs})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak fine-tuning learning rate (default {d.lr})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--alpha", type=float, default=d.alpha, help=f"weight of the KD term (default {d.alpha})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--restart", action="store_true", help="ignore an existing fine-tuning checkpoint")
+    _add_config(p)
+    p.set_defaults(handler=_cmd_compress)
+
+
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="deployable files of a distilled student for the run's device")
     p.add_argument("run", metavar="RUN", help="a run folder written by hwkd search")
     p.add_argument("--trial", type=int, required=True)
     p.add_argument("--format", default="onnx,onnx-int8,tvm", help="any of onnx, onnx-int8, tvm (default: all)")
-    p.add_argument("--out", help="output folder (default RUN/export/trial-N)")
+    p.add_argument("--out", help="output folder (default RUN/export/trial-N, or trial-N-NAME with --compressed)")
+    p.add_argument("--compressed", metavar="NAME", help="the pruned student of this name (hwkd compress) instead "
+                   "of the distilled one")
     p.add_argument("--force", action="store_true", help="replace the files of an existing output folder")
     _add_config(p)
     p.set_defaults(handler=_cmd_export)
@@ -360,8 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hwkd {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_search, _add_report, _add_distill, _add_export, _add_estimate, _add_calibrate, _add_devices,
-                _add_spaces):
+    for add in (_add_search, _add_report, _add_distill, _add_compress, _add_export, _add_estimate, _add_calibrate,
+                _add_devices, _add_spaces):
         add(sub)
     return parser
 

@@ -60,11 +60,20 @@ def parse_formats(text: str) -> list[str]:
 
 
 def export_trial(run: str | Path, number: int, formats: list[str], out: str | Path | None = None,
-                 force: bool = False) -> ExportOutcome:
+                 force: bool = False, compressed: str | None = None) -> ExportOutcome:
+    """Export trial `number`'s fully distilled student, or with `compressed` the pruned student of
+    that name (`hwkd compress`)."""
     context = open_context(run)
     trial = load_trial(context, number)
-    student = load_student(context, trial)
-    out_dir = Path(out) if out else context.folder.path / "export" / f"trial-{number}"
+    pruned = None
+    if compressed is None:
+        student = load_student(context, trial)
+    else:
+        from hwkd.compress_trial import load_compressed
+
+        student, pruned = load_compressed(context, number, compressed)
+    folder = f"trial-{number}" if compressed is None else f"trial-{number}-{compressed}"
+    out_dir = Path(out) if out else context.folder.path / "export" / folder
     _prepare_out_dir(out_dir, force)
     dataset = context.dataset
     test_x = dataset.normalize(dataset.test.images)
@@ -109,13 +118,19 @@ def export_trial(run: str | Path, number: int, formats: list[str], out: str | Pa
         "test_accuracy": accuracy,
         "teacher_test_accuracy": distilled.teacher_test_accuracy if distilled else None,
         "brief_val_accuracy": trial.val_accuracy,
-        "latency_ms": trial.latency_ms,
-        "latency_source": trial.latency_source,
-        "latency_calibrated": trial.latency_calibrated,
-        "latency_expected_error_pct": trial.latency_expected_error_pct,
-        "peak_memory_bytes": trial.peak_memory_bytes,
-        "params_bytes": trial.params_bytes,
-        "macs": trial.macs,
+        "latency_ms": trial.latency_ms if pruned is None else pruned.latency_ms,
+        "latency_source": trial.latency_source if pruned is None else pruned.latency_source,
+        "latency_calibrated": trial.latency_calibrated if pruned is None else pruned.latency_calibrated,
+        "latency_expected_error_pct": (trial.latency_expected_error_pct if pruned is None
+                                       else pruned.latency_expected_error_pct),
+        "peak_memory_bytes": trial.peak_memory_bytes if pruned is None else pruned.peak_memory_bytes,
+        "params_bytes": trial.params_bytes if pruned is None else pruned.params_bytes,
+        "macs": trial.macs if pruned is None else pruned.macs,
+        "compressed": None if pruned is None else {
+            "name": pruned.name, "target_ms": pruned.target_ms, "unpruned_latency_ms": pruned.unpruned_latency_ms,
+            "channels_removed": pruned.channels_removed, "channels_before": pruned.channels_before,
+            "unpruned_test_accuracy": pruned.unpruned_test_accuracy, "finetune_epochs": pruned.finetune_epochs,
+        },
         "formats": files,
         "warnings": outcome.warnings,
         "libraries": library_versions(),

@@ -414,3 +414,58 @@ class DistillRecord:
             config=FullConfig(**config), train_device=str(data.get("train_device", "")),
             finished=str(data.get("finished", "")), libraries=dict(data.get("libraries", {})),
         )
+
+
+# ---- a pruned student -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompressRecord:
+    """`RUN/compressed/trial-N-NAME/result.json`, written by `hwkd compress`."""
+
+    trial: int
+    name: str
+    arch: str
+    target_ms: float
+    latency_ms: float  # of the pruned student, on the run's device profile
+    latency_source: str
+    latency_calibrated: bool
+    latency_expected_error_pct: float | None
+    device: str
+    peak_memory_bytes: int
+    params_bytes: int
+    macs: int
+    unpruned_latency_ms: float  # the same estimate of the unpruned student
+    unpruned_params_bytes: int
+    unpruned_macs: int
+    channels_before: int  # output channels of the student's convolutions
+    channels_removed: int
+    prune_steps: int
+    unpruned_test_accuracy: float  # the fully distilled student's
+    pruned_test_accuracy: float  # right after pruning, before fine-tuning
+    test_accuracy: float  # after fine-tuning (= pruned_test_accuracy with no fine-tuning)
+    val_accuracy: float
+    finetune_epochs: int
+    finetune: FullConfig
+    seconds: float
+    shapes: dict[str, dict[str, int]]  # layer -> sizes: rebuilds the pruned student (hwkd.pruning.reshape_like)
+    distilled_sha256: str  # the fully distilled student.pt it was pruned from
+    finished: str
+    libraries: dict[str, str]
+    version: int = RECORD_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "finetune": asdict(self.finetune)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CompressRecord:
+        check_version(data, "result.json")
+        names = [f.name for f in fields(cls) if f.name != "version"]
+        _required(data, "result.json", *names)
+        config = dict(data["finetune"])
+        for key in ("teacher_layers", "student_layers"):
+            config[key] = tuple(config.get(key, ()))
+        values = {name: data[name] for name in names}
+        values["finetune"] = FullConfig(**config)
+        values["shapes"] = {str(k): {str(a): int(v) for a, v in s.items()} for k, s in data["shapes"].items()}
+        return cls(**values)

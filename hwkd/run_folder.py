@@ -6,6 +6,8 @@
     RUN/teacher.*         the teacher the run distills from
     RUN/teacher_logits.pt the teacher's outputs on the training split (computed once)
     RUN/trials.csv, pareto.csv, pareto.png, pareto.html   the reports (hwkd report rebuilds them)
+    RUN/distilled/trial-N/        hwkd distill: the fully distilled student
+    RUN/compressed/trial-N-NAME/  hwkd compress: a pruned, fine-tuned student
 
 Files are written atomically (a temporary file, then a rename), so an interrupted run never
 leaves a half-written one.
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from hwkd.errors import RunError
 from hwkd.files import write_atomic
-from hwkd.records import DistillRecord, FixedSettings, RunRecord
+from hwkd.records import CompressRecord, DistillRecord, FixedSettings, RunRecord
 
 STUDY_NAME = "hwkd-search"
 
@@ -100,6 +102,32 @@ class RunFolder:
         """The trials with a finished full distillation."""
         found = (p.parent.name.removeprefix("trial-") for p in (self.path / "distilled").glob("trial-*/result.json"))
         return sorted(int(n) for n in found if n.isdigit())
+
+    def compressed_dir(self, trial: int, name: str) -> Path:
+        return self.path / "compressed" / f"trial-{trial}-{name}"
+
+    def read_compressed(self, trial: int, name: str) -> CompressRecord | None:
+        """The result of `hwkd compress --trial N --name NAME`, None when it has not finished."""
+        path = self.compressed_dir(trial, name) / "result.json"
+        if not path.is_file():
+            return None
+        try:
+            return CompressRecord.from_dict(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError, TypeError, ValueError) as exc:
+            raise RunError(f"{path}: unreadable ({exc})") from None
+
+    def compressed(self) -> list[tuple[int, str]]:
+        """(trial, name) of every finished compression."""
+        out = []
+        for path in sorted((self.path / "compressed").glob("trial-*-*/result.json")):
+            number, _, name = path.parent.name.removeprefix("trial-").partition("-")
+            if number.isdigit():
+                out.append((int(number), name))
+        return out
+
+    def write_compressed(self, record: CompressRecord) -> None:
+        write_atomic(self.compressed_dir(record.trial, record.name) / "result.json",
+                     json.dumps(record.to_dict(), indent=2) + "\n")
 
     def write_distilled(self, record: DistillRecord) -> None:
         write_atomic(self.distilled_dir(record.trial) / "result.json", json.dumps(record.to_dict(), indent=2) + "\n")

@@ -54,6 +54,28 @@ def teacher_file(tmp_path_factory: pytest.TempPathFactory, embedded) -> Path:
 
 
 @pytest.fixture(scope="session")
+def distilled_run(tmp_path_factory: pytest.TempPathFactory, teacher_file: Path) -> tuple[Path, int]:
+    """A 3-trial search, one infeasible trial added, and the front's best student distilled for two
+    epochs (the run folder and that trial's number); tests that write into it write beside, never over."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from hwkd.cli import main
+    from hwkd.distillation.config import BriefConfig
+    from hwkd.searcher import Budgets, Search, SearchConfig
+
+    path = tmp_path_factory.mktemp("distilled") / "run"
+    config = SearchConfig(teacher=str(teacher_file), run_dir=str(path), trials=3, train_device="cpu",
+                          brief=BriefConfig(steps=30))
+    Search(config).run(progress=False)
+    Search(replace(config, trials=1, budgets=Budgets(max_latency_ms=0.001))).run(progress=False)
+    number = int(pd.read_csv(path / "pareto.csv").trial.iloc[0])  # the most accurate, as a user would choose
+    assert main(["distill", str(path), "--trial", str(number), "--epochs", "2", "--train-device", "cpu"]) == 0
+    return path, number
+
+
+@pytest.fixture(scope="session")
 def postgres_server():
     """A private PostgreSQL cluster on 127.0.0.1 with password authentication (Debian's postgresql
     package, which .ci/run installs); yields a URL of its default database, with the password,

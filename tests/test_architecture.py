@@ -11,9 +11,9 @@ import hwkd
 ROOT = Path(hwkd.__file__).parent
 # The commands and what orchestrates them: nothing below may import these.
 COMMANDS = {"hwkd.cli", "hwkd.api", "hwkd.searcher", "hwkd.workers", "hwkd.reports", "hwkd.distill_trial",
-            "hwkd.exporter", "hwkd.calibrator", "hwkd.estimate_cli", "hwkd.run_context"}
+            "hwkd.exporter", "hwkd.calibrator", "hwkd.estimate_cli", "hwkd.run_context", "hwkd.compress_trial"}
 LOWER = ("hwkd.spaces", "hwkd.latency", "hwkd.distillation", "hwkd.data", "hwkd.teachers", "hwkd.profiles",
-         "hwkd.records", "hwkd.run_folder", "hwkd.training", "hwkd.files", "hwkd.cache")
+         "hwkd.records", "hwkd.run_folder", "hwkd.training", "hwkd.files", "hwkd.cache", "hwkd.pruning")
 
 
 def _module_name(path: Path) -> str:

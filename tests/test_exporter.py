@@ -19,13 +19,11 @@ import torch
 import hwkd.exporter as export_module
 from hwkd.cli import main
 from hwkd.distill_trial import load_student
-from hwkd.distillation.config import BriefConfig
 from hwkd.errors import HwkdError, RunError
 from hwkd.exporter import export_trial, parse_formats
 from hwkd.profiles import load_profile
 from hwkd.reports import proxy_fidelity
 from hwkd.run_context import load_trial, open_context
-from hwkd.searcher import Budgets, Search, SearchConfig
 from hwkd.training import evaluate
 
 # every test here runs real searches (and distillations) or worker processes
@@ -33,17 +31,9 @@ pytestmark = pytest.mark.slow
 
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, teacher_file: Path) -> tuple[Path, int]:
-    """A 3-trial search, one infeasible trial added, and the front's best student distilled for two epochs."""
-    path = tmp_path_factory.mktemp("export") / "run"
-    config = SearchConfig(teacher=str(teacher_file), run_dir=str(path), trials=3, train_device="cpu",
-                          brief=BriefConfig(steps=30))
-    Search(config).run(progress=False)
-    Search(replace(config, trials=1, budgets=Budgets(max_latency_ms=0.001))).run(progress=False)
-    number = int(pd.read_csv(path / "pareto.csv").trial.iloc[0])  # the most accurate, as a user would choose
-    assert main(["distill", str(path), "--trial", str(number), "--epochs", "2", "--train-device", "cpu"]) == 0
-    return path, number
+@pytest.fixture
+def run(distilled_run: tuple[Path, int]) -> tuple[Path, int]:
+    return distilled_run
 
 
 def test_distill_writes_the_student_and_its_accuracies(run) -> None:

@@ -50,6 +50,10 @@ class AvgPool(nn.Module):
 class ChannelShuffle(nn.Module):
     """Interleave the channels of `groups` groups (ShuffleNet), so grouped convs mix them."""
 
+    # Channel pruning cannot remove channels across a permutation and stay exact (hwkd.pruning
+    # leaves the layers on both sides of it alone).
+    permutes_channels = True
+
     def __init__(self, groups: int) -> None:
         super().__init__()
         self.groups = groups
