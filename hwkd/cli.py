@@ -136,7 +136,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(fidelity.line())
     elif distilled:
         print(f"{distilled} fully distilled student(s); proxy fidelity is shown from {MIN_FIDELITY_STUDENTS}")
-    names = ["trials.csv", "pareto.csv", "pareto.png", "pareto.html"] + (["fidelity.png"] if fidelity else [])
+    if report.final:
+        print("\nafter the search (test accuracy, latency on the run's device; int8 at its fp32 latency):")
+        for f in report.final:
+            print(f"  {f.name:<16} {f.kind:<9} {100 * f.test_accuracy:6.2f}%  {f.latency_ms:8.3f} ms"
+                  + (f"  (from {f.from_latency_ms:.3f} ms)" if f.from_latency_ms else ""))
+    names = (["trials.csv", "pareto.csv", "pareto.png", "pareto.html"] + (["final.csv"] if report.final else [])
+             + (["fidelity.png"] if fidelity else []))
     for name in names:
         print(f"  {folder.file(name)}")
     return 0

@@ -469,3 +469,23 @@ class CompressRecord:
         values["finetune"] = FullConfig(**config)
         values["shapes"] = {str(k): {str(a): int(v) for a, v in s.items()} for k, s in data["shapes"].items()}
         return cls(**values)
+
+
+# ---- an export ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What the report takes from an export's `manifest.json`."""
+
+    trial: int
+    compressed: str | None  # the pruned student's name, None for the distilled one
+    latency_ms: float  # the fp32 student's estimate (hwkd does not model int8 kernels)
+    test_accuracy: Mapping[str, float]  # by format: torch, onnx, onnx_int8, tvm
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, Any]) -> ExportSummary:
+        _required(data, "manifest.json", "trial", "latency_ms", "test_accuracy")
+        compressed = data.get("compressed") or {}
+        return cls(trial=int(data["trial"]), compressed=compressed.get("name"), latency_ms=float(data["latency_ms"]),
+                   test_accuracy={str(k): float(v) for k, v in data["test_accuracy"].items()})

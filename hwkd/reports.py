@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
@@ -48,13 +48,26 @@ def load_study(folder: RunFolder) -> Any:
 
 
 @dataclass(frozen=True)
+class FinalStudent:
+    """A student after the search, at its test accuracy: fully distilled, pruned, or int8."""
+
+    kind: str  # "distilled", "pruned" or "int8"
+    trial: int
+    name: str  # "#N", "#N-NAME" for a pruned one, "#N int8" ...
+    latency_ms: float  # int8: the fp32 student's estimate (hwkd does not model int8 kernels)
+    test_accuracy: float
+    from_latency_ms: float | None = None  # a pruned student: its distilled student's latency
+
+
+@dataclass(frozen=True)
 class Report:
-    """What `hwkd report` shows: every trial that ran, the front, and the fully distilled students."""
+    """What `hwkd report` shows: every trial that ran, the front, and the students after the search."""
 
     trials: tuple[TrialOutcome, ...]
     front: tuple[TrialOutcome, ...]  # best accuracy first
     full_test_accuracy: Mapping[int, float]  # trial -> test accuracy after `hwkd distill`
     fidelity: ProxyFidelity | None
+    final: tuple[FinalStudent, ...] = ()  # fully distilled, pruned (hwkd compress) and int8 (hwkd export)
 
     def frame(self) -> pd.DataFrame:
         """The trials as trials.csv holds them."""
@@ -125,7 +138,29 @@ def build_report(folder: RunFolder, study: Any | None = None) -> Report:
     trials = tuple(TrialOutcome.from_trial(t) for t in study.get_trials(deepcopy=False)
                    if t.state.name != "WAITING")  # queued opening students: not tried yet
     full = full_accuracies(folder)
-    return Report(trials, pareto_front(study), full, proxy_fidelity(trials_frame(trials, full)))
+    return Report(trials, pareto_front(study), full, proxy_fidelity(trials_frame(trials, full)),
+                  final_students(folder, trials, full))
+
+
+def final_students(folder: RunFolder, trials: Sequence[TrialOutcome],
+                   full: Mapping[int, float]) -> tuple[FinalStudent, ...]:
+    """The students after the search: each fully distilled one, each pruned one, each int8 export."""
+    latency = {t.number: t.latency_ms for t in trials if t.latency_ms is not None}
+    out = [FinalStudent("distilled", n, f"#{n}", latency[n], acc) for n, acc in sorted(full.items()) if n in latency]
+    for number, name in folder.compressed():
+        try:
+            record = folder.read_compressed(number, name)
+        except RunError as exc:
+            log.warning("%s; left out of the report", exc)
+            continue
+        if record is not None:
+            out.append(FinalStudent("pruned", number, f"#{number}-{name}", record.latency_ms, record.test_accuracy,
+                                    record.unpruned_latency_ms))
+    for export in folder.exports():
+        if "onnx_int8" in export.test_accuracy:
+            label = f"#{export.trial}" + (f"-{export.compressed}" if export.compressed else "") + " int8"
+            out.append(FinalStudent("int8", export.trial, label, export.latency_ms, export.test_accuracy["onnx_int8"]))
+    return tuple(out)
 
 
 def write_reports(folder: RunFolder, study: Any | None = None) -> Report:
@@ -135,8 +170,11 @@ def write_reports(folder: RunFolder, study: Any | None = None) -> Report:
     front = trials_frame(report.front, report.full_test_accuracy)
     write_atomic(folder.file("trials.csv"), trials.to_csv(index=False))
     write_atomic(folder.file("pareto.csv"), front.to_csv(index=False))
+    if report.final:
+        final = pd.DataFrame([asdict(f) for f in report.final])
+        write_atomic(folder.file("final.csv"), final.to_csv(index=False))
     title = _title(folder.read()) if folder.exists() else ""
-    _plot_png(folder, trials, front, title)
+    _plot_png(folder, trials, front, title, report.final)
     _plot_html(folder, trials, front, title)
     if report.fidelity is not None:
         _plot_fidelity(folder, trials, report.fidelity)
@@ -171,13 +209,18 @@ def _title(record: RunRecord) -> str:
     return f"{fixed.space} on {fixed.device} — {fixed.data} data"
 
 
-def _plot_png(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, title: str) -> None:
+def _plot_png(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, title: str,
+              final: Sequence[FinalStudent] = ()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    if final:  # the search's front, and beside it the students after it, on the same latency axis
+        fig, (ax, after) = plt.subplots(1, 2, figsize=(14, 5.5), dpi=120, sharex=True)
+        _plot_final(after, final)
+    else:
+        fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     done = trials[trials.state == "COMPLETE"]
     ax.scatter(done.latency_ms, 100 * done.val_accuracy, s=22, color="#9aa5b1", label="trained students")
     over = trials[(trials.state == "INFEASIBLE") & trials.latency_ms.notna()]
@@ -202,6 +245,31 @@ def _plot_png(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, titl
     fig.savefig(partial, format="png")
     plt.close(fig)
     partial.replace(folder.file("pareto.png"))
+
+
+def _plot_final(ax: Any, final: Sequence[FinalStudent]) -> None:
+    styles = {"distilled": ("o", "#1f6feb", "fully distilled"), "pruned": ("^", "#e8710a", "pruned + KD fine-tuned"),
+              "int8": ("x", "#188038", "int8 ONNX (at its fp32 latency)")}
+    for kind, (marker, color, label) in styles.items():
+        points = [f for f in final if f.kind == kind]
+        if not points:
+            continue
+        ax.scatter([f.latency_ms for f in points], [100 * f.test_accuracy for f in points], marker=marker, s=50,
+                   color=color, label=label, zorder=3)
+        for f in points:
+            ax.annotate(f.name, (f.latency_ms, 100 * f.test_accuracy), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8, color=color)
+    parents = {f.trial: f for f in final if f.kind == "distilled"}
+    for f in final:  # a pruned student points back to the student it was pruned from
+        parent = parents.get(f.trial)
+        if f.kind == "pruned" and parent is not None:
+            ax.annotate("", (f.latency_ms, 100 * f.test_accuracy), (parent.latency_ms, 100 * parent.test_accuracy),
+                        arrowprops={"arrowstyle": "->", "color": "#e8710a", "alpha": 0.6})
+    ax.set_xlabel("latency (ms, on the run's device)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("after the search: full distillation, pruning, int8")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
 
 
 def _plot_html(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, title: str) -> None:

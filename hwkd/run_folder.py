@@ -23,7 +23,7 @@ from pathlib import Path
 
 from hwkd.errors import RunError
 from hwkd.files import write_atomic
-from hwkd.records import CompressRecord, DistillRecord, FixedSettings, RunRecord
+from hwkd.records import CompressRecord, DistillRecord, ExportSummary, FixedSettings, RunRecord
 
 STUDY_NAME = "hwkd-search"
 
@@ -128,6 +128,16 @@ class RunFolder:
     def write_compressed(self, record: CompressRecord) -> None:
         write_atomic(self.compressed_dir(record.trial, record.name) / "result.json",
                      json.dumps(record.to_dict(), indent=2) + "\n")
+
+    def exports(self) -> list[ExportSummary]:
+        """The exports written to their default place (RUN/export/), each from its manifest."""
+        out = []
+        for path in sorted((self.path / "export").glob("*/manifest.json")):
+            try:
+                out.append(ExportSummary.from_manifest(json.loads(path.read_text())))
+            except (OSError, json.JSONDecodeError, TypeError, ValueError, RunError):
+                continue  # a foreign or half-written folder is not an export of this run
+        return out
 
     def write_distilled(self, record: DistillRecord) -> None:
         write_atomic(self.distilled_dir(record.trial) / "result.json", json.dumps(record.to_dict(), indent=2) + "\n")

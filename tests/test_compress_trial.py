@@ -84,3 +84,19 @@ def test_bad_input_is_one_line(compressed, capsys) -> None:
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert f"trial {undistilled} is not distilled yet" in err and f"hwkd distill {path} --trial {undistilled}" in err
+
+
+def test_the_report_shows_the_students_after_the_search(compressed, capsys) -> None:
+    path, number, result = compressed
+    export_trial(path, number, ["onnx-int8"], None, force=True, compressed="r70")  # to RUN/export/trial-N-r70
+    assert main(["report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"#{number}-r70" in out and f"#{number}-r70 int8" in out
+    final = pd.read_csv(path / "final.csv").set_index("name")
+    assert final.loc[f"#{number}", "kind"] == "distilled"
+    pruned = final.loc[f"#{number}-r70"]
+    assert pruned.kind == "pruned" and pruned.latency_ms == pytest.approx(result["latency_ms"])
+    assert pruned.test_accuracy == pytest.approx(result["test_accuracy"])
+    assert pruned.from_latency_ms == pytest.approx(result["unpruned_latency_ms"])
+    assert final.loc[f"#{number}-r70 int8", "latency_ms"] == pytest.approx(result["latency_ms"])
+    assert (path / "pareto.png").stat().st_size > 1000
