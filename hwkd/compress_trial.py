@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 # Fine-tuning a pruned student starts from good weights: a few epochs at a tenth of the learning rate.
 FINETUNE = FullConfig(epochs=5, lr=0.01, warmup_epochs=0.0)
-_NAME = re.compile(r"^[A-Za-z0-9._]+$")
+_NAME = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class CompressConfig:
         if self.ratio is not None and not 0 < self.ratio < 1:
             problems.append(f"--ratio {self.ratio:g}: must be between 0 and 1 (0.7: 70 % of the student's latency)")
         if self.name is not None and not _NAME.match(self.name):
-            problems.append(f"--name {self.name!r}: use letters, digits, '.' and '_'")
+            problems.append(f"--name {self.name!r}: use letters, digits, '.', '_' and '-'")
         if not 0 < self.step_fraction <= 0.5:
             problems.append(f"step fraction {self.step_fraction:g}: must be in (0, 0.5]")
         if self.finetune.epochs < 0:
