@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 import hwkd
-from hwkd.compress_trial import FINETUNE
+from hwkd.distillation.config import FINETUNE
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 

@@ -172,7 +172,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from hwkd.api import compress
-    from hwkd.compress_trial import FINETUNE, CompressConfig
+    from hwkd.compress_trial import CompressConfig
+    from hwkd.distillation.config import FINETUNE
 
     finetune = replace(FINETUNE, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                        temperature=args.temperature, alpha=args.alpha, seed=args.seed)
@@ -240,7 +241,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_compress(sub: argparse._SubParsersAction) -> None:
-    from hwkd.compress_trial import FINETUNE
+    from hwkd.distillation.config import FINETUNE
 
     d = FINETUNE
     p = sub.add_parser("compress", help="prune a distilled student to a latency target and fine-tune it with KD",

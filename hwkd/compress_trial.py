@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from hwkd.distill_trial import load_student
-from hwkd.distillation.config import FullConfig
+from hwkd.distillation.config import FINETUNE, FullConfig
 from hwkd.errors import HwkdError, RunError, error_line
 from hwkd.files import sha256_file
 from hwkd.records import CompressRecord
@@ -36,8 +36,6 @@ from hwkd.run_folder import library_versions
 
 log = logging.getLogger(__name__)
 
-# Fine-tuning a pruned student starts from good weights: a few epochs at a tenth of the learning rate.
-FINETUNE = FullConfig(epochs=5, lr=0.01, warmup_epochs=0.0)
 _NAME = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]*$")
 
 

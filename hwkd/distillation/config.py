@@ -58,3 +58,7 @@ class FullConfig:
 
 
 TRANSFERS = ("none", "feature", "attention")
+
+# Fine-tuning a pruned student (hwkd compress) starts from good weights: a few epochs at a tenth of
+# the learning rate, no warm-up.
+FINETUNE = FullConfig(epochs=5, lr=0.01, warmup_epochs=0.0)
