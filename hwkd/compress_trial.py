@@ -3,8 +3,9 @@ target on the run's device, then fine-tune it with knowledge distillation from t
 
 Pruning (`hwkd.pruning`) removes whole output channels, re-costing the pruned student after each
 step with the same estimator as the search (the run's device profile and latency source), and
-stops at the first step that meets the target. Fine-tuning is `hwkd distill`'s loop (checkpoints
-every epoch, resumes when run again). The result lives beside the distilled student:
+stops at the first step that meets the target. BatchNorm statistics are then re-estimated on
+training images (downstream layers see new statistics once channels are gone). Fine-tuning is
+`hwkd distill`'s loop (checkpoints every epoch, resumes when run again). The result lives beside the distilled student:
 
     RUN/compressed/trial-N-NAME/student.pt      the pruned, fine-tuned weights (state dict)
     RUN/compressed/trial-N-NAME/result.json     latency before and after, accuracies, the layer sizes
@@ -83,7 +84,7 @@ def compress_trial(run: str | Path, number: int, config: CompressConfig,
     from hwkd.latency.estimator import Estimator
     from hwkd.pruning import prune_to_latency
     from hwkd.teachers import load_run_teacher
-    from hwkd.training import evaluate, pick_device
+    from hwkd.training import evaluate, pick_device, recalibrate_batchnorm
 
     config.check()
     started = time.monotonic()
@@ -112,6 +113,7 @@ def compress_trial(run: str | Path, number: int, config: CompressConfig,
     pruned = prune_to_latency(student, shape, latency_ms, target, config.step_fraction)
     after = estimator.estimate_module(student, shape)
     cpu = torch.device("cpu")
+    recalibrate_batchnorm(student, dataset, cpu)  # the layers after a pruned one see new statistics
     pruned_accuracy = evaluate(student, dataset, dataset.test, cpu)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "checkpoint.pt"

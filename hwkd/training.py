@@ -34,3 +34,31 @@ def evaluate(model: nn.Module, dataset: Dataset, split: Split, device: torch.dev
         correct += int((logits.argmax(1).cpu() == split.labels[start : start + batch_size]).sum())
     model.train(was_training)
     return correct / max(len(split), 1)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, dataset: Dataset, device: torch.device, images: int = 4096,
+                          batch_size: int = 256, seed: int = 0) -> None:
+    """Re-estimate every BatchNorm's running mean and variance on `images` training images.
+
+    After channels are removed, the layers downstream see other statistics than the ones they
+    were trained with, and their BatchNorm normalizes with stale ones. As the BN calibration of
+    slimmable networks (Yu and Huang, "Universally Slimmable Networks and Improved Training
+    Techniques", ICCV 2019): a forward pass in training mode with a cumulative average; no weight moves.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [(m, m.momentum) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the batches below
+    was_training = model.training
+    model.train()
+    order = torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(seed))[:images]
+    for start in range(0, len(order), batch_size):
+        batch = dataset.normalize(dataset.train.images[order[start : start + batch_size]])
+        model(batch.to(device, memory_format=torch.channels_last))
+    for m, momentum in saved:
+        m.momentum = momentum
+    model.train(was_training)
