@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from hwkd import __version__
 from hwkd.errors import HwkdError
@@ -123,10 +124,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from hwkd.api import report as build
     from hwkd.reports import MIN_FIDELITY_STUDENTS, front_table
-    from hwkd.run_folder import open_run
+    from hwkd.run_folder import RunFolder
 
-    report = build(args.run)
-    folder = open_run(args.run)
+    report = build(args.run)  # checks the folder
+    folder = RunFolder(Path(args.run))
     states = report.state_counts()
     print(front_table(report.front))
     print(f"\n{len(report.trials)} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))})")

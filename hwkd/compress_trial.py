@@ -103,15 +103,17 @@ def compress_trial(run: str | Path, number: int, config: CompressConfig,
     name = config.name or f"{target:.3g}ms"
     out = context.folder.compressed_dir(number, name)
 
+    estimates = [before]  # the last is the pruned student's
+
     def latency_ms(module: nn.Module) -> float:
-        value = estimator.estimate_module(module, shape).latency_ms
-        log.info("pruning trial %d: %.3f ms (target %.3f ms)", number, value, target)
-        return value
+        estimates.append(estimator.estimate_module(module, shape))
+        log.info("pruning trial %d: %.3f ms (target %.3f ms)", number, estimates[-1].latency_ms, target)
+        return estimates[-1].latency_ms
 
     log.info("pruning trial %d (%s) from %.3f ms to %.3f ms on %s", number, trial.arch, before.latency_ms, target,
              context.profile.name)
-    pruned = prune_to_latency(student, shape, latency_ms, target, config.step_fraction)
-    after = estimator.estimate_module(student, shape)
+    pruned = prune_to_latency(student, shape, latency_ms, target, config.step_fraction, start_ms=before.latency_ms)
+    after = estimates[-1]
     cpu = torch.device("cpu")
     recalibrate_batchnorm(student, dataset, cpu)  # the layers after a pruned one see new statistics
     pruned_accuracy = evaluate(student, dataset, dataset.test, cpu)

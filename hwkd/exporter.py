@@ -30,6 +30,7 @@ from hwkd.distill_trial import load_student
 from hwkd.errors import HwkdError, RunError
 from hwkd.files import sha256_file, write_atomic
 from hwkd.onnx_session import cpu_session
+from hwkd.records import CompressRecord, TrainedStudent
 from hwkd.run_context import RunContext, load_trial, open_context
 from hwkd.run_folder import library_versions
 
@@ -106,6 +107,7 @@ def export_trial(run: str | Path, number: int, formats: list[str], out: str | Pa
         files.pop("onnx", None)
     if "tvm" in formats:
         files["tvm"] = _export_tvm(student, context, out_dir, test_x.numpy(), torch_logits, outcome.warnings)
+    figures: TrainedStudent | CompressRecord = trial if pruned is None else pruned  # what is shipped
     manifest = {
         "trial": trial.number,
         "arch": trial.arch,
@@ -118,14 +120,13 @@ def export_trial(run: str | Path, number: int, formats: list[str], out: str | Pa
         "test_accuracy": accuracy,
         "teacher_test_accuracy": distilled.teacher_test_accuracy if distilled else None,
         "brief_val_accuracy": trial.val_accuracy,
-        "latency_ms": trial.latency_ms if pruned is None else pruned.latency_ms,
-        "latency_source": trial.latency_source if pruned is None else pruned.latency_source,
-        "latency_calibrated": trial.latency_calibrated if pruned is None else pruned.latency_calibrated,
-        "latency_expected_error_pct": (trial.latency_expected_error_pct if pruned is None
-                                       else pruned.latency_expected_error_pct),
-        "peak_memory_bytes": trial.peak_memory_bytes if pruned is None else pruned.peak_memory_bytes,
-        "params_bytes": trial.params_bytes if pruned is None else pruned.params_bytes,
-        "macs": trial.macs if pruned is None else pruned.macs,
+        "latency_ms": figures.latency_ms,
+        "latency_source": figures.latency_source,
+        "latency_calibrated": figures.latency_calibrated,
+        "latency_expected_error_pct": figures.latency_expected_error_pct,
+        "peak_memory_bytes": figures.peak_memory_bytes,
+        "params_bytes": figures.params_bytes,
+        "macs": figures.macs,
         "compressed": None if pruned is None else {
             "name": pruned.name, "target_ms": pruned.target_ms, "unpruned_latency_ms": pruned.unpruned_latency_ms,
             "channels_removed": pruned.channels_removed, "channels_before": pruned.channels_before,

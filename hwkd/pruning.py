@@ -71,17 +71,19 @@ class PruningError(HwkdError):
 
 
 def prune_to_latency(module: nn.Module, input_shape: tuple[int, ...], latency_ms: Callable[[nn.Module], float],
-                     target_ms: float, step_fraction: float = 0.05, max_layer_fraction: float = 0.9) -> PruneResult:
+                     target_ms: float, step_fraction: float = 0.05, max_layer_fraction: float = 0.9,
+                     start_ms: float | None = None) -> PruneResult:
     """Prune `module` in place until `latency_ms(module) <= target_ms`; raises PruningError, with
     the smallest latency reached, when no layer can lose more channels and the target is still
-    not met. The classifier (the last Linear) keeps its outputs."""
+    not met. The classifier (the last Linear) keeps its outputs. `start_ms`: the unpruned
+    student's latency, when the caller has it already (costing a student lowers it with TVM)."""
     import torch_pruning as tp
 
     if not target_ms > 0:
         raise HwkdError(f"latency target {target_ms:g} ms: must be a positive number")
     module.eval()
     example = torch.zeros(input_shape)
-    start_ms = latency_ms(module)
+    start_ms = latency_ms(module) if start_ms is None else start_ms
     convs = {name: m for name, m in module.named_modules() if isinstance(m, nn.Conv2d)}
     before = sum(m.out_channels for m in convs.values())
     steps = [PruneStep(0, 0, start_ms)]

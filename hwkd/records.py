@@ -363,6 +363,14 @@ class TrainedStudent:
     macs: int
 
 
+def _full_config(data: Mapping[str, Any]) -> FullConfig:
+    """A FullConfig as a result file keeps it (JSON has lists where the config has tuples)."""
+    config = dict(data)
+    for key in ("teacher_layers", "student_layers"):
+        config[key] = tuple(config.get(key, ()))
+    return FullConfig(**config)
+
+
 # ---- a fully distilled student ------------------------------------------------------------------
 
 
@@ -398,9 +406,6 @@ class DistillRecord:
     def from_dict(cls, data: Mapping[str, Any]) -> DistillRecord:
         check_version(data, "result.json")
         _required(data, "result.json", "trial", "arch", "test_accuracy", "config")
-        config = dict(data["config"])
-        for key in ("teacher_layers", "student_layers"):
-            config[key] = tuple(config.get(key, ()))
         return cls(
             trial=int(data["trial"]), arch=str(data["arch"]), test_accuracy=float(data["test_accuracy"]),
             val_accuracy=float(data.get("val_accuracy", float("nan"))),
@@ -411,7 +416,7 @@ class DistillRecord:
             train_images=int(data.get("train_images", 0)), seconds=float(data.get("seconds", 0.0)),
             images_per_s=float(data.get("images_per_s", 0.0)),
             layer_pairs=tuple((str(a), str(b)) for a, b in data.get("layer_pairs", [])),
-            config=FullConfig(**config), train_device=str(data.get("train_device", "")),
+            config=_full_config(data["config"]), train_device=str(data.get("train_device", "")),
             finished=str(data.get("finished", "")), libraries=dict(data.get("libraries", {})),
         )
 
@@ -462,11 +467,8 @@ class CompressRecord:
         check_version(data, "result.json")
         names = [f.name for f in fields(cls) if f.name != "version"]
         _required(data, "result.json", *names)
-        config = dict(data["finetune"])
-        for key in ("teacher_layers", "student_layers"):
-            config[key] = tuple(config.get(key, ()))
         values = {name: data[name] for name in names}
-        values["finetune"] = FullConfig(**config)
+        values["finetune"] = _full_config(data["finetune"])
         values["shapes"] = {str(k): {str(a): int(v) for a, v in s.items()} for k, s in data["shapes"].items()}
         return cls(**values)
 

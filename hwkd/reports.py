@@ -80,7 +80,7 @@ class Report:
 def trials_frame(trials: Sequence[TrialOutcome], full: Mapping[int, float] | None = None) -> pd.DataFrame:
     full = full or {}
     rows = [{**{column: getattr(t, column, None) for column in COLUMNS}, "trial": t.number, "reason": t.reason,
-             "latency_calibrated": t.latency_calibrated, "full_test_accuracy": full.get(t.number)} for t in trials]
+             "full_test_accuracy": full.get(t.number)} for t in trials]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -174,8 +174,9 @@ def write_reports(folder: RunFolder, study: Any | None = None) -> Report:
         final = pd.DataFrame([asdict(f) for f in report.final])
         write_atomic(folder.file("final.csv"), final.to_csv(index=False))
     title = _title(folder.read()) if folder.exists() else ""
-    _plot_png(folder, trials, front, title, report.final)
-    _plot_html(folder, trials, front, title)
+    note = latency_note([t for t in report.trials if t.state == "COMPLETE"])
+    _plot_png(folder, trials, front, title, note, report.final)
+    _plot_html(folder, trials, front, title, note)
     if report.fidelity is not None:
         _plot_fidelity(folder, trials, report.fidelity)
     return report
@@ -209,7 +210,7 @@ def _title(record: RunRecord) -> str:
     return f"{fixed.space} on {fixed.device} — {fixed.data} data"
 
 
-def _plot_png(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, title: str,
+def _plot_png(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, title: str, note: str,
               final: Sequence[FinalStudent] = ()) -> None:
     import matplotlib
 
@@ -235,7 +236,7 @@ def _plot_png(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, titl
         for _, row in ordered.iterrows():
             ax.annotate(f"#{int(row.trial)}", (row.latency_ms, 100 * row.val_accuracy), textcoords="offset points",
                         xytext=(4, 4), fontsize=8, color="#1f6feb")
-    ax.set_xlabel(f"latency (ms, {_latency_note(done)})")
+    ax.set_xlabel(f"latency (ms, {note})")
     ax.set_ylabel("validation accuracy after brief distillation (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -272,7 +273,7 @@ def _plot_final(ax: Any, final: Sequence[FinalStudent]) -> None:
     ax.legend(loc="lower right", fontsize=8)
 
 
-def _plot_html(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, title: str) -> None:
+def _plot_html(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, title: str, note: str) -> None:
     import plotly.graph_objects as go
 
     def hover(frame: pd.DataFrame) -> list[str]:
@@ -293,26 +294,19 @@ def _plot_html(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, tit
         fig.add_trace(go.Scatter(x=ordered.latency_ms, y=100 * ordered.val_accuracy, mode="lines+markers",
                                  line={"shape": "hv", "color": "#1f6feb"}, name="Pareto front",
                                  hovertext=hover(ordered), hoverinfo="text"))
-    fig.update_layout(title=title, xaxis_title=f"latency (ms, {_latency_note(done)})",
+    fig.update_layout(title=title, xaxis_title=f"latency (ms, {note})",
                       yaxis_title="validation accuracy (%)",
                       template="plotly_white")
     write_atomic(folder.file("pareto.html"), fig.to_html(include_plotlyjs=True, full_html=True))
 
 
-def _latency_note(trials: pd.DataFrame) -> str:
-    return latency_note([TrialOutcome(number=-1, state="", latency_source=r.latency_source,
-                                      latency_expected_error_pct=r.latency_expected_error_pct)
-                         for r in trials.itertuples()])
-
-
 def latency_note(trials: Sequence[TrialOutcome]) -> str:
     """How far the latencies of `trials` can be trusted, in a few words."""
-    sources = sorted({str(t.latency_source) for t in trials if isinstance(t.latency_source, str)}) or ["model"]
+    sources = sorted({t.latency_source for t in trials if t.latency_source}) or ["model"]
     if sources == ["measured"]:
         return "measured on the device"
     errors = [t.latency_expected_error_pct for t in trials
-              if t.latency_source != "measured" and t.latency_expected_error_pct is not None
-              and t.latency_expected_error_pct == t.latency_expected_error_pct]  # NaN from a frame: unknown
+              if t.latency_source != "measured" and t.latency_expected_error_pct is not None]
     if errors:
         trust = f"cost model, calibrated: median error {float(errors[0]):.1f} %"
     else:

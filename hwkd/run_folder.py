@@ -18,14 +18,17 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from hwkd.errors import RunError
 from hwkd.files import write_atomic
 from hwkd.records import CompressRecord, DistillRecord, ExportSummary, FixedSettings, RunRecord
 
 STUDY_NAME = "hwkd-search"
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -90,13 +93,7 @@ class RunFolder:
 
     def read_distilled(self, trial: int) -> DistillRecord | None:
         """The result of `hwkd distill --trial N`, None when it has not finished."""
-        path = self.distilled_dir(trial) / "result.json"
-        if not path.is_file():
-            return None
-        try:
-            return DistillRecord.from_dict(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError, TypeError, ValueError) as exc:
-            raise RunError(f"{path}: unreadable ({exc})") from None
+        return _read_record(self.distilled_dir(trial) / "result.json", DistillRecord.from_dict)
 
     def distilled_trials(self) -> list[int]:
         """The trials with a finished full distillation."""
@@ -108,13 +105,7 @@ class RunFolder:
 
     def read_compressed(self, trial: int, name: str) -> CompressRecord | None:
         """The result of `hwkd compress --trial N --name NAME`, None when it has not finished."""
-        path = self.compressed_dir(trial, name) / "result.json"
-        if not path.is_file():
-            return None
-        try:
-            return CompressRecord.from_dict(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError, TypeError, ValueError) as exc:
-            raise RunError(f"{path}: unreadable ({exc})") from None
+        return _read_record(self.compressed_dir(trial, name) / "result.json", CompressRecord.from_dict)
 
     def compressed(self) -> list[tuple[int, str]]:
         """(trial, name) of every finished compression."""
@@ -141,6 +132,16 @@ class RunFolder:
 
     def write_distilled(self, record: DistillRecord) -> None:
         write_atomic(self.distilled_dir(record.trial) / "result.json", json.dumps(record.to_dict(), indent=2) + "\n")
+
+
+def _read_record(path: Path, from_dict: Callable[[dict[str, Any]], R]) -> R | None:
+    """A record kept as JSON in `path`; None when the file is not there (not finished yet)."""
+    if not path.is_file():
+        return None
+    try:
+        return from_dict(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise RunError(f"{path}: unreadable ({exc})") from None
 
 
 def open_run(run: str | os.PathLike[str]) -> RunFolder:
