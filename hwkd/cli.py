@@ -182,7 +182,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         max_latency_ms=args.max_latency_ms, ratio=args.ratio, name=args.name, finetune=finetune,
         train_device=args.train_device, restart=args.restart), progress=None)
     r = outcome.record
-    tuned = f"after {r.finetune_epochs} epochs of KD fine-tuning" if r.finetune_epochs else "without fine-tuning"
+    epochs = f"{r.finetune_epochs} epoch{'s' if r.finetune_epochs != 1 else ''}"
+    tuned = f"after {epochs} of KD fine-tuning" if r.finetune_epochs else "without fine-tuning"
     print(f"trial {r.trial} pruned to {r.latency_ms:.3f} ms on {r.device} (from {r.unpruned_latency_ms:.3f} ms, "
           f"target {r.target_ms:.3f} ms): {r.channels_removed} of {r.channels_before} channels removed, "
           f"{r.params_bytes / 4e3:.1f}k parameters (from {r.unpruned_params_bytes / 4e3:.1f}k)")
