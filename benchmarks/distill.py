@@ -30,7 +30,7 @@ import torch
 from hwkd.data import load_dataset
 from hwkd.distillation.brief import brief_distill, brief_indices, brief_subset
 from hwkd.distillation.config import BriefConfig
-from hwkd.distillation.losses import kd_loss
+from hwkd.distillation.losses import distill_loss
 from hwkd.initial_design import torch_macs
 from hwkd.searcher import DEFAULT_TRIALS
 from hwkd.spaces import load_space
@@ -58,7 +58,7 @@ def plain_loop(student: torch.nn.Module, teacher: Callable[[torch.Tensor], torch
         images = dataset.normalize(dataset.train.images[index]).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             soft = teacher(images)
-        loss = kd_loss(student(images), soft, dataset.train.labels[index], config.temperature, config.alpha)
+        loss = distill_loss(config.loss, student(images), soft, dataset.train.labels[index], config.temperature, config.alpha)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

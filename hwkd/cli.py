@@ -98,7 +98,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         budgets=Budgets(args.max_latency_ms, args.max_memory_kb, args.max_params),
         brief=BriefConfig(
             steps=args.steps, batch_size=args.batch_size, lr=args.lr if args.lr is not None else defaults.lr,
-            temperature=args.temperature, alpha=args.alpha, seed=args.seed,
+            temperature=args.temperature, alpha=args.alpha, loss=args.loss, seed=args.seed,
         ),
         train_device=args.train_device, latency_source=args.latency_source, threads=args.threads,
         workers=args.workers, heartbeat_s=args.heartbeat_s,
@@ -156,7 +156,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     d = FullConfig()
     config = FullConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=d.warmup_epochs,
-        weight_decay=d.weight_decay, temperature=args.temperature, alpha=args.alpha, transfer=args.transfer,
+        weight_decay=d.weight_decay, temperature=args.temperature, alpha=args.alpha, loss=args.loss,
+        transfer=args.transfer,
         transfer_weight=args.transfer_weight, teacher_layers=tuple(_names(args.teacher_layers)),
         student_layers=tuple(_names(args.student_layers)), augment=not args.no_augment, seed=args.seed,
     )
@@ -177,7 +178,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from hwkd.distillation.config import FINETUNE
 
     finetune = replace(FINETUNE, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                       temperature=args.temperature, alpha=args.alpha, seed=args.seed)
+                       temperature=args.temperature, alpha=args.alpha, loss=args.loss, seed=args.seed)
     outcome = compress(args.run, args.trial, CompressConfig(
         max_latency_ms=args.max_latency_ms, ratio=args.ratio, name=args.name, finetune=finetune,
         train_device=args.train_device, restart=args.restart), progress=None)
@@ -228,6 +229,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     p.add_argument("--temperature", type=float, default=d.temperature)
     p.add_argument("--alpha", type=float, default=d.alpha, help=f"weight of the KD term (default {d.alpha})")
+    _add_loss(p, d.loss)
     p.add_argument("--transfer", default="none", help="none (default), feature (FitNets hints with adapters) "
                    "or attention (attention transfer)")
     p.add_argument("--transfer-weight", type=float, default=d.transfer_weight)
@@ -263,6 +265,7 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--temperature", type=float, default=d.temperature)
     p.add_argument("--alpha", type=float, default=d.alpha, help=f"weight of the KD term (default {d.alpha})")
+    _add_loss(p, d.loss)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--restart", action="store_true", help="ignore an existing fine-tuning checkpoint")
@@ -317,6 +320,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {brief.lr})")
     p.add_argument("--temperature", type=float, default=brief.temperature, help="distillation temperature T")
     p.add_argument("--alpha", type=float, default=brief.alpha, help="weight of the distillation term (0..1)")
+    _add_loss(p, brief.loss)
     p.add_argument("--train-device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--latency-source", choices=["auto", "model", "measured"], default="auto")
     p.add_argument("--threads", type=int, help="threads on the device (default: the profile's)")
@@ -400,6 +404,13 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="which students --measure picks")
     _add_config(p)
     p.set_defaults(handler=_cmd_calibrate)
+
+
+def _add_loss(p: argparse.ArgumentParser, default: str) -> None:
+    from hwkd.distillation.config import LOSS_NAMES
+
+    p.add_argument("--loss", default=default, help=f"distillation loss: {', '.join(LOSS_NAMES)} (default {default}): "
+                   "Hinton KD, decoupled KD (Zhao et al. 2022) or DIST (Huang et al. 2022)")
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:

@@ -102,7 +102,8 @@ class FixedSettings:
         return cls(
             space=str(data["space"]), device=str(data["device"]), data=str(data["data"]),
             data_dir=data.get("data_dir"), teacher=data.get("teacher"),
-            brief=BriefConfig(**data.get("brief", {})), input_shape=tuple(int(d) for d in data["input_shape"]),
+            brief=BriefConfig(**{"loss": "kd", **data.get("brief", {})}),  # older runs all used KD
+            input_shape=tuple(int(d) for d in data["input_shape"]),
             num_classes=int(data["num_classes"]), latency_source=str(data.get("latency_source", "auto")),
             threads=None if data.get("threads") is None else int(data["threads"]),
         )
@@ -365,7 +366,7 @@ class TrainedStudent:
 
 def _full_config(data: Mapping[str, Any]) -> FullConfig:
     """A FullConfig as a result file keeps it (JSON has lists where the config has tuples)."""
-    config = dict(data)
+    config = {"loss": "kd", **data}  # older results all used KD
     for key in ("teacher_layers", "student_layers"):
         config[key] = tuple(config.get(key, ()))
     return FullConfig(**config)

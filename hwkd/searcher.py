@@ -22,6 +22,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +57,7 @@ from hwkd.spaces.equivalence import function_key
 from hwkd.storage import check_storage, default_url, hide_secrets, masked, recorded_form, requested_storage
 from hwkd.teachers import Teacher, copy_into, default_teacher, load_run_teacher, load_teacher_file
 from hwkd.training import pick_device
+from hwkd.workers import TrialTickets, run_workers
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,10 @@ class SearchConfig:
             problems.append(f"--temperature {b.temperature}: must be > 0")
         if not b.lr > 0:
             problems.append(f"--lr {b.lr}: must be > 0")
+        from hwkd.distillation.losses import check_loss
+
+        if (problem := check_loss(b.loss)) is not None:
+            problems.append(problem)
         if problems:
             raise HwkdError("; ".join(problems))
 
@@ -131,8 +137,8 @@ class SearchConfig:
             "timeout": self.timeout_s, "sampler": self.sampler, "seed": self.seed,
             "max-latency-ms": r.max_latency_ms, "max-memory-kb": r.max_memory_kb, "max-params": r.max_params,
             "steps": b.steps, "batch-size": b.batch_size, "lr": b.lr, "temperature": b.temperature, "alpha": b.alpha,
-            "train-device": self.train_device, "latency-source": self.latency_source, "threads": self.threads,
-            "workers": self.workers, "heartbeat-s": self.heartbeat_s,
+            "loss": b.loss, "train-device": self.train_device, "latency-source": self.latency_source,
+            "threads": self.threads, "workers": self.workers, "heartbeat-s": self.heartbeat_s,
         }
 
     def resolved_run_dir(self) -> Path:
@@ -339,9 +345,11 @@ class Search:
         while (params := _next_planned(study, plan)) is not None:
             study.enqueue_trial(params, user_attrs=planned_attrs())
 
-    def run(self, progress: bool | None = None, reports: bool = True) -> SearchSummary:
+    def run(self, progress: bool | None = None, reports: bool = True,
+            tickets: TrialTickets | None = None) -> SearchSummary:
         """Add trials to the study (`--trials`, in total over `--workers` processes) and write
-        the reports; `progress`: bars on the terminal (default: when standard error is one)."""
+        the reports; `progress`: bars on the terminal (default: when standard error is one);
+        `tickets`: a spawned worker's share of its command's trials (hwkd.workers)."""
         start = time.monotonic()
         show = sys.stderr.isatty() if progress is None else progress
         created = not self.folder.path.exists()
@@ -359,23 +367,22 @@ class Search:
             raise
         c = self.config
         trials = c.trials if c.trials is not None else (None if c.timeout_s else DEFAULT_TRIALS)
-        timeout = None if c.timeout_s is None else max(c.timeout_s - (time.monotonic() - start), 1e-3)
+        deadline = None if c.timeout_s is None else start + c.timeout_s
         log.info("search: %s on %s, %s data, teacher %s, run folder %s", self.space.name, self.profile.name,
                  self.dataset.name, teacher.name, self.folder.path)
-        if self.config.workers > 1:
-            from hwkd.workers import run_workers
-
-            counts, interrupted = run_workers(run_worker, self.config, study, trials, timeout, show)
+        objective = _Objective(self, logits)
+        if tickets is not None:
+            outcome = _optimize(study, objective, tickets, deadline, lambda: None)
+        elif c.workers > 1:
+            timeout = None if deadline is None else max(deadline - time.monotonic(), 1e-3)
+            counts, interrupted = run_workers(
+                run_worker, lambda tickets, refresh: _optimize(study, objective, tickets, deadline, refresh),
+                c, study, trials, timeout, show)
+            outcome = {"counts": counts, "interrupted": interrupted}
         else:
-            objective = _Objective(self, logits)
             with progress_bar(trials, "trials", "trial", show) as bar:
-                try:
-                    study.optimize(objective, n_trials=trials, timeout=timeout, catch=(TrialFailed,),
-                                   callbacks=[lambda study, trial: bar.update(1)])
-                    interrupted = False
-                except KeyboardInterrupt:
-                    interrupted = True
-            counts = objective.counts
+                outcome = _optimize(study, objective, trials, deadline, lambda: bar.update(1))
+        counts, interrupted = outcome["counts"], outcome["interrupted"]
         front: tuple[TrialOutcome, ...] = ()
         note, hint = "", None
         if reports:
@@ -475,11 +482,33 @@ class Search:
         return [result.val_accuracy, estimate.latency_ms]
 
 
-def run_worker(config: SearchConfig, index: int) -> dict[str, Any]:
-    """One `--workers` process's search (hwkd.workers runs it): its trials, no reports."""
-    summary = Search(config, worker=index).run(progress=False, reports=False)
+def run_worker(config: SearchConfig, index: int, tickets: TrialTickets) -> dict[str, Any]:
+    """One spawned `--workers` process's search (hwkd.workers runs it): trials while its command
+    has some to hand out, no reports."""
+    summary = Search(config, worker=index).run(progress=False, reports=False, tickets=tickets)
     return {"counts": {"complete": summary.completed, "infeasible": summary.infeasible, "failed": summary.failed},
             "interrupted": summary.interrupted}
+
+
+def _optimize(study: Any, objective: _Objective, trials: int | None | TrialTickets, deadline: float | None,
+              after_trial: Callable[[], None]) -> dict[str, Any]:
+    """Optuna's loop over `objective`: `trials` of them (None: until the deadline), or one at a
+    time while the command's `TrialTickets` last; failed students are recorded, not raised. The
+    outcome counts and whether Ctrl-C stopped it."""
+    def one_more(study: Any, trial: Any) -> None:
+        after_trial()
+
+    interrupted = False
+    try:
+        if isinstance(trials, TrialTickets):
+            while (deadline is None or time.monotonic() < deadline) and trials.take():
+                study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[one_more])
+        else:
+            timeout = None if deadline is None else max(deadline - time.monotonic(), 1e-3)
+            study.optimize(objective, n_trials=trials, timeout=timeout, catch=(TrialFailed,), callbacks=[one_more])
+    except KeyboardInterrupt:
+        interrupted = True
+    return {"counts": objective.counts, "interrupted": interrupted}
 
 
 class TrialFailed(HwkdError):

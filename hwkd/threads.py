@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,24 @@ def use_cores(cores: list[int]) -> None:
     os.sched_setaffinity(0, cores)
     torch.set_num_threads(len(cores))
     os.environ["TVM_NUM_THREADS"] = str(len(cores))
+
+
+@contextmanager
+def on_cores(cores: list[int]) -> Iterator[None]:
+    """`use_cores(cores)` for a while (the parent's share as a worker), then back to all it had."""
+    import torch
+
+    before, threads, tvm_threads = available_cores(), torch.get_num_threads(), os.environ.get("TVM_NUM_THREADS")
+    use_cores(cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+        torch.set_num_threads(threads)
+        if tvm_threads is None:
+            os.environ.pop("TVM_NUM_THREADS", None)
+        else:
+            os.environ["TVM_NUM_THREADS"] = tvm_threads
 
 
 def free_cores(cores: list[int], sample_s: float = BUSY_SAMPLE_S) -> int:

@@ -1,10 +1,12 @@
 """`hwkd search --workers N`: N processes on one study, each on its share of this machine's cores.
 
-The parent has set the run up (teacher, its outputs, the opening students queued); each worker
-is a fresh process (spawned, not forked: torch's thread pools do not survive a fork) that opens
-the same run folder and study and adds its share of the trials. Processes on other machines join
-the same way, with the same command and `--storage`. A worker that dies leaves its trial to
-Optuna's heartbeat: another worker fails it and runs it again.
+The parent has set the run up (teacher, its outputs, the opening students queued) and is the first
+worker itself, with everything already loaded; the other N-1 are fresh processes (spawned, not
+forked: torch's thread pools do not survive a fork) that open the same run folder and study. The
+command's trials are handed out one at a time (`TrialTickets`) to whichever process is free, so a
+worker that started later or drew cheaper students never leaves the others idle at the end.
+Processes on other machines join the same way, with the same command and `--storage`. A worker
+that dies leaves its trial to Optuna's heartbeat: another worker fails it and runs it again.
 """
 
 from __future__ import annotations
@@ -19,64 +21,92 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from hwkd.threads import available_cores, split_cores
-
-# What a worker process runs: (its configuration, its index) -> {"counts": {...}, "interrupted": bool}.
-# A module-level function of the caller (spawned processes find it by name); the search passes its
-# own, so this module never imports the search.
-WorkerJob = Callable[[Any, int], dict[str, Any]]
+from hwkd.threads import available_cores, on_cores, split_cores
 
 log = logging.getLogger(__name__)
 
 
-def shares(total: int | None, workers: int) -> list[int | None]:
-    """Trials per worker: `total` split as evenly as it goes (None: no limit, for --timeout)."""
-    if total is None:
-        return [None] * workers
-    return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
+class TrialTickets:
+    """The trials one command adds, handed out one at a time to whichever of its processes asks
+    first (shared memory, so it crosses spawned processes); `total` None: no limit (--timeout)."""
+
+    def __init__(self, total: int | None, context: Any = None) -> None:
+        context = context or multiprocessing.get_context("spawn")
+        self._left = context.Value("i", -1 if total is None else total)
+
+    def take(self) -> bool:
+        """One more trial for the caller, or False once the command's trials are all handed out."""
+        with self._left.get_lock():
+            if self._left.value == 0:
+                return False
+            if self._left.value > 0:
+                self._left.value -= 1
+            return True
 
 
-def run_workers(job: WorkerJob, config: Any, study: Any, trials: int | None, timeout: float | None,
-                show: bool) -> tuple[dict[str, int], bool]:
-    """Run `config.workers` worker processes (each `job` on a copy of the search's `config`, a
-    dataclass) to their end; the outcome counts and whether Ctrl-C stopped them."""
+# What a spawned worker runs: (its configuration, its index, the command's tickets) ->
+# {"counts": {...}, "interrupted": bool}. A module-level function of the caller (spawned processes
+# find it by name); the search passes its own, so this module never imports the search.
+WorkerJob = Callable[[Any, int, TrialTickets], dict[str, Any]]
+# What the parent runs as the first worker: (tickets, called after each of its trials) -> the same.
+LocalJob = Callable[[TrialTickets, Callable[[], None]], dict[str, Any]]
+
+
+def run_workers(job: WorkerJob, local: LocalJob, config: Any, study: Any, trials: int | None,
+                timeout: float | None, show: bool) -> tuple[dict[str, int], bool]:
+    """Run `config.workers` workers to their end: `local` in this process and `job` (on a copy of
+    the search's `config`, a dataclass) in each spawned one; the outcome counts over all of them
+    and whether Ctrl-C stopped them."""
     from hwkd.progress import progress_bar
 
     context = multiprocessing.get_context("spawn")
+    tickets = TrialTickets(trials, context)
     results: Any = context.Queue()
-    cores = split_cores(available_cores(), config.workers)
+    workers = config.workers if trials is None else max(1, min(config.workers, trials))
+    cores = split_cores(available_cores(), workers)
     processes = []
-    for index, (share, own) in enumerate(zip(shares(trials, config.workers), cores)):
-        if share == 0:
-            continue
-        worker_config = replace(config, workers=1, trials=share, timeout_s=timeout)
-        process = context.Process(target=_worker, args=(job, worker_config, index, own, results,
+    for index in range(1, workers):
+        worker_config = replace(config, workers=1, trials=None, timeout_s=timeout)
+        process = context.Process(target=_worker, args=(job, worker_config, index, cores[index], tickets, results,
                                                         logging.getLogger().level),
                                   name=f"hwkd-worker-{index}")
         process.start()
         processes.append(process)
-    log.info("%d workers on cores %s", len(processes),
-             " | ".join(",".join(map(str, c)) for c in cores[: len(processes)]))
-    counts = {"complete": 0, "infeasible": 0, "failed": 0}
-    interrupted = False
+    log.info("%d workers on cores %s (this process is worker 0)", workers,
+             " | ".join(",".join(map(str, c)) for c in cores))
     first = len(study.get_trials(deepcopy=False))
+    outcomes = []
+    interrupted = False
     with progress_bar(trials, "trials", "trial", show) as bar:
         shown = 0
+
+        def refresh() -> None:
+            nonlocal shown
+            done = sum(t.state.is_finished() and t.number >= first for t in study.get_trials(deepcopy=False))
+            bar.update(max(0, done - shown))
+            shown = max(shown, done)
+
+        try:
+            with on_cores(cores[0]):
+                outcomes.append(local(tickets, refresh))
+        except KeyboardInterrupt:  # the workers got it too: they fail their trials and stop
+            interrupted = True
         while any(p.is_alive() for p in processes):
             try:
                 time.sleep(1.0)
-                done = sum(t.state.is_finished() and t.number >= first for t in study.get_trials(deepcopy=False))
-                bar.update(max(0, done - shown))
-                shown = max(shown, done)
-            except KeyboardInterrupt:  # the workers got it too: they fail their trials and stop
+                refresh()
+            except KeyboardInterrupt:
                 interrupted = True
         for p in processes:
             p.join()
+        refresh()
     while True:
         try:
-            outcome = results.get_nowait()
+            outcomes.append(results.get_nowait())
         except queue.Empty:
             break
+    counts = {"complete": 0, "infeasible": 0, "failed": 0}
+    for outcome in outcomes:
         for key in counts:
             counts[key] += outcome["counts"][key]
         interrupted = interrupted or outcome["interrupted"]
@@ -86,8 +116,9 @@ def run_workers(job: WorkerJob, config: Any, study: Any, trials: int | None, tim
     return counts, interrupted
 
 
-def _worker(job: WorkerJob, config: Any, index: int, cores: list[int], results: Any, level: int) -> None:
-    """One worker process: its cores first (before torch starts its pools), then the job."""
+def _worker(job: WorkerJob, config: Any, index: int, cores: list[int], tickets: TrialTickets, results: Any,
+            level: int) -> None:
+    """One spawned worker process: its cores first (before torch starts its pools), then the job."""
     os.sched_setaffinity(0, cores)
     os.environ["HWKD_WORKER"] = str(index)
     logging.basicConfig(level=level, format=f"worker {index}: %(message)s", stream=sys.stderr, force=True)
@@ -96,7 +127,7 @@ def _worker(job: WorkerJob, config: Any, index: int, cores: list[int], results: 
 
     use_cores(cores)
     try:
-        outcome = job(config, index)
+        outcome = job(config, index, tickets)
     except KeyboardInterrupt:
         results.put({"counts": {"complete": 0, "infeasible": 0, "failed": 0}, "interrupted": True})
         return

@@ -66,3 +66,10 @@ def test_fixed_settings_name_each_difference_key_by_key() -> None:
     old, new = make_fixed(), make_fixed(threads=2, brief=BriefConfig(steps=40, lr=0.05))
     assert old.differences(new) == ["brief.lr: 0.1 -> 0.05", "threads: 4 -> 2"]
     assert old.differences(make_fixed()) == []
+    assert old.differences(make_fixed(brief=BriefConfig(steps=40, loss="dist"))) == ["brief.loss: 'kd' -> 'dist'"]
+
+
+def test_results_written_before_the_loss_option_read_as_kd() -> None:
+    fixed = make_fixed(brief=BriefConfig(loss="dist")).to_dict()
+    del fixed["brief"]["loss"]
+    assert FixedSettings.from_dict(fixed).brief.loss == "kd"  # every earlier run distilled with KD

@@ -3,6 +3,8 @@ repeated, and a worker killed with SIGKILL costs no other worker its trial."""
 
 from __future__ import annotations
 
+import os
+import platform
 import signal
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from hwkd.distillation.config import BriefConfig
 from hwkd.run_folder import STUDY_NAME
 from hwkd.searcher import Search, SearchConfig
 from hwkd.threads import split_cores
-from hwkd.workers import shares
+from hwkd.workers import TrialTickets
 
 # every test here runs real searches (and distillations) or worker processes
 pytestmark = pytest.mark.slow
@@ -25,9 +27,15 @@ pytestmark = pytest.mark.slow
 
 
 def test_trials_and_cores_are_shared_out() -> None:
-    assert shares(5, 2) == [3, 2] and shares(1, 3) == [1, 0, 0] and shares(None, 2) == [None, None]
+    tickets = TrialTickets(3)
+    assert [tickets.take() for _ in range(5)] == [True, True, True, False, False]  # the command's 3, no more
+    unlimited = TrialTickets(None)  # --timeout without --trials
+    assert all(unlimited.take() for _ in range(100))
     assert split_cores([0, 1, 2, 3], 2) == [[0, 2], [1, 3]]
     assert split_cores([0, 1], 3) == [[0], [1], [0]]  # more workers than cores: one core each, shared
+
+
+STEPS = "40"  # a few seconds a trial: long enough to be killed in the middle of one
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -42,20 +50,21 @@ def finished(url: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_two_workers_share_the_trials_of_one_command(tmp_path: Path, teacher_file: Path, storage: str) -> None:
-    config = SearchConfig(space="nb201-small", teacher=str(teacher_file), run_dir=str(tmp_path / "run"), trials=5,
-                          brief=BriefConfig(steps=5), train_device="cpu", storage=storage, workers=2)
+    # trials long enough (a few seconds each) that the spawned worker is up before this process,
+    # worker 0, has taken them all
+    config = SearchConfig(space="nb201-small", teacher=str(teacher_file), run_dir=str(tmp_path / "run"), trials=7,
+                          brief=BriefConfig(steps=int(STEPS)), train_device="cpu", storage=storage, workers=2)
     summary = Search(config).run(progress=False)
     trials = finished(storage)
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(done) == 5 and summary.new_trials == 5 and not summary.interrupted
-    # none failed or left running; the rest of the 8 opening students wait for the next run
-    assert [t.state for t in trials if t not in done] == [TrialState.WAITING] * 3
-    assert len({str(sorted(t.params.items())) for t in done}) == 5  # no student was trained twice
-    assert len({t.user_attrs["worker"] for t in done}) == 2  # both processes took trials
+    assert len(done) == 7 and summary.new_trials == 7 and not summary.interrupted
+    # none failed or left running; the last of the 8 opening students waits for the next run
+    assert [t.state for t in trials if t not in done] == [TrialState.WAITING]
+    assert len({str(sorted(t.params.items())) for t in done}) == 7  # no student was trained twice
+    workers = [t.user_attrs["worker"] for t in done]
+    assert len(set(workers)) == 2  # both processes took trials, whichever was free
+    assert f"{platform.node()}:{os.getpid()}" in workers  # this process was one of them
     assert (tmp_path / "run" / "pareto.csv").is_file()
-
-
-STEPS = "40"  # a few seconds a trial: long enough to be killed in the middle of one
 
 
 def _worker(run: Path, teacher_file: Path, storage: str, trials: int) -> subprocess.Popen:

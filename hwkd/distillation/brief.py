@@ -17,7 +17,7 @@ from torch import nn
 
 from hwkd.data.datasets import Dataset, Split
 from hwkd.distillation.config import BriefConfig
-from hwkd.distillation.losses import kd_loss
+from hwkd.distillation.losses import distill_loss
 from hwkd.errors import HwkdError
 from hwkd.threads import fit_threads
 from hwkd.training import evaluate
@@ -89,7 +89,7 @@ def brief_distill(
         images = dataset.normalize(all_images[index]).contiguous(memory_format=torch.channels_last)
         labels = all_labels[index]
         soft = all_soft[index] if all_soft is not None else None
-        loss = kd_loss(student(images), soft, labels, config.temperature, config.alpha)
+        loss = distill_loss(config.loss, student(images), soft, labels, config.temperature, config.alpha)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             raise TrainingDiverged(f"the loss became {loss_value} at step {step + 1} of {config.steps}")

@@ -17,6 +17,7 @@ class BriefConfig:
     weight_decay: float = 5e-4
     temperature: float = 4.0
     alpha: float = 0.7  # weight of the distillation term; 1 - alpha goes to the labels
+    loss: str = "kd"  # hwkd.distillation.losses.LOSSES
     seed: int = 0
 
 
@@ -31,6 +32,7 @@ class FullConfig:
     weight_decay: float = 5e-4
     temperature: float = 4.0
     alpha: float = 0.9  # weight of the distillation term; 1 - alpha goes to the labels
+    loss: str = "kd"  # hwkd.distillation.losses.LOSSES
     transfer: str = "none"  # "none", "feature" (FitNets hints) or "attention"
     transfer_weight: float = 1.0  # added to the loss times this weight; attention maps use 1000x (as in AT)
     teacher_layers: tuple[str, ...] = ()  # fx node names; empty: pair the deepest stages automatically
@@ -51,6 +53,10 @@ class FullConfig:
             problems.append(f"--temperature {self.temperature}: must be > 0")
         if not 0 <= self.alpha <= 1:
             problems.append(f"--alpha {self.alpha}: must be in [0, 1]")
+        from hwkd.distillation.losses import check_loss
+
+        if (problem := check_loss(self.loss)) is not None:
+            problems.append(problem)
         if self.transfer not in TRANSFERS:
             problems.append(f"--transfer {self.transfer!r}: choose {', '.join(TRANSFERS[:-1])} or {TRANSFERS[-1]}")
         if problems:
@@ -58,6 +64,9 @@ class FullConfig:
 
 
 TRANSFERS = ("none", "feature", "attention")
+# The names of hwkd.distillation.losses.LOSSES, here for the CLI's help without importing torch
+# (tests/distillation/test_losses.py keeps the two equal).
+LOSS_NAMES = ("kd", "dkd", "dist")
 
 # Fine-tuning a pruned student (hwkd compress) starts from good weights: a few epochs at a tenth of
 # the learning rate, no warm-up.

@@ -27,7 +27,7 @@ from hwkd.data.datasets import Dataset
 from hwkd.distillation.brief import TrainingDiverged
 from hwkd.distillation.config import FullConfig
 from hwkd.distillation.features import Transfer, feature_points, pair_layers, tap, trace
-from hwkd.distillation.losses import kd_loss
+from hwkd.distillation.losses import distill_loss
 from hwkd.errors import HwkdError, error_line
 from hwkd.progress import progress_bar
 from hwkd.threads import fit_threads
@@ -135,7 +135,7 @@ def full_distill(
                     s_logits, *s_feats = student_tap(x)
                 else:
                     s_logits, s_feats = student_tap(x), []
-                loss = kd_loss(s_logits, t_logits, y, config.temperature, config.alpha)
+                loss = distill_loss(config.loss, s_logits, t_logits, y, config.temperature, config.alpha)
                 if pairs:
                     scale = ATTENTION_SCALE if config.transfer == "attention" else 1.0
                     loss = loss + config.transfer_weight * scale * transfer(t_feats, s_feats)

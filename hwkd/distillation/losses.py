@@ -1,30 +1,142 @@
-"""Distillation losses."""
+"""Distillation losses on logits: Hinton's KD and two successors that need nothing but the
+teacher's logits, so brief distillation runs them on its cached outputs at no extra cost.
+
+Every loss has the same form, `alpha * distill + (1 - alpha) * CE(s, y)`; the registry names them
+for `--loss`. The constants below are the papers' own settings for small images (CIFAR).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from hwkd.errors import HwkdError
 
-def kd_loss(
+# DKD (CIFAR-100 settings of the paper): weights of the target-class and the non-target-class terms
+DKD_TARGET_WEIGHT = 1.0
+DKD_NON_TARGET_WEIGHT = 8.0
+# DIST (CIFAR-100 settings of the paper): weights of the inter-class and the intra-class relations
+DIST_INTER_WEIGHT = 2.0
+DIST_INTRA_WEIGHT = 2.0
+
+
+def kd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+            temperature: float) -> torch.Tensor:
+    """Hinton, Vinyals and Dean 2015, "Distilling the Knowledge in a Neural Network" (arXiv:1503.02531).
+
+    T^2 * KL(softmax(t / T) || softmax(s / T)), averaged over the batch. The T^2 factor keeps the
+    soft-target gradients on the scale of the hard-target ones as T changes.
+    """
+    log_p_student = F.log_softmax(student_logits / temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
+    return temperature**2 * F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
+
+
+def dkd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+             temperature: float) -> torch.Tensor:
+    """Decoupled KD: Zhao, Cui, Song, Qiu and Liang, "Decoupled Knowledge Distillation", CVPR 2022.
+
+    KD splits into a target-class part and a non-target part whose weight is the teacher's
+    (1 - p_target), which mutes the non-target "dark knowledge" exactly when the teacher is
+    confident. DKD weights the two parts independently:
+
+        T^2 * (a * KL(b_t || b_s) + b * KL(q_t || q_s))
+
+    with p = softmax(logits / T), b = [p_y, 1 - p_y] the binary target/non-target split,
+    q = softmax over the non-target classes only, a = DKD_TARGET_WEIGHT (1) and
+    b = DKD_NON_TARGET_WEIGHT (8).
+    """
+    target = F.one_hot(labels, student_logits.shape[1]).bool()
+    p_student = F.softmax(student_logits / temperature, dim=1)
+    p_teacher = F.softmax(teacher_logits / temperature, dim=1)
+    b_student = torch.stack([p_student[target], 1 - p_student[target]], dim=1).clamp_min(1e-12)
+    b_teacher = torch.stack([p_teacher[target], 1 - p_teacher[target]], dim=1).clamp_min(1e-12)
+    target_kl = (b_teacher * (b_teacher.log() - b_student.log())).sum(1).mean()
+    # the target class masked out with a large negative logit: softmax over the others only
+    masked_student = (student_logits / temperature).masked_fill(target, -1e4)
+    masked_teacher = (teacher_logits / temperature).masked_fill(target, -1e4)
+    non_target_kl = F.kl_div(F.log_softmax(masked_student, dim=1), F.log_softmax(masked_teacher, dim=1),
+                             log_target=True, reduction="batchmean")
+    return temperature**2 * (DKD_TARGET_WEIGHT * target_kl + DKD_NON_TARGET_WEIGHT * non_target_kl)
+
+
+def _pearson_distance(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    """1 - Pearson correlation of a and b along `dim`, averaged over the other dimension."""
+    a = a - a.mean(dim, keepdim=True)
+    b = b - b.mean(dim, keepdim=True)
+    correlation = (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim) + 1e-8)
+    return (1 - correlation).mean()
+
+
+def dist_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+              temperature: float) -> torch.Tensor:
+    """DIST: Huang, You, Wang, Qian and Xu, "Knowledge Distillation from A Stronger Teacher", NeurIPS 2022.
+
+    Matches relations instead of exact probabilities, so a student need not reproduce a much
+    stronger teacher's values, only their order and spread:
+
+        T^2 * (g_inter * mean_i d(p_s[i, :], p_t[i, :]) + g_intra * mean_c d(p_s[:, c], p_t[:, c]))
+
+    with p = softmax(logits / T), d(u, v) = 1 - Pearson(u, v), rows i the images and columns c the
+    classes of the batch, g_inter = DIST_INTER_WEIGHT (2) and g_intra = DIST_INTRA_WEIGHT (2).
+    """
+    p_student = F.softmax(student_logits / temperature, dim=1)
+    p_teacher = F.softmax(teacher_logits / temperature, dim=1)
+    inter = _pearson_distance(p_student, p_teacher, dim=1)
+    intra = _pearson_distance(p_student, p_teacher, dim=0)
+    return temperature**2 * (DIST_INTER_WEIGHT * inter + DIST_INTRA_WEIGHT * intra)
+
+
+@dataclass(frozen=True)
+class LogitLoss:
+    """A distillation term on (student logits, teacher logits, labels, T) -> a scalar."""
+
+    name: str
+    term: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+    summary: str
+
+
+LOSSES: dict[str, LogitLoss] = {}
+
+
+def register(loss: LogitLoss) -> None:
+    if loss.name in LOSSES:
+        raise ValueError(f"distillation loss {loss.name!r} is registered already")
+    LOSSES[loss.name] = loss
+
+
+register(LogitLoss("kd", kd_term, "Hinton KD: KL between softened outputs"))
+register(LogitLoss("dkd", dkd_term, "decoupled KD (Zhao et al. CVPR 2022): target and non-target parts, 1 and 8"))
+register(LogitLoss("dist", dist_term, "DIST (Huang et al. NeurIPS 2022): inter- and intra-class Pearson relations"))
+
+
+def check_loss(name: str) -> str | None:
+    """The problem with `--loss name` as one line, or None."""
+    if name in LOSSES:
+        return None
+    return f"--loss {name!r}: choose {', '.join(LOSSES)}"
+
+
+def distill_loss(
+    name: str,
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor | None,
     labels: torch.Tensor,
     temperature: float,
     alpha: float,
 ) -> torch.Tensor:
-    """Hinton et al. 2015, "Distilling the Knowledge in a Neural Network".
+    """alpha * distillation term `name` + (1 - alpha) * CE(s, y).
 
-    loss = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, y)
-
-    student_logits, teacher_logits: (N, K); labels: (N,) class indices. The T^2 factor keeps the
-    soft-target gradients on the scale of the hard-target ones as T changes. Without a teacher
-    (or alpha = 0) this is plain cross-entropy.
+    student_logits, teacher_logits: (N, K); labels: (N,) class indices. Without a teacher (or
+    alpha = 0) this is plain cross-entropy.
     """
+    if name not in LOSSES:
+        raise HwkdError(check_loss(name) or name)
     hard = F.cross_entropy(student_logits, labels)
     if teacher_logits is None or alpha == 0:
         return hard
-    log_p_student = F.log_softmax(student_logits / temperature, dim=1)
-    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
-    soft = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
-    return alpha * temperature**2 * soft + (1 - alpha) * hard
+    return alpha * LOSSES[name].term(student_logits, teacher_logits, labels, temperature) + (1 - alpha) * hard
+
