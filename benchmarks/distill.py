@@ -8,11 +8,14 @@ Prints, in one run on this machine:
    default search (goal: at least 2x), with hwkd's default teacher and with a larger one of the
    size users bring (caching saves the teacher's share of each step, so the ratio grows with the
    teacher's cost over the student's);
-2. on Fashion-MNIST, the test accuracy of one student distilled from the teacher against the
-   same student trained from the labels alone with equal steps, over several seeds (goal:
-   distillation ahead by at least 1 point).
+2. on Fashion-MNIST, the test accuracy of one student after brief distillation with each loss
+   (`--loss`: KD, DKD, DIST) against the same student trained from the labels alone with equal
+   steps, over several seeds (goals: KD ahead of labels by at least 1 point; the default loss at
+   or above KD);
+3. with `--full-epochs N`, the same for full distillation (`hwkd distill`'s loop, augmentation,
+   the teacher on every batch) of N epochs.
 
-    python benchmarks/distill.py [--data fashion-mnist] [--steps 200,600] [--seeds 3]
+    python benchmarks/distill.py [--data fashion-mnist] [--steps 200,600] [--seeds 3] [--full-epochs 0]
 
 The teacher is hwkd's default teacher for the data (trained once and cached, as `hwkd search`
 does). Scores use the test split, which the search itself never looks at.
@@ -24,12 +27,13 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
 from hwkd.data import load_dataset
 from hwkd.distillation.brief import brief_distill, brief_indices, brief_subset
-from hwkd.distillation.config import BriefConfig
+from hwkd.distillation.config import LOSS_NAMES, BriefConfig
 from hwkd.distillation.losses import distill_loss
 from hwkd.initial_design import torch_macs
 from hwkd.searcher import DEFAULT_TRIALS
@@ -110,29 +114,75 @@ def teacher_outputs_seconds(forward: Callable[[torch.Tensor], torch.Tensor], dat
     return time.perf_counter() - start
 
 
-def accuracy(dataset, logits: torch.Tensor, teacher_acc: float, steps_list: list[int], seeds: int) -> None:
+def accuracy(dataset, logits: torch.Tensor, teacher_acc: float, steps_list: list[int], seeds: int,
+             losses: list[str]) -> None:
     space = load_space("nb201-small")
     arch = STUDENTS["middle"]
     cpu = torch.device("cpu")
     print(f"\n2. test accuracy on {dataset.name} ({len(dataset.test)} test images), student {arch}")
     print(f"   teacher test accuracy {100 * teacher_acc:.2f}%; defaults T={BriefConfig.temperature}, "
-          f"alpha={BriefConfig.alpha}; {seeds} seeds each")
-    print(f"   {'steps':>6} {'labels only':>12} {'distilled':>10} {'gain (pt)':>10}  per seed (labels / distilled)")
+          f"alpha={BriefConfig.alpha}, loss {BriefConfig.loss}; {seeds} seeds each, the same seeds for every column")
+    columns = ["labels", *losses]
+    print(f"   {'steps':>6} " + " ".join(f"{c:>13}" for c in columns) + "   "
+          + " ".join(f"{c + ' - kd':>10}" for c in columns if c != "kd") + "   per seed")
     for steps in steps_list:
-        plain, kd = [], []
+        scores: dict[str, list[float]] = {c: [] for c in columns}
         for seed in range(seeds):
             config = BriefConfig(steps=steps, seed=seed)
             shared = brief_subset(dataset, config)  # the images a search with these settings trains on
             index = brief_indices(len(dataset.train), config)
-            for target, soft in ((plain, None), (kd, logits if index is None else logits[index])):
+            soft = logits if index is None else logits[index]
+            for column in columns:
                 torch.manual_seed(seed)
                 student = space.build(arch, dataset.num_classes, dataset.input_shape)
-                brief_distill(student, shared, soft, config, cpu)
-                target.append(100 * evaluate(student, dataset, dataset.test, cpu))
-        gain = statistics.mean(kd) - statistics.mean(plain)
-        per_seed = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(plain, kd))
-        print(f"   {steps:>6} {statistics.mean(plain):>11.2f}% {statistics.mean(kd):>9.2f}% {gain:>+10.2f}  {per_seed}")
-    print("   goal: distillation ahead by at least 1 point")
+                if column == "labels":
+                    brief_distill(student, shared, None, config, cpu)
+                else:
+                    brief_distill(student, shared, soft, replace(config, loss=column), cpu)
+                scores[column].append(100 * evaluate(student, dataset, dataset.test, cpu))
+        means = {c: statistics.mean(v) for c, v in scores.items()}
+        spread = {c: statistics.stdev(v) if len(v) > 1 else 0.0 for c, v in scores.items()}
+        gains = " ".join(f"{means[c] - means['kd']:>+10.2f}" for c in columns if c != "kd" and "kd" in means)
+        per_seed = "; ".join(f"{c} " + "/".join(f"{x:.2f}" for x in v) for c, v in scores.items())
+        print(f"   {steps:>6} " + " ".join(f"{means[c]:>6.2f}±{spread[c]:<4.2f}%" for c in columns)
+              + f"   {gains}   {per_seed}", flush=True)
+    print("   goals: distillation (kd) ahead of labels only by at least 1 point; the default loss at or above kd")
+
+
+def full_accuracy(dataset, teacher, epochs: int, seeds: int, losses: list[str]) -> None:
+    """Part 3: full distillation (augmentation, the teacher on every batch, warm-up + cosine) with each loss."""
+    import tempfile
+    from pathlib import Path
+
+    from hwkd.distillation.config import FullConfig
+    from hwkd.distillation.full import full_distill
+
+    space = load_space("nb201-small")
+    arch = STUDENTS["middle"]
+    cpu = torch.device("cpu")
+    columns = ["labels", *losses]
+    d = FullConfig()
+    print(f"\n3. full distillation, {epochs} epochs of {len(dataset.train)} images, T={d.temperature}, "
+          f"alpha={d.alpha}, loss default {d.loss}; test accuracy, {seeds} seeds")
+    print(f"   {'':>6} " + " ".join(f"{c:>13}" for c in columns) + "   "
+          + " ".join(f"{c + ' - kd':>10}" for c in columns if c != "kd") + "   per seed")
+    scores: dict[str, list[float]] = {c: [] for c in columns}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(seeds):
+            for column in columns:
+                config = FullConfig(epochs=epochs, seed=seed, loss="kd" if column == "labels" else column,
+                                    alpha=0.0 if column == "labels" else d.alpha)
+                torch.manual_seed(seed)
+                student = space.build(arch, dataset.num_classes, dataset.input_shape)
+                result = full_distill(student, teacher.forward, None, dataset, config,
+                                      Path(tmp) / f"{column}-{seed}.pt", cpu, {"arch": arch}, progress=False)
+                scores[column].append(100 * result.test_accuracy)
+    means = {c: statistics.mean(v) for c, v in scores.items()}
+    spread = {c: statistics.stdev(v) if len(v) > 1 else 0.0 for c, v in scores.items()}
+    gains = " ".join(f"{means[c] - means['kd']:>+10.2f}" for c in columns if c != "kd" and "kd" in means)
+    per_seed = "; ".join(f"{c} " + "/".join(f"{x:.2f}" for x in v) for c, v in scores.items())
+    print(f"   {epochs:>4}ep " + " ".join(f"{means[c]:>6.2f}±{spread[c]:<4.2f}%" for c in columns)
+          + f"   {gains}   {per_seed}", flush=True)
 
 
 def main() -> None:
@@ -141,7 +191,10 @@ def main() -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--steps", default="200,600", help="brief budgets to compare, comma separated ('' skips part 2)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--speed-steps", type=int, default=60)
+    parser.add_argument("--losses", default=",".join(LOSS_NAMES), help="distillation losses to compare with "
+                        "labels only (default: all)")
+    parser.add_argument("--full-epochs", type=int, default=0, help="epochs of part 3 (default 0: skipped)")
+    parser.add_argument("--speed-steps", type=int, default=60, help="steps of part 1 (0 skips it)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     dataset = load_dataset(args.data, args.data_dir)
@@ -155,11 +208,16 @@ def main() -> None:
     # A teacher of the size users bring (ResNet-18 widths, one block per stage); speed does not
     # depend on its weights, so it is not trained.
     large = DefaultTeacher(dataset.input_shape[1], dataset.num_classes, widths=(64, 128, 256, 512)).eval()
-    speed(dataset, [("hwkd's default", teacher.forward, logits_seconds),
-                    ("ResNet-18 widths (64-512), untrained", large, teacher_outputs_seconds(large, dataset, index))],
-          args.speed_steps)
+    if args.speed_steps:
+        speed(dataset, [("hwkd's default", teacher.forward, logits_seconds),
+                        ("ResNet-18 widths (64-512), untrained", large, teacher_outputs_seconds(large, dataset, index))],
+              args.speed_steps)
     if args.steps:
-        accuracy(dataset, logits, teacher_acc, [int(s) for s in args.steps.split(",")], args.seeds)
+        accuracy(dataset, logits, teacher_acc, [int(s) for s in args.steps.split(",")], args.seeds,
+                 [name.strip() for name in args.losses.split(",") if name.strip()])
+    if args.full_epochs:
+        full_accuracy(dataset, teacher, args.full_epochs, args.seeds,
+                      [name.strip() for name in args.losses.split(",") if name.strip()])
 
 
 if __name__ == "__main__":

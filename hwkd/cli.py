@@ -310,7 +310,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, help="trials to add in this invocation (default 16, or unlimited "
                    "with --timeout)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--sampler", choices=["tpe", "nsga2"], default="tpe")
+    p.add_argument("--sampler", choices=["tpe", "nsga2", "random"], default="tpe",
+                   help="tpe (default) or nsga2 after students spread over the cost range; random: a baseline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-latency-ms", type=float, help="latency budget; students over it are not trained")
     p.add_argument("--max-memory-kb", type=float, help="peak activation memory budget, KiB")

@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SPACE = "nb201-widths"
 DEFAULT_TRIALS = 16
+# tpe (default): the opening students, then multivariate TPE; nsga2: the opening students, then
+# NSGA-II; random: Optuna's RandomSampler from the first trial (a baseline, benchmarks/search_efficiency.py)
+SAMPLERS = ("tpe", "nsga2", "random")
 STARTUP_TRIALS = 8  # spread over the cost range (hwkd.initial_design), then the sampler's own
 
 
@@ -90,8 +93,8 @@ class SearchConfig:
     def check(self) -> None:
         """Every bad flag value at once, as one line, before anything is loaded or trained."""
         problems = []
-        if self.sampler not in ("tpe", "nsga2"):
-            problems.append(f"--sampler {self.sampler!r}: choose tpe or nsga2")
+        if self.sampler not in SAMPLERS:
+            problems.append(f"--sampler {self.sampler!r}: choose {', '.join(SAMPLERS[:-1])} or {SAMPLERS[-1]}")
         if self.trials is not None and self.trials < 1:
             problems.append(f"--trials {self.trials}: must be at least 1")
         if self.timeout_s is not None and not self.timeout_s > 0:
@@ -305,6 +308,8 @@ class Search:
             if self.config.sampler == "nsga2":
                 population = max(8, min(50, (self.config.trials or DEFAULT_TRIALS) // 2))
                 sampler: Any = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+            elif self.config.sampler == "random":
+                sampler = optuna.samplers.RandomSampler(seed=seed)
             else:  # constant_liar: parallel workers do not all propose next to a running trial
                 sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=STARTUP_TRIALS,
                                                      constant_liar=True)
@@ -326,6 +331,8 @@ class Search:
         """
         from hwkd.initial_design import spread_by_cost
 
+        if self.config.sampler == "random":  # the baseline: random from the first trial, no opening design
+            return []
         trials = study.get_trials(deepcopy=False)
         cut_off_plan = any(TrialOutcome.from_trial(t).planned and _cut_off(t) for t in trials)
         if len(trials) >= STARTUP_TRIALS and not cut_off_plan:

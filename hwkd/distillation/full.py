@@ -1,7 +1,8 @@
 """Full distillation of a chosen student: the teacher runs on every augmented batch.
 
-Loss: Hinton KD (`alpha * T^2 * KL + (1 - alpha) * CE`) plus, as an option, feature or attention
-transfer between paired layers (`hwkd.distillation.features`). SGD with Nesterov momentum, linear
+Loss: `alpha * distillation term + (1 - alpha) * CE`, the term chosen by `--loss` (Hinton KD by
+default, decoupled KD or DIST: `hwkd.distillation.losses`), plus, as an option, feature or
+attention transfer between paired layers (`hwkd.distillation.features`). SGD with Nesterov momentum, linear
 warm-up then cosine decay, set per step from the step number (so a resumed run continues the
 same schedule). A checkpoint is written atomically after every epoch; a run started again with
 the same settings continues from the last one.
