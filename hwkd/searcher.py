@@ -57,7 +57,7 @@ from hwkd.spaces.equivalence import function_key
 from hwkd.storage import check_storage, default_url, hide_secrets, masked, recorded_form, requested_storage
 from hwkd.teachers import Teacher, copy_into, default_teacher, load_run_teacher, load_teacher_file
 from hwkd.training import pick_device
-from hwkd.workers import TrialTickets, run_workers
+from hwkd.workers import TrialTickets, WorkerOutcome, run_workers
 
 log = logging.getLogger(__name__)
 
@@ -382,14 +382,12 @@ class Search:
             outcome = _optimize(study, objective, tickets, deadline, lambda: None)
         elif c.workers > 1:
             timeout = None if deadline is None else max(deadline - time.monotonic(), 1e-3)
-            counts, interrupted = run_workers(
+            outcome = run_workers(
                 run_worker, lambda tickets, refresh: _optimize(study, objective, tickets, deadline, refresh),
                 c, study, trials, timeout, show)
-            outcome = {"counts": counts, "interrupted": interrupted}
         else:
             with progress_bar(trials, "trials", "trial", show) as bar:
                 outcome = _optimize(study, objective, trials, deadline, lambda: bar.update(1))
-        counts, interrupted = outcome["counts"], outcome["interrupted"]
         front: tuple[TrialOutcome, ...] = ()
         note, hint = "", None
         if reports:
@@ -399,8 +397,9 @@ class Search:
                 report = write_reports(self.folder, study)
             front, note = report.front, latency_note(report.front)
             hint = None if front else self._budget_hint(study)
-        return SearchSummary(self.folder.path, sum(counts.values()), counts["complete"], counts["infeasible"],
-                             counts["failed"], interrupted, time.monotonic() - start, front, note, hint)
+        o = outcome
+        return SearchSummary(self.folder.path, o.complete + o.infeasible + o.failed, o.complete, o.infeasible,
+                             o.failed, o.interrupted, time.monotonic() - start, front, note, hint)
 
     def _budget_hint(self, study: Any) -> str | None:
         """Why nothing was trained when every student tried was over a budget: the lowest figures."""
@@ -489,16 +488,15 @@ class Search:
         return [result.val_accuracy, estimate.latency_ms]
 
 
-def run_worker(config: SearchConfig, index: int, tickets: TrialTickets) -> dict[str, Any]:
+def run_worker(config: SearchConfig, index: int, tickets: TrialTickets) -> WorkerOutcome:
     """One spawned `--workers` process's search (hwkd.workers runs it): trials while its command
     has some to hand out, no reports."""
     summary = Search(config, worker=index).run(progress=False, reports=False, tickets=tickets)
-    return {"counts": {"complete": summary.completed, "infeasible": summary.infeasible, "failed": summary.failed},
-            "interrupted": summary.interrupted}
+    return WorkerOutcome(summary.completed, summary.infeasible, summary.failed, summary.interrupted)
 
 
 def _optimize(study: Any, objective: _Objective, trials: int | None | TrialTickets, deadline: float | None,
-              after_trial: Callable[[], None]) -> dict[str, Any]:
+              after_trial: Callable[[], None]) -> WorkerOutcome:
     """Optuna's loop over `objective`: `trials` of them (None: until the deadline), or one at a
     time while the command's `TrialTickets` last; failed students are recorded, not raised. The
     outcome counts and whether Ctrl-C stopped it."""
@@ -515,7 +513,7 @@ def _optimize(study: Any, objective: _Objective, trials: int | None | TrialTicke
             study.optimize(objective, n_trials=trials, timeout=timeout, catch=(TrialFailed,), callbacks=[one_more])
     except KeyboardInterrupt:
         interrupted = True
-    return {"counts": objective.counts, "interrupted": interrupted}
+    return WorkerOutcome(**objective.counts, interrupted=interrupted)
 
 
 class TrialFailed(HwkdError):

@@ -18,7 +18,7 @@ import queue
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hwkd.threads import available_cores, on_cores, split_cores
@@ -44,19 +44,32 @@ class TrialTickets:
             return True
 
 
-# What a spawned worker runs: (its configuration, its index, the command's tickets) ->
-# {"counts": {...}, "interrupted": bool}. A module-level function of the caller (spawned processes
-# find it by name); the search passes its own, so this module never imports the search.
-WorkerJob = Callable[[Any, int, TrialTickets], dict[str, Any]]
-# What the parent runs as the first worker: (tickets, called after each of its trials) -> the same.
-LocalJob = Callable[[TrialTickets, Callable[[], None]], dict[str, Any]]
+@dataclass(frozen=True)
+class WorkerOutcome:
+    """What one worker's trials came to (summed over the workers of a command)."""
+
+    complete: int = 0
+    infeasible: int = 0
+    failed: int = 0
+    interrupted: bool = False  # Ctrl-C stopped it
+
+    def __add__(self, other: WorkerOutcome) -> WorkerOutcome:
+        return WorkerOutcome(self.complete + other.complete, self.infeasible + other.infeasible,
+                             self.failed + other.failed, self.interrupted or other.interrupted)
+
+
+# What a spawned worker runs: (its configuration, its index, the command's tickets) -> its outcome.
+# A module-level function of the caller (spawned processes find it by name); the search passes
+# its own, so this module never imports the search.
+WorkerJob = Callable[[Any, int, TrialTickets], WorkerOutcome]
+# What the parent runs as the first worker: (tickets, called after each of its trials) -> its outcome.
+LocalJob = Callable[[TrialTickets, Callable[[], None]], WorkerOutcome]
 
 
 def run_workers(job: WorkerJob, local: LocalJob, config: Any, study: Any, trials: int | None,
-                timeout: float | None, show: bool) -> tuple[dict[str, int], bool]:
+                timeout: float | None, show: bool) -> WorkerOutcome:
     """Run `config.workers` workers to their end: `local` in this process and `job` (on a copy of
-    the search's `config`, a dataclass) in each spawned one; the outcome counts over all of them
-    and whether Ctrl-C stopped them."""
+    the search's `config`, a dataclass) in each spawned one; their outcomes summed."""
     from hwkd.progress import progress_bar
 
     context = multiprocessing.get_context("spawn")
@@ -75,8 +88,7 @@ def run_workers(job: WorkerJob, local: LocalJob, config: Any, study: Any, trials
     log.info("%d workers on cores %s (this process is worker 0)", workers,
              " | ".join(",".join(map(str, c)) for c in cores))
     first = len(study.get_trials(deepcopy=False))
-    outcomes = []
-    interrupted = False
+    outcomes: list[WorkerOutcome] = []
     with progress_bar(trials, "trials", "trial", show) as bar:
         shown = 0
 
@@ -90,13 +102,13 @@ def run_workers(job: WorkerJob, local: LocalJob, config: Any, study: Any, trials
             with on_cores(cores[0]):
                 outcomes.append(local(tickets, refresh))
         except KeyboardInterrupt:  # the workers got it too: they fail their trials and stop
-            interrupted = True
+            outcomes.append(WorkerOutcome(interrupted=True))
         while any(p.is_alive() for p in processes):
             try:
                 time.sleep(1.0)
                 refresh()
             except KeyboardInterrupt:
-                interrupted = True
+                outcomes.append(WorkerOutcome(interrupted=True))
         for p in processes:
             p.join()
         refresh()
@@ -105,15 +117,10 @@ def run_workers(job: WorkerJob, local: LocalJob, config: Any, study: Any, trials
             outcomes.append(results.get_nowait())
         except queue.Empty:
             break
-    counts = {"complete": 0, "infeasible": 0, "failed": 0}
-    for outcome in outcomes:
-        for key in counts:
-            counts[key] += outcome["counts"][key]
-        interrupted = interrupted or outcome["interrupted"]
     failed_workers = [p.name for p in processes if p.exitcode not in (0, None)]
     if failed_workers:
         log.warning("worker(s) %s ended with an error; their trials are in the study", ", ".join(failed_workers))
-    return counts, interrupted
+    return sum(outcomes, WorkerOutcome())
 
 
 def _worker(job: WorkerJob, config: Any, index: int, cores: list[int], tickets: TrialTickets, results: Any,
@@ -129,7 +136,7 @@ def _worker(job: WorkerJob, config: Any, index: int, cores: list[int], tickets: 
     try:
         outcome = job(config, index, tickets)
     except KeyboardInterrupt:
-        results.put({"counts": {"complete": 0, "infeasible": 0, "failed": 0}, "interrupted": True})
+        results.put(WorkerOutcome(interrupted=True))
         return
     except HwkdError as exc:
         logging.getLogger(__name__).error("%s", exc)

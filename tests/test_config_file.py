@@ -43,10 +43,10 @@ def test_switches_and_lists(tmp_path: Path) -> None:
 
 def test_values_are_checked_as_the_flags_are(tmp_path: Path, capsys) -> None:
     config = tmp_path / "search.yaml"
-    config.write_text("sampler: random\n")
+    config.write_text("sampler: grid\n")
     with pytest.raises(SystemExit):
         _parse(["search", "--config", str(config)])
-    assert "invalid choice: 'random'" in capsys.readouterr().err
+    assert "invalid choice: 'grid'" in capsys.readouterr().err
 
 
 def test_unknown_keys_are_listed_together_in_one_line(tmp_path: Path, capsys) -> None:

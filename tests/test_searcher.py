@@ -17,6 +17,7 @@ import hwkd.searcher as search_module
 from hwkd.distillation.brief import TrainingDiverged
 from hwkd.distillation.config import BriefConfig
 from hwkd.errors import HwkdError, RunError
+from hwkd.records import TrialOutcome
 from hwkd.reports import front_table
 from hwkd.run_folder import STUDY_NAME
 from hwkd.searcher import Budgets, Search, SearchConfig
@@ -225,7 +226,7 @@ def test_any_optuna_storage_url(tmp_path: Path, teacher_file: Path) -> None:
         ({"device": "rpi9"}, "unknown device 'rpi9'.*rpi4"),
         ({"space": "nb301"}, "unknown space 'nb301'.*nb201"),
         ({"data": "imagenet"}, "imagenet.*embedded"),
-        ({"sampler": "random"}, "--sampler 'random': choose tpe or nsga2"),
+        ({"sampler": "grid"}, "--sampler 'grid': choose tpe, nsga2 or random"),
         ({"trials": 0}, "--trials 0: must be at least 1"),
         ({"budgets": Budgets(max_latency_ms=-5)}, "--max-latency-ms -5: must be a positive number"),
         ({"budgets": Budgets(max_params=-100)}, "--max-params -100: must be a positive number"),
@@ -316,6 +317,13 @@ def test_a_new_study_starts_with_students_spread_over_the_cost_range(tmp_path: P
     # the rest of the plan waits in the study, where any worker takes the next one
     assert [t.system_attrs["fixed_params"] for t in trials if t.state == TrialState.WAITING] == [
         params for _, params in spread_by_cost(load_space("nb201-small"), 10, (1, 1, 28, 28), 8, seed=0)[3:]]
+    # the random baseline (benchmarks/search_efficiency.py) proposes from the first trial, with no plan
+    baseline = tmp_path / "random"
+    Search(make_config(baseline, teacher_file, trials=2, sampler="random", brief=replace(BRIEF, steps=5))).run(
+        progress=False)
+    trials = study_of(baseline).trials
+    assert len(trials) == 2 and not any(TrialOutcome.from_trial(t).planned for t in trials)
+    assert json.loads((baseline / "run.json").read_text())["config"]["sampler"] == "random"
 
 
 @pytest.mark.slow
