@@ -114,6 +114,16 @@ def teacher_outputs_seconds(forward: Callable[[torch.Tensor], torch.Tensor], dat
     return time.perf_counter() - start
 
 
+def print_scores(label: str, scores: dict[str, list[float]]) -> None:
+    """One row: each column's mean ± stdev over the seeds, its gain over kd, and every seed's score."""
+    means = {c: statistics.mean(v) for c, v in scores.items()}
+    spread = {c: statistics.stdev(v) if len(v) > 1 else 0.0 for c, v in scores.items()}
+    gains = " ".join(f"{means[c] - means['kd']:>+10.2f}" for c in scores if c != "kd" and "kd" in means)
+    per_seed = "; ".join(f"{c} " + "/".join(f"{x:.2f}" for x in v) for c, v in scores.items())
+    print(f"   {label} " + " ".join(f"{means[c]:>6.2f}±{spread[c]:<4.2f}%" for c in scores)
+          + f"   {gains}   {per_seed}", flush=True)
+
+
 def accuracy(dataset, logits: torch.Tensor, teacher_acc: float, steps_list: list[int], seeds: int,
              losses: list[str]) -> None:
     space = load_space("nb201-small")
@@ -140,12 +150,7 @@ def accuracy(dataset, logits: torch.Tensor, teacher_acc: float, steps_list: list
                 else:
                     brief_distill(student, shared, soft, replace(config, loss=column), cpu)
                 scores[column].append(100 * evaluate(student, dataset, dataset.test, cpu))
-        means = {c: statistics.mean(v) for c, v in scores.items()}
-        spread = {c: statistics.stdev(v) if len(v) > 1 else 0.0 for c, v in scores.items()}
-        gains = " ".join(f"{means[c] - means['kd']:>+10.2f}" for c in columns if c != "kd" and "kd" in means)
-        per_seed = "; ".join(f"{c} " + "/".join(f"{x:.2f}" for x in v) for c, v in scores.items())
-        print(f"   {steps:>6} " + " ".join(f"{means[c]:>6.2f}±{spread[c]:<4.2f}%" for c in columns)
-              + f"   {gains}   {per_seed}", flush=True)
+        print_scores(f"{steps:>6}", scores)
     print("   goals: distillation (kd) ahead of labels only by at least 1 point; the default loss at or above kd")
 
 
@@ -177,12 +182,7 @@ def full_accuracy(dataset, teacher, epochs: int, seeds: int, losses: list[str]) 
                 result = full_distill(student, teacher.forward, None, dataset, config,
                                       Path(tmp) / f"{column}-{seed}.pt", cpu, {"arch": arch}, progress=False)
                 scores[column].append(100 * result.test_accuracy)
-    means = {c: statistics.mean(v) for c, v in scores.items()}
-    spread = {c: statistics.stdev(v) if len(v) > 1 else 0.0 for c, v in scores.items()}
-    gains = " ".join(f"{means[c] - means['kd']:>+10.2f}" for c in columns if c != "kd" and "kd" in means)
-    per_seed = "; ".join(f"{c} " + "/".join(f"{x:.2f}" for x in v) for c, v in scores.items())
-    print(f"   {epochs:>4}ep " + " ".join(f"{means[c]:>6.2f}±{spread[c]:<4.2f}%" for c in columns)
-          + f"   {gains}   {per_seed}", flush=True)
+    print_scores(f"{epochs:>4}ep", scores)
 
 
 def main() -> None:
