@@ -109,21 +109,7 @@ class SearchConfig:
                             ("--max-memory-kb", self.budgets.max_memory_kb), ("--max-params", self.budgets.max_params)):
             if value is not None and not value > 0:
                 problems.append(f"{flag} {value:g}: must be a positive number (leave it out for no budget)")
-        b = self.brief
-        if b.steps < 1:
-            problems.append(f"--steps {b.steps}: must be at least 1")
-        if b.batch_size < 1:
-            problems.append(f"--batch-size {b.batch_size}: must be at least 1")
-        if not 0 <= b.alpha <= 1:
-            problems.append(f"--alpha {b.alpha}: must be in [0, 1]")
-        if not b.temperature > 0:
-            problems.append(f"--temperature {b.temperature}: must be > 0")
-        if not b.lr > 0:
-            problems.append(f"--lr {b.lr}: must be > 0")
-        from hwkd.distillation.losses import check_loss
-
-        if (problem := check_loss(b.loss)) is not None:
-            problems.append(problem)
+        problems += self.brief.problems()
         if problems:
             raise HwkdError("; ".join(problems))
 

@@ -20,6 +20,11 @@ class BriefConfig:
     loss: str = "kd"  # hwkd.distillation.losses.LOSSES
     seed: int = 0
 
+    def problems(self) -> list[str]:
+        """Every bad value, each as the flag that set it (`hwkd search` reports them with its own)."""
+        steps = [f"--steps {self.steps}: must be at least 1"] if self.steps < 1 else []
+        return steps + _training_problems(self.batch_size, self.lr, self.temperature, self.alpha, self.loss)
+
 
 @dataclass(frozen=True)
 class FullConfig:
@@ -42,29 +47,32 @@ class FullConfig:
 
     def check(self) -> None:
         """Every bad value at once, as one line."""
-        problems = []
-        if self.epochs < 1:
-            problems.append(f"--epochs {self.epochs}: must be at least 1")
-        if self.batch_size < 1:
-            problems.append(f"--batch-size {self.batch_size}: must be at least 1")
-        if not self.lr > 0:
-            problems.append(f"--lr {self.lr}: must be > 0")
-        if not self.temperature > 0:
-            problems.append(f"--temperature {self.temperature}: must be > 0")
-        if not 0 <= self.alpha <= 1:
-            problems.append(f"--alpha {self.alpha}: must be in [0, 1]")
-        from hwkd.distillation.losses import check_loss
-
-        if (problem := check_loss(self.loss)) is not None:
-            problems.append(problem)
+        problems = [f"--epochs {self.epochs}: must be at least 1"] if self.epochs < 1 else []
+        problems += _training_problems(self.batch_size, self.lr, self.temperature, self.alpha, self.loss)
         if self.transfer not in TRANSFERS:
             problems.append(f"--transfer {self.transfer!r}: choose {', '.join(TRANSFERS[:-1])} or {TRANSFERS[-1]}")
         if problems:
             raise HwkdError("; ".join(problems))
 
 
+def _training_problems(batch_size: int, lr: float, temperature: float, alpha: float, loss: str) -> list[str]:
+    """The settings brief and full distillation share, checked alike."""
+    problems = []
+    if batch_size < 1:
+        problems.append(f"--batch-size {batch_size}: must be at least 1")
+    if not lr > 0:
+        problems.append(f"--lr {lr}: must be > 0")
+    if not temperature > 0:
+        problems.append(f"--temperature {temperature}: must be > 0")
+    if not 0 <= alpha <= 1:
+        problems.append(f"--alpha {alpha}: must be in [0, 1]")
+    if loss not in LOSS_NAMES:
+        problems.append(f"--loss {loss!r}: choose {', '.join(LOSS_NAMES)}")
+    return problems
+
+
 TRANSFERS = ("none", "feature", "attention")
-# The names of hwkd.distillation.losses.LOSSES, here for the CLI's help without importing torch
+# The names of hwkd.distillation.losses.LOSSES, here so the CLI and the checks need no torch
 # (tests/distillation/test_losses.py keeps the two equal).
 LOSS_NAMES = ("kd", "dkd", "dist")
 

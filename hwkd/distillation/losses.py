@@ -113,13 +113,6 @@ register(LogitLoss("dkd", dkd_term, "decoupled KD (Zhao et al. CVPR 2022): targe
 register(LogitLoss("dist", dist_term, "DIST (Huang et al. NeurIPS 2022): inter- and intra-class Pearson relations"))
 
 
-def check_loss(name: str) -> str | None:
-    """The problem with `--loss name` as one line, or None."""
-    if name in LOSSES:
-        return None
-    return f"--loss {name!r}: choose {', '.join(LOSSES)}"
-
-
 def distill_loss(
     name: str,
     student_logits: torch.Tensor,
@@ -134,7 +127,7 @@ def distill_loss(
     alpha = 0) this is plain cross-entropy.
     """
     if name not in LOSSES:
-        raise HwkdError(check_loss(name) or name)
+        raise HwkdError(f"--loss {name!r}: choose {', '.join(LOSSES)}")
     hard = F.cross_entropy(student_logits, labels)
     if teacher_logits is None or alpha == 0:
         return hard
