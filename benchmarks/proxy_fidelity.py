@@ -1,60 +1,242 @@
 """Benchmark of the search's proxy: does brief distillation rank students like full distillation?
 
-Distills N students of one space both ways on Fashion-MNIST: brief (the search's trial budget,
-teacher outputs cached, scored on validation) and full (`hwkd distill`'s loop: the teacher on every
-augmented batch, warm-up + cosine, scored on test). Prints the per-student table, the Spearman and
-Kendall correlation between the two accuracies, and the compute ratio (brief / full, in training
-images and in seconds).
+For each space, N students spread over its cost range (`hwkd.initial_design.spread_by_cost`) are
+distilled both ways on Fashion-MNIST: brief (the search's trial: a subset of the training split,
+teacher outputs cached, scored on validation) at each budget of `--brief-steps`, and full
+(`hwkd distill`'s loop: the teacher on every augmented batch, warm-up + cosine, scored on test).
 
-    python benchmarks/proxy_fidelity.py [--students 12] [--epochs 10] [--brief-steps 200,600] [--train-device auto]
+Several proxies come out of the same brief runs, side by side (the options of the proxy issue):
+validation accuracy on the whole 10 % split (the search's score) and on its first 1,000 images,
+the validation KL divergence to the teacher, the two combined, the score halfway through (what
+a pruner sees) and a median pruner that stops the worse half there, plus two scores that need no
+training (MACs and the SynFlow zero-cost score) and SynFlow as a tie-breaker. For each it prints
+Spearman and Kendall against full test accuracy, the overlap of the top 3, and the compute ratio
+in training images: against the full distillation run here, and against `hwkd distill`'s default.
+The teacher's outputs on the full runs' batches are computed once and shared by the students
+(`SharedTeacher`), so the seconds printed per student are mostly the student's own.
+
+    python benchmarks/proxy_fidelity.py [--spaces nb201-widths,mbconv-small] [--students 12]
+        [--epochs 5] [--brief-steps 200,600] [--small-teacher] [--train-device auto]
 
 Goal: Spearman at least 0.85 with brief distillation costing at most 5% of full.
-Training-heavy: run it where a GPU is available (it uses one when present).
+Training-heavy: about an hour per space on 2 cores; it uses a GPU when present.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import hashlib
+import os
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from hwkd.data import load_dataset
+from hwkd.data.datasets import Dataset
 from hwkd.distillation.brief import brief_distill, brief_indices, brief_subset
 from hwkd.distillation.config import BriefConfig, FullConfig
 from hwkd.distillation.full import full_distill
-from hwkd.errors import ArchitectureError
-from hwkd.searcher import DEFAULT_SPACE
+from hwkd.initial_design import forward_macs, spread_by_cost
 from hwkd.spaces import load_space
 from hwkd.stats import kendall, spearman
 from hwkd.teachers import default_teacher
+from hwkd.teachers.base import Teacher
 from hwkd.training import pick_device
 
+SMALL_VAL = 1000  # the "smaller validation split" option: the first images of the 10 % split
+TIE_POINTS = 0.5  # brief accuracies this close count as a tie for the SynFlow tie-breaker
 
-def students(space_name: str, count: int, seed: int) -> list[str]:
+
+@dataclass
+class Brief:
+    steps: int
+    acc: float  # validation accuracy, whole split
+    acc_small: float  # on its first SMALL_VAL images
+    kl: float  # mean KL(teacher || student) on validation, T = 1
+    half_acc: float  # validation accuracy after half the steps
+    half_kl: float
+    seconds: float
+
+
+@dataclass
+class Student:
+    arch: str
+    macs: float
+    synflow: float
+    briefs: list[Brief] = field(default_factory=list)
+    full_acc: float = 0.0
+    full_seconds: float = 0.0
+
+
+class SharedTeacher:
+    """The teacher's logits per augmented batch, computed once for all students.
+
+    Full distillation draws its order and augmentation from the seed alone, so every student sees
+    the same batches: the teacher's forward pass (most of the time of a small student's epoch on
+    a CPU) is needed once per batch, not once per batch and student. Keyed by the batch's bytes.
+    """
+
+    def __init__(self, teacher: Teacher) -> None:
+        self.teacher = teacher
+        self.logits: dict[bytes, torch.Tensor] = {}
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        key = hashlib.blake2b(images.contiguous().numpy().tobytes(), digest_size=16).digest()
+        if key not in self.logits:
+            self.logits[key] = self.teacher.forward(images).float()
+        return self.logits[key]
+
+
+@torch.no_grad()
+def val_scores(model: nn.Module, dataset: Dataset, teacher_val: torch.Tensor,
+               device: torch.device) -> tuple[float, float, float]:
+    """(accuracy on validation, accuracy on its first SMALL_VAL images, mean KL to the teacher)."""
+    was_training = model.training
+    model.eval()
+    split = dataset.val
+    logits = torch.cat([model(dataset.normalize(split.images[i : i + 500]).to(device, memory_format=torch.channels_last))
+                        .float().cpu() for i in range(0, len(split), 500)])
+    model.train(was_training)
+    right = (logits.argmax(1) == split.labels).float()
+    kl = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(teacher_val, 1), log_target=True, reduction="batchmean")
+    return float(right.mean()), float(right[:SMALL_VAL].mean()), float(kl)
+
+
+def synflow(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """SynFlow (Tanaka et al., NeurIPS 2020; as a zero-cost NAS score, Abdelfattah et al., ICLR 2021):
+    sum over weights of |w * dR/dw| where R is the summed output of the network with every weight
+    made positive, on an all-ones input; log10, in float64 so deep products do not overflow."""
+    model = model.double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.abs_()
+    model.zero_grad()
+    model(torch.ones((1, *input_shape[1:]), dtype=torch.float64)).sum().backward()
+    total = sum(float((p * p.grad).abs().sum()) for p in model.parameters() if p.grad is not None)
+    return float(torch.log10(torch.tensor(max(total, 1e-300))))
+
+
+def top_overlap(proxy: Sequence[float], truth: Sequence[float], k: int = 3) -> int:
+    def top(v: Sequence[float]) -> set[int]:
+        return set(sorted(range(len(v)), key=lambda i: -v[i])[:k])
+    return len(top(proxy) & top(truth))
+
+
+def mean_rank(*scores: Sequence[float]) -> list[float]:
+    """The mean of each student's ranks under several scores (higher is better)."""
+    out = [0.0] * len(scores[0])
+    for s in scores:
+        for rank, i in enumerate(sorted(range(len(s)), key=lambda i: s[i])):
+            out[i] += rank / len(scores)
+    return out
+
+
+def distill_students(space_name: str, args: argparse.Namespace, dataset: Dataset, teacher_logits: torch.Tensor,
+                     teacher_val: torch.Tensor, teacher: Teacher, device: torch.device,
+                     budgets: list[int]) -> list[Student]:
     space = load_space(space_name)
-    rng = random.Random(seed)
-    chosen: dict[str, None] = {}
-    while len(chosen) < count:
-        try:
-            chosen.setdefault(space.parse(space.sample(rng)), None)
-        except ArchitectureError:  # a cell that cannot learn (NB201's degenerate cells)
-            continue
-    return list(chosen)
+    picks = spread_by_cost(space, dataset.num_classes, dataset.input_shape, args.students, args.seed)
+    full_config = FullConfig(epochs=args.epochs, seed=args.seed)
+    shared_teacher = SharedTeacher(teacher)
+    out = []
+    head = " ".join(f"{f'brief {b}':>10} {'KL':>5}" for b in budgets)
+    print(f"\n{space_name}: {len(picks)} students, cheapest first\n{'#':>2} {'MMACs':>7} {'synflow':>7} {head} "
+          f"{'full test':>9} {'brief s':>7} {'full s':>7}  arch", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (arch, _) in enumerate(picks):
+            torch.manual_seed(args.seed)
+            student = Student(arch, forward_macs(space, arch, dataset.num_classes, dataset.input_shape),
+                              synflow(space.build(arch, dataset.num_classes, dataset.input_shape), dataset.input_shape))
+            for steps in budgets:
+                config = BriefConfig(steps=steps, seed=args.seed, lr=args.brief_lr)
+                index = brief_indices(len(dataset.train), config)  # the images a search trains on
+                torch.manual_seed(args.seed)
+                model = space.build(arch, dataset.num_classes, dataset.input_shape)
+                half: list[tuple[float, float, float]] = []
+                half_s: list[float] = []
+
+                def at_half(step: int, _loss: float, model: nn.Module = model, steps: int = steps,
+                            half: list[tuple[float, float, float]] = half, half_s: list[float] = half_s) -> None:
+                    if step == steps // 2:  # what a pruner would see; its evaluation is not brief time
+                        started = time.perf_counter()
+                        half.append(val_scores(model, dataset, teacher_val, device))
+                        half_s.append(time.perf_counter() - started)
+
+                result = brief_distill(model, brief_subset(dataset, config),
+                                       teacher_logits if index is None else teacher_logits[index], config, device,
+                                       on_step=at_half)
+                acc, acc_small, kl = val_scores(model, dataset, teacher_val, device)
+                student.briefs.append(Brief(steps, acc, acc_small, kl, half[0][0], half[0][2],
+                                            result.seconds - half_s[0]))
+            torch.manual_seed(args.seed)
+            full = full_distill(space.build(arch, dataset.num_classes, dataset.input_shape), shared_teacher,
+                                None, dataset, full_config, Path(tmp) / f"s{i}.pt", device, {"arch": arch},
+                                progress=False)
+            student.full_acc, student.full_seconds = full.test_accuracy, full.seconds
+            out.append(student)
+            briefs = " ".join(f"{100 * b.acc:>9.2f}% {b.kl:>5.2f}" for b in student.briefs)
+            print(f"{i:>2} {student.macs / 1e6:>7.2f} {student.synflow:>7.2f} {briefs} {100 * full.test_accuracy:>8.2f}% "
+                  f"{student.briefs[0].seconds:>7.1f} {full.seconds:>7.1f}  {arch}", flush=True)
+    return out
+
+
+def summarize(space_name: str, students: list[Student], budgets: list[int], args: argparse.Namespace,
+              train_images: int) -> None:
+    truth = [s.full_acc for s in students]
+    per_epoch = (train_images // FullConfig.batch_size) * FullConfig.batch_size
+    full_images, default_images = args.epochs * per_epoch, FullConfig.epochs * per_epoch
+    macs, syn = [s.macs for s in students], [s.synflow for s in students]
+    rows: list[tuple[str, list[float], float]] = [  # name, score, training images per student
+        ("MACs (no training)", macs, 0), ("SynFlow zero-cost score (no training)", syn, 0)]
+    for k, steps in enumerate(budgets):
+        b = [s.briefs[k] for s in students]
+        images = float(steps * BriefConfig.batch_size)
+        acc, kl = [x.acc for x in b], [-x.kl for x in b]
+        rows += [
+            (f"{steps} steps: val accuracy" + (" (the search's)" if steps == BriefConfig.steps else ""), acc, images),
+            (f"{steps} steps: accuracy, first {SMALL_VAL} val images", [x.acc_small for x in b], images),
+            (f"{steps} steps: -KL to teacher", kl, images),
+            (f"{steps} steps: accuracy and -KL, mean rank", mean_rank(acc, kl), images),
+            # accuracies within TIE_POINTS are a tie, ordered by SynFlow
+            (f"{steps} steps: accuracy, SynFlow breaks ties",
+             [round(100 * a / TIE_POINTS) + r / len(b) for a, r in zip(acc, mean_rank(syn))], images),
+            (f"{steps} steps: accuracy after {steps // 2} steps", [x.half_acc for x in b], images / 2),
+        ]
+        # a median pruner at half the steps: the worse half stops there and ranks below every finished student
+        cut = sorted(x.half_acc for x in b)[len(b) // 2]
+        kept = sum(x.half_acc >= cut for x in b)
+        rows.append((f"{steps} steps, median pruner at {steps // 2} ({len(b) - kept} stopped)",
+                     [x.acc + 1 if x.half_acc >= cut else x.half_acc for x in b],
+                     images * (len(b) + kept) / (2 * len(b))))
+    print(f"\n{space_name}: {len(students)} students; full: {args.epochs} epochs x {train_images} images, test accuracy "
+          f"{100 * min(truth):.2f}% to {100 * max(truth):.2f}%")
+    print(f"{'proxy':<52} {'Spearman':>8} {'Kendall':>8} {'top-3':>5} {'images/full':>11} "
+          f"{f'/{FullConfig.epochs} ep':>8}")
+    for name, score, images in rows:
+        print(f"{name:<52} {spearman(score, truth):>8.3f} {kendall(score, truth):>8.3f} "
+              f"{top_overlap(score, truth):>3}/3 {images / full_images:>11.2%} {images / default_images:>8.2%}")
+    print(f"images/full: brief training images over the {args.epochs}-epoch full distillation above; "
+          f"/{FullConfig.epochs} ep: over hwkd distill's default {FullConfig.epochs} epochs. "
+          "Goal: Spearman >= 0.85 at <= 5% of full compute", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--data-dir")
-    parser.add_argument("--space", default=DEFAULT_SPACE, help=f"default {DEFAULT_SPACE}, the search's")
+    parser.add_argument("--spaces", default="nb201-widths,mbconv-small", help="comma separated")
     parser.add_argument("--students", type=int, default=12)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--brief-steps", default=str(BriefConfig.steps),
-                        help="brief budgets to compare, comma separated (the first is the search's)")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--brief-steps", default="200,600", help="brief budgets to compare, comma separated")
+    parser.add_argument("--brief-lr", type=float, default=BriefConfig.lr)
+    parser.add_argument("--small-teacher", action="store_true", help="hwkd's default network at its small-data "
+                        "recipe (minutes on 2 cores instead of most of an hour), cached in a folder of its own")
     parser.add_argument("--train-device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -63,54 +245,23 @@ def main() -> None:
     dataset = load_dataset(args.data, args.data_dir)
     print(f"{dataset.name}: {len(dataset.train)} train / {len(dataset.val)} val / {len(dataset.test)} test; "
           f"training on {where}; torch {torch.__version__}", flush=True)
-    teacher = default_teacher(dataset, device, progress=lambda line: print(line, flush=True))
-    test_pred = teacher.logits(dataset.normalize(dataset.test.images)).argmax(1)
-    print(f"teacher test accuracy {100 * float((test_pred == dataset.test.labels).float().mean()):.2f}%")
-    budgets = [int(v) for v in str(args.brief_steps).split(",")]
-    start = time.perf_counter()
-    logits = teacher.logits(dataset.normalize(dataset.train.images))  # every budget's images
-    shared = brief_indices(len(dataset.train), BriefConfig(steps=budgets[0], seed=args.seed))
-    # a search computes the teacher's outputs on its brief images only
-    logits_s = (time.perf_counter() - start) * (1 if shared is None else len(shared) / len(dataset.train))
+    recipe = None
+    if args.small_teacher:
+        from hwkd.teachers.default_net import SMALL_DATA_RECIPE
 
-    space = load_space(args.space)
-    full_config = FullConfig(epochs=args.epochs, seed=args.seed)
-    rows = []
-    brief_head = " ".join(f"{f'brief {b}':>10}" for b in budgets)
-    print(f"\n{'#':>2} {brief_head} {'full test':>9} {'brief s':>8} {'full s':>8}  arch")
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, arch in enumerate(students(args.space, args.students, args.seed)):
-            briefs = []
-            for steps in budgets:
-                config = BriefConfig(steps=steps, seed=args.seed)
-                index = brief_indices(len(dataset.train), config)  # the images a search trains on
-                torch.manual_seed(args.seed)
-                briefs.append(brief_distill(space.build(arch, dataset.num_classes, dataset.input_shape),
-                                            brief_subset(dataset, config), logits if index is None else logits[index],
-                                            config, device))
-            torch.manual_seed(args.seed)
-            full = full_distill(space.build(arch, dataset.num_classes, dataset.input_shape), teacher.forward,
-                                teacher.module, dataset, full_config, Path(tmp) / f"s{i}.pt", device, {"arch": arch},
-                                progress=False)
-            rows.append((arch, [b.val_accuracy for b in briefs], full.test_accuracy, briefs[0].seconds, full.seconds))
-            accs = " ".join(f"{100 * b.val_accuracy:>9.2f}%" for b in briefs)
-            print(f"{i:>2} {accs} {100 * full.test_accuracy:>8.2f}% {briefs[0].seconds:>8.1f} {full.seconds:>8.1f}  "
-                  f"{arch}", flush=True)
-    full_acc = [r[2] for r in rows]
-    full_images = args.epochs * (len(dataset.train) // full_config.batch_size) * full_config.batch_size
-    full_s = sum(r[4] for r in rows)
-    print(f"\nstudents: {len(rows)} of {args.space}; full: {args.epochs} epochs x {len(dataset.train)} images; "
-          f"full test accuracy from {100 * min(full_acc):.2f}% to {100 * max(full_acc):.2f}%")
-    for k, steps in enumerate(budgets):
-        brief_acc = [r[1][k] for r in rows]
-        brief_images = steps * BriefConfig.batch_size
-        print(f"\nbrief: {steps} steps x {BriefConfig.batch_size} images")
-        print(f"{'Spearman (brief val vs full test)':<44} {spearman(brief_acc, full_acc):>7.3f}   goal >= 0.85")
-        print(f"{'Kendall tau-b':<44} {kendall(brief_acc, full_acc):>7.3f}")
-        print(f"{'compute ratio, training images (brief/full)':<44} {brief_images / full_images:>7.2%}   goal <= 5%")
-    brief_s = sum(r[3] for r in rows) + logits_s
-    print(f"{'compute ratio, seconds (brief ' + str(budgets[0]) + ' incl. teacher outputs / full)':<44} "
-          f"{brief_s / full_s:>7.2%}")
+        os.environ["HWKD_CACHE_DIR"] = str(Path("hwkd-runs/benchmark-proxy-cache").resolve())
+        recipe = SMALL_DATA_RECIPE
+    teacher = default_teacher(dataset, device, progress=lambda line: print(line, flush=True), recipe=recipe)
+    test_pred = teacher.logits(dataset.normalize(dataset.test.images)).argmax(1)
+    print(f"teacher: hwkd's default network{' (small-data recipe)' if recipe else ''}, test accuracy "
+          f"{100 * float((test_pred == dataset.test.labels).float().mean()):.2f}%", flush=True)
+    budgets = [int(v) for v in str(args.brief_steps).split(",")]
+    logits = teacher.logits(dataset.normalize(dataset.train.images))  # every budget's images
+    teacher_val = teacher.logits(dataset.normalize(dataset.val.images))
+    results = {name: distill_students(name, args, dataset, logits, teacher_val, teacher, device, budgets)
+               for name in args.spaces.split(",")}
+    for name, students in results.items():
+        summarize(name, students, budgets, args, len(dataset.train))
 
 
 if __name__ == "__main__":
