@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 # Bump when lowering, hwkd's schedule or the kernel descriptions change: it names the on-disk
-# cache of lowered students (hwkd.latency.lowered_cache), which then starts afresh.
-LOWERING_VERSION = 2
+# cache of lowered students (hwkd.latency.lowered_cache), which then starts afresh; so does a change
+# of that cache's record format.
+LOWERING_VERSION = 3
 
 
 @dataclass(frozen=True)

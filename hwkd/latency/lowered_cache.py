@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import sqlite3
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +81,24 @@ class LoweredCache:
             log.warning("lowered-student cache %s not written (%s)", self.path, exc)
 
 
+# A LoopBody as a list of its fields in this order; the features of a graph's kernels are written
+# once each (students repeat the same few kernels many times), kernels refer to them by index.
+_BODY_FIELDS = tuple(f.name for f in fields(LoopBody))
+
+
 def _to_json(lowered: LoweredGraph) -> dict[str, Any]:
+    index: dict[int, int] = {}  # id(KernelFeatures) -> position in "features"
+    features: list[list[Any]] = []
+    kernels = []
+    for k in lowered.kernels:
+        f = k.features
+        if id(f) not in index:
+            index[id(f)] = len(features)
+            features.append([f.kind, f.flops, f.strategy, [[getattr(b, n) for n in _BODY_FIELDS] for b in f.bodies]])
+        kernels.append([k.name, index[id(f)], k.bytes_read, k.bytes_written])
     return {
-        "kernels": [asdict(k) for k in lowered.kernels],  # asdict would deep-copy the TVM module
+        "features": features,
+        "kernels": kernels,
         "weight_only_kernels": lowered.weight_only_kernels,
         "macs": lowered.macs,
         "params_bytes": lowered.params_bytes,
@@ -93,19 +108,14 @@ def _to_json(lowered: LoweredGraph) -> dict[str, Any]:
 
 
 def _from_json(row: dict[str, Any]) -> LoweredGraph:
+    features = [
+        KernelFeatures(kind=kind, flops=flops, strategy=strategy,
+                       bodies=tuple(LoopBody(*body) for body in bodies))
+        for kind, flops, strategy, bodies in row["features"]
+    ]
     kernels = tuple(
-        Kernel(
-            name=k["name"],
-            features=KernelFeatures(
-                kind=k["features"]["kind"],
-                flops=k["features"]["flops"],
-                strategy=k["features"]["strategy"],
-                bodies=tuple(LoopBody(**b) for b in k["features"]["bodies"]),
-            ),
-            bytes_read=k["bytes_read"],
-            bytes_written=k["bytes_written"],
-        )
-        for k in row["kernels"]
+        Kernel(name=name, features=features[at], bytes_read=read, bytes_written=written)
+        for name, at, read, written in row["kernels"]
     )
     return LoweredGraph(
         kernels=kernels,

@@ -27,6 +27,7 @@ class Lowerer:
     def __init__(self) -> None:
         self._legalized: dict[tuple[Any, ...], tuple[Any, str, list[int]]] = {}
         self._features: dict[int, KernelFeatures] = {}
+        self._legalizers: dict[str, Callable[[Any, Any], Any]] | None = None
         self.stats = {"legalize_hits": 0, "legalize_misses": 0, "kernel_hits": 0, "kernel_misses": 0}
 
     def lower(self, graph: RelaxGraph) -> LoweredGraph:
@@ -35,7 +36,7 @@ class Lowerer:
         from tvm import relax, tirx
 
         try:
-            mod = relax.transform.LegalizeOps(self._legalize_map(graph.mod))(graph.mod)
+            mod = relax.transform.LegalizeOps(self._legalize_map())(graph.mod)
             fused = tvm.transform.Sequential(
                 [
                     relax.transform.AnnotateTIROpPattern(),
@@ -111,26 +112,18 @@ class Lowerer:
         self._features[key] = features
         return features
 
-    def _legalize_map(self, mod: Any) -> dict[str, Callable[[Any, Any], Any]]:
-        """Per-op legalizers that reuse the PrimFunc made for an identical call before."""
+    def _legalize_map(self) -> dict[str, Callable[[Any, Any], Any]]:
+        """Per-op legalizers that reuse the PrimFunc made for an identical call before, for every
+        Relax operator TVM can legalize (made once: finding the graph's own operators costs more)."""
         import tvm
-        from tvm import relax
 
-        names: set[str] = set()
-        for func in mod.functions.values():
-            if isinstance(func, relax.Function):
-                relax.analysis.post_order_visit(
-                    func.body,
-                    lambda e: names.add(e.op.name)
-                    if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op)
-                    else None,
-                )
-        legalizers = {}
-        for name in names:
-            default = tvm.ir.Op.get(name).get_attr("FLegalize")
-            if default is not None:
-                legalizers[name] = self._cached_legalizer(name, default)
-        return legalizers
+        if self._legalizers is None:
+            self._legalizers = {}
+            for name in tvm.ir.Op.list_op_names():
+                default = tvm.ir.Op.get(name).get_attr("FLegalize") if name.startswith("relax.") else None
+                if default is not None:
+                    self._legalizers[name] = self._cached_legalizer(name, default)
+        return self._legalizers
 
     def _cached_legalizer(self, name: str, default: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         import tvm
@@ -143,8 +136,8 @@ class Lowerer:
             key = (
                 name,
                 tvm_ffi.structural_hash(call.attrs) if call.attrs is not None else 0,
-                tuple(str(a.ty) for a in call.args),
-                str(call.ty),
+                tuple(_type_key(a.ty) for a in call.args),
+                _type_key(call.ty),
             )
             hit = self._legalized.get(key)
             if hit is not None:
@@ -168,3 +161,18 @@ class Lowerer:
             return out
 
         return legalize
+
+
+def _type_key(ty: Any) -> Any:
+    """A hashable key equal for equal Relax types; tensors by shape and dtype, as printing them
+    (the obvious key) costs more than the rest of a cache hit."""
+    import tvm
+    from tvm import relax
+
+    if isinstance(ty, relax.TensorType) and isinstance(ty.shape, relax.ShapeExpr):
+        dims = list(ty.shape.values)
+        if all(isinstance(v, tvm.tirx.IntImm) for v in dims):  # symbolic shapes: printed below
+            return ("tensor", tuple(int(v) for v in dims), str(ty.dtype))
+    if isinstance(ty, relax.TupleType):
+        return ("tuple", tuple(_type_key(f) for f in ty.fields))
+    return str(ty)
