@@ -118,7 +118,8 @@ def synflow(model: nn.Module, input_shape: tuple[int, ...]) -> float:
             p.abs_()
     model.zero_grad()
     model(torch.ones((1, *input_shape[1:]), dtype=torch.float64)).sum().backward()
-    total = sum(float((p * p.grad).abs().sum()) for p in model.parameters() if p.grad is not None)
+    with torch.no_grad():
+        total = sum(float((p * p.grad).abs().sum()) for p in model.parameters() if p.grad is not None)
     return float(torch.log10(torch.tensor(max(total, 1e-300))))
 
 
