@@ -19,6 +19,7 @@ from hwkd.latency.lowered import Kernel, KernelFeatures, LoweredGraph
 from hwkd.latency.relax_import import RelaxGraph
 from hwkd.latency.schedule import schedule_primfunc
 from hwkd.latency.tir_analysis import kernel_kind, loop_bodies
+from hwkd.latency.type_inference import memoize_layout_ops, static_tensor
 
 
 class Lowerer:
@@ -28,6 +29,7 @@ class Lowerer:
         self._legalized: dict[tuple[Any, ...], tuple[Any, str, list[int]]] = {}
         self._features: dict[int, KernelFeatures] = {}
         self._legalizers: dict[str, Callable[[Any, Any], Any]] | None = None
+        memoize_layout_ops()  # legalizing re-infers types; graphs may come from other importers
         self.stats = {"legalize_hits": 0, "legalize_misses": 0, "kernel_hits": 0, "kernel_misses": 0}
 
     def lower(self, graph: RelaxGraph) -> LoweredGraph:
@@ -164,15 +166,13 @@ class Lowerer:
 
 
 def _type_key(ty: Any) -> Any:
-    """A hashable key equal for equal Relax types; tensors by shape and dtype, as printing them
-    (the obvious key) costs more than the rest of a cache hit."""
-    import tvm
+    """A hashable key equal for equal Relax types: tensors of static shape by shape and dtype, as
+    printing them (the obvious key) costs more than the rest of a cache hit."""
     from tvm import relax
 
-    if isinstance(ty, relax.TensorType) and isinstance(ty.shape, relax.ShapeExpr):
-        dims = list(ty.shape.values)
-        if all(isinstance(v, tvm.tirx.IntImm) for v in dims):  # symbolic shapes: printed below
-            return ("tensor", tuple(int(v) for v in dims), str(ty.dtype))
+    static = static_tensor(ty)
+    if static is not None:
+        return static
     if isinstance(ty, relax.TupleType):
         return ("tuple", tuple(_type_key(f) for f in ty.fields))
     return str(ty)

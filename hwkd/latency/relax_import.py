@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from hwkd.errors import CompileError, error_line
+from hwkd.latency.type_inference import memoize_layout_ops
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ def torch_to_relax(module: nn.Module, input_shape: tuple[int, ...]) -> RelaxGrap
     """Trace `module` (eval mode) with torch.fx and import it; BN is folded into preceding convs."""
     from tvm import relax
     from tvm.relax.frontend.torch import from_fx
+
+    memoize_layout_ops()
 
     module = module.eval()
     try:
@@ -69,6 +72,8 @@ def onnx_to_relax(path: str | os.PathLike[str], input_shape: tuple[int, ...] | N
     import onnx
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
+
+    memoize_layout_ops()
 
     file = Path(path)
     if not file.is_file():
