@@ -15,11 +15,12 @@ def relax_macs(mod: Any) -> int:
     conv = tvm.ir.Op.get("relax.nn.conv2d")
     matmul = tvm.ir.Op.get("relax.matmul")
     total = 0
-
-    def visit(expr: Any) -> None:
-        nonlocal total
+    # the importers emit one operator call per binding: reading the bindings is enough, and much
+    # cheaper than visiting every expression through Python callbacks
+    for binding in bindings(mod["main"]):
+        expr = binding.value
         if not isinstance(expr, relax.Call):
-            return
+            continue
         if expr.op.same_as(conv):
             out = _shape(expr.ty)
             weight = _shape(expr.args[1].ty)  # OIHW: I is channels per group
@@ -28,8 +29,6 @@ def relax_macs(mod: Any) -> int:
             out = _shape(expr.ty)
             reduce_dim = _shape(expr.args[0].ty)[-1]
             total += math.prod(out) * reduce_dim
-
-    relax.analysis.post_order_visit(mod["main"].body, visit)
     return int(total)
 
 
@@ -48,15 +47,8 @@ def planned_memory_bytes(fused: Any) -> int:
         ]
     )(fused)
     alloc_storage = tvm.ir.Op.get("relax.memory.alloc_storage")
-    total = 0
-
-    def visit(expr: Any) -> None:
-        nonlocal total
-        if isinstance(expr, relax.Call) and expr.op.same_as(alloc_storage):
-            total += int(expr.args[0].values[0])
-
-    relax.analysis.post_order_visit(planned["main"].body, visit)
-    return total
+    return sum(int(b.value.args[0].values[0]) for b in bindings(planned["main"])
+               if isinstance(b.value, relax.Call) and b.value.op.same_as(alloc_storage))
 
 
 def bindings(func: Any) -> list[Any]:

@@ -29,6 +29,7 @@ class Lowerer:
         self._legalized: dict[tuple[Any, ...], tuple[Any, str, list[int]]] = {}
         self._features: dict[int, KernelFeatures] = {}
         self._legalizers: dict[str, Callable[[Any, Any], Any]] | None = None
+        self._added: dict[tuple[Any, ...], Any] = {}  # legalized calls -> their function in the graph being lowered
         memoize_layout_ops()  # legalizing re-infers types; graphs may come from other importers
         self.stats = {"legalize_hits": 0, "legalize_misses": 0, "kernel_hits": 0, "kernel_misses": 0}
 
@@ -37,6 +38,7 @@ class Lowerer:
         import tvm_ffi
         from tvm import relax, tirx
 
+        self._added = {}
         try:
             mod = relax.transform.LegalizeOps(self._legalize_map())(graph.mod)
             fused = tvm.transform.Sequential(
@@ -145,7 +147,11 @@ class Lowerer:
             if hit is not None:
                 self.stats["legalize_hits"] += 1
                 func, hint, order = hit
-                gvar = bb.add_func(func, hint)
+                # add_func hashes the whole PrimFunc to find an equal one; this graph's own repeats
+                # are known here already
+                gvar = self._added.get(key)
+                if gvar is None:
+                    gvar = self._added[key] = bb.add_func(func, hint)
                 out_ty = list(call.ty.fields) if isinstance(call.ty, relax.TupleType) else call.ty
                 return relax.call_tir(gvar, [call.args[i] for i in order], out_ty=out_ty)
             self.stats["legalize_misses"] += 1
