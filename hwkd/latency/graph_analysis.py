@@ -84,11 +84,24 @@ def _shape(ty: Any) -> list[int]:
     return [int(v) for v in ty.shape.values]
 
 
+_TENSOR_BYTES: dict[int, int] = {}  # by the type's structural hash: hashing is cheaper than reading a shape
+
+
 def tensor_bytes(ty: Any) -> int:
+    import tvm_ffi
+
+    key = int(tvm_ffi.structural_hash(ty))
+    size = _TENSOR_BYTES.get(key)
+    if size is None:
+        size = _TENSOR_BYTES[key] = _tensor_bytes(ty)
+    return size
+
+
+def _tensor_bytes(ty: Any) -> int:
     from tvm import relax
 
     if isinstance(ty, relax.TupleType):
-        return sum(tensor_bytes(f) for f in ty.fields)
+        return sum(_tensor_bytes(f) for f in ty.fields)
     if isinstance(ty, relax.TensorType) and ty.shape is not None:
         bits = _dtype_bits(str(ty.dtype))
         return math.prod(int(v) for v in ty.shape.values) * bits // 8

@@ -19,7 +19,7 @@ from hwkd.latency.lowered import Kernel, KernelFeatures, LoweredGraph
 from hwkd.latency.relax_import import RelaxGraph
 from hwkd.latency.schedule import schedule_primfunc
 from hwkd.latency.tir_analysis import kernel_kind, loop_bodies
-from hwkd.latency.type_inference import memoize_layout_ops, static_tensor
+from hwkd.latency.type_inference import memoize_layout_ops
 
 
 class Lowerer:
@@ -171,14 +171,10 @@ class Lowerer:
         return legalize
 
 
-def _type_key(ty: Any) -> Any:
-    """A hashable key equal for equal Relax types: tensors of static shape by shape and dtype, as
-    printing them (the obvious key) costs more than the rest of a cache hit."""
-    from tvm import relax
+def _type_key(ty: Any) -> int:
+    """A key equal for equal Relax types: their structural hash (symbolic dimensions hash by
+    identity, so two graphs never share one), as printing them, the obvious key, costs more
+    than the rest of a cache hit."""
+    import tvm_ffi
 
-    static = static_tensor(ty)
-    if static is not None:
-        return static
-    if isinstance(ty, relax.TupleType):
-        return ("tuple", tuple(_type_key(f) for f in ty.fields))
-    return str(ty)
+    return int(tvm_ffi.structural_hash(ty))
