@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,6 +44,8 @@ from hwkd.distillation.brief import brief_distill, brief_indices, brief_subset
 from hwkd.distillation.config import BriefConfig, FullConfig
 from hwkd.distillation.full import full_distill
 from hwkd.initial_design import forward_macs, spread_by_cost
+from hwkd.latency.estimator import Estimator
+from hwkd.profiles import load_profile
 from hwkd.spaces import load_space
 from hwkd.stats import kendall, spearman
 from hwkd.teachers import default_teacher
@@ -69,6 +72,7 @@ class Student:
     arch: str
     macs: float
     synflow: float
+    latency_ms: float  # rpi4 cost model, the search's latency axis
     briefs: list[Brief] = field(default_factory=list)
     full_acc: float = 0.0
     full_seconds: float = 0.0
@@ -129,6 +133,13 @@ def top_overlap(proxy: Sequence[float], truth: Sequence[float], k: int = 3) -> i
     return len(top(proxy) & top(truth))
 
 
+def pareto_front(latency: Sequence[float], score: Sequence[float]) -> set[int]:
+    """Students no other student beats: as fast or faster and better, one of them strictly."""
+    return {i for i in range(len(score)) if not any(
+        latency[j] <= latency[i] and score[j] >= score[i] and (latency[j], score[j]) != (latency[i], score[i])
+        for j in range(len(score)))}
+
+
 def mean_rank(*scores: Sequence[float]) -> list[float]:
     """The mean of each student's ranks under several scores (higher is better)."""
     out = [0.0] * len(scores[0])
@@ -145,6 +156,7 @@ def distill_students(space_name: str, args: argparse.Namespace, dataset: Dataset
     picks = spread_by_cost(space, dataset.num_classes, dataset.input_shape, args.students, args.seed)
     full_config = FullConfig(epochs=args.epochs, seed=args.seed)
     shared_teacher = SharedTeacher(teacher)
+    estimator = Estimator(load_profile("rpi4"), "model")
     out = []
     head = " ".join(f"{f'brief {b}':>10} {'KL':>5}" for b in budgets)
     print(f"\n{space_name}: {len(picks)} students, cheapest first\n{'#':>2} {'MMACs':>7} {'synflow':>7} {head} "
@@ -153,7 +165,9 @@ def distill_students(space_name: str, args: argparse.Namespace, dataset: Dataset
         for i, (arch, _) in enumerate(picks):
             torch.manual_seed(args.seed)
             student = Student(arch, forward_macs(space, arch, dataset.num_classes, dataset.input_shape),
-                              synflow(space.build(arch, dataset.num_classes, dataset.input_shape), dataset.input_shape))
+                              synflow(space.build(arch, dataset.num_classes, dataset.input_shape), dataset.input_shape),
+                              estimator.estimate_arch(space, arch, dataset.input_shape,
+                                                      dataset.num_classes).latency_ms)
             for steps in budgets:
                 config = BriefConfig(steps=steps, seed=args.seed, lr=args.brief_lr)
                 index = brief_indices(len(dataset.train), config)  # the images a search trains on
@@ -190,6 +204,9 @@ def distill_students(space_name: str, args: argparse.Namespace, dataset: Dataset
 def summarize(space_name: str, students: list[Student], budgets: list[int], args: argparse.Namespace,
               train_images: int) -> None:
     truth = [s.full_acc for s in students]
+    # the front of the fully distilled students: accuracy against rpi4 latency
+    latency = [s.latency_ms for s in students]
+    front = pareto_front(latency, truth)
     per_epoch = (train_images // FullConfig.batch_size) * FullConfig.batch_size
     full_images, default_images = args.epochs * per_epoch, FullConfig.epochs * per_epoch
     macs, syn = [s.macs for s in students], [s.synflow for s in students]
@@ -215,14 +232,24 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
         rows.append((f"{steps} steps, median pruner at {steps // 2} ({len(b) - kept} stopped)",
                      [x.acc + 1 if x.half_acc >= cut else x.half_acc for x in b],
                      images * (len(b) + kept) / (2 * len(b))))
+        # a Pareto pruner at half the steps: stop a student another no slower one beats there
+        stopped = [any(o.latency_ms <= s.latency_ms and o.briefs[k].half_acc > s.briefs[k].half_acc
+                       for o in students if o is not s) for s in students]
+        lost = sum(st and i in front for i, st in enumerate(stopped))
+        rows.append((f"{steps} steps, Pareto pruner at {steps // 2} ({sum(stopped)} stopped, {lost} of front)",
+                     [x.half_acc if st else x.acc + 1 for x, st in zip(b, stopped)],
+                     images * (2 * len(b) - sum(stopped)) / (2 * len(b))))
     print(f"\n{space_name}: {len(students)} students; full: {args.epochs} epochs x {train_images} images, test accuracy "
           f"{100 * min(truth):.2f}% to {100 * max(truth):.2f}%")
-    print(f"{'proxy':<52} {'Spearman':>8} {'Kendall':>8} {'top-3':>5} {'images/full':>11} "
+    print(f"{'proxy':<56} {'Spearman':>8} {'Kendall':>8} {'top-3':>5} {'front':>5} {'images/full':>11} "
           f"{f'/{FullConfig.epochs} ep':>8}")
     for name, score, images in rows:
-        print(f"{name:<52} {spearman(score, truth):>8.3f} {kendall(score, truth):>8.3f} "
-              f"{top_overlap(score, truth):>3}/3 {images / full_images:>11.2%} {images / default_images:>8.2%}")
-    print(f"images/full: brief training images over the {args.epochs}-epoch full distillation above; "
+        kept = len(front & pareto_front(latency, score))
+        print(f"{name:<56} {spearman(score, truth):>8.3f} {kendall(score, truth):>8.3f} "
+              f"{top_overlap(score, truth):>3}/3 {kept:>2}/{len(front):<2} {images / full_images:>11.2%} "
+              f"{images / default_images:>8.2%}")
+    print(f"front: students on the front of full accuracy against rpi4 latency that the proxy's front also has. "
+          f"images/full: brief training images over the {args.epochs}-epoch full distillation above; "
           f"/{FullConfig.epochs} ep: over hwkd distill's default {FullConfig.epochs} epochs. "
           "Goal: Spearman >= 0.85 at <= 5% of full compute", flush=True)
 
@@ -240,7 +267,16 @@ def main() -> None:
                         "recipe (minutes on 2 cores instead of most of an hour), cached in a folder of its own")
     parser.add_argument("--train-device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", metavar="FILE.json", help="write every student's scores here, space by space")
+    parser.add_argument("--load", metavar="FILE.json", help="summarize the scores of an earlier --save; train nothing")
     args = parser.parse_args()
+    budgets = [int(v) for v in str(args.brief_steps).split(",")]
+    if args.load:
+        saved = json.loads(Path(args.load).read_text())
+        for name, rows in saved["spaces"].items():
+            students = [Student(**{**r, "briefs": [Brief(**b) for b in r["briefs"]]}) for r in rows]
+            summarize(name, students, saved["budgets"], argparse.Namespace(epochs=saved["epochs"]), saved["train_images"])
+        return
     device = pick_device(args.train_device)
     where = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     dataset = load_dataset(args.data, args.data_dir)
@@ -256,11 +292,15 @@ def main() -> None:
     test_pred = teacher.logits(dataset.normalize(dataset.test.images)).argmax(1)
     print(f"teacher: hwkd's default network{' (small-data recipe)' if recipe else ''}, test accuracy "
           f"{100 * float((test_pred == dataset.test.labels).float().mean()):.2f}%", flush=True)
-    budgets = [int(v) for v in str(args.brief_steps).split(",")]
     logits = teacher.logits(dataset.normalize(dataset.train.images))  # every budget's images
     teacher_val = teacher.logits(dataset.normalize(dataset.val.images))
-    results = {name: distill_students(name, args, dataset, logits, teacher_val, teacher, device, budgets)
-               for name in args.spaces.split(",")}
+    results = {}
+    for name in args.spaces.split(","):
+        results[name] = distill_students(name, args, dataset, logits, teacher_val, teacher, device, budgets)
+        if args.save:
+            Path(args.save).write_text(json.dumps({
+                "budgets": budgets, "epochs": args.epochs, "train_images": len(dataset.train),
+                "spaces": {n: [asdict(s) for s in st] for n, st in results.items()}}, indent=1))
     for name, students in results.items():
         summarize(name, students, budgets, args, len(dataset.train))
 
