@@ -30,7 +30,6 @@ class Lowerer:
         self._features: dict[int, KernelFeatures] = {}
         self._legalizers: dict[str, Callable[[Any, Any], Any]] | None = None
         self._added: dict[tuple[Any, ...], Any] = {}  # legalized calls -> their function in the graph being lowered
-        memoize_layout_ops()  # legalizing re-infers types; graphs may come from other importers
         self.stats = {"legalize_hits": 0, "legalize_misses": 0, "kernel_hits": 0, "kernel_misses": 0}
 
     def lower(self, graph: RelaxGraph) -> LoweredGraph:
@@ -38,6 +37,7 @@ class Lowerer:
         import tvm_ffi
         from tvm import relax, tirx
 
+        memoize_layout_ops()  # legalizing infers types again; a graph may come from another importer
         self._added = {}
         try:
             mod = relax.transform.LegalizeOps(self._legalize_map())(graph.mod)
@@ -172,8 +172,8 @@ class Lowerer:
 
 
 def _type_key(ty: Any) -> int:
-    """A key equal for equal Relax types: their structural hash (symbolic dimensions hash by
-    identity, so two graphs never share one), as printing them, the obvious key, costs more
+    """A key equal for equal Relax types: their 64-bit structural hash (symbolic dimensions hash
+    by identity, so two graphs never share one), as printing them, the obvious key, costs more
     than the rest of a cache hit."""
     import tvm_ffi
 
