@@ -135,13 +135,7 @@ def prepare_for_tvm(module: nn.Module, graph: fx.Graph) -> fx.GraphModule:
             continue
         # TVM 0.27's FX importer runs BatchNorm2d modules in training mode (batch statistics), so
         # a BN that cannot be folded becomes the affine map it is at inference.
-        with torch.no_grad():
-            scale = bn.running_var.add(bn.eps).rsqrt()
-            if bn.weight is not None:
-                scale = scale * bn.weight
-            shift = -bn.running_mean * scale
-            if bn.bias is not None:
-                shift = shift + bn.bias
+        scale, shift = _bn_affine(bn)
         base = str(node.target).replace(".", "_")
         new_attrs[f"{base}_scale"] = scale.reshape(1, -1, 1, 1).clone()
         new_attrs[f"{base}_shift"] = shift.reshape(1, -1, 1, 1).clone()
@@ -165,21 +159,28 @@ def prepare_for_tvm(module: nn.Module, graph: fx.Graph) -> fx.GraphModule:
 
 def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A shallow copy of `conv` whose weight and bias include `bn` (eval statistics)."""
-    assert bn.running_mean is not None and bn.running_var is not None
     # torch's fuse_conv_bn_weights computes the same with autograd, several times slower here
+    scale, shift = _bn_affine(bn)
     with torch.no_grad():
-        scale = bn.running_var.add(bn.eps).rsqrt()
-        if bn.weight is not None:
-            scale = scale * bn.weight
         weight = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        bias = (bias - bn.running_mean) * scale
-        if bn.bias is not None:
-            bias = bias + bn.bias
+        bias = shift if conv.bias is None else conv.bias * scale + shift
     folded = copy.copy(conv)
     folded._parameters = {"weight": nn.Parameter(weight, requires_grad=False),
                           "bias": nn.Parameter(bias, requires_grad=False)}
     return folded
+
+
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) per channel: an eval BatchNorm2d is `x * scale + shift`."""
+    assert bn.running_mean is not None and bn.running_var is not None
+    with torch.no_grad():
+        scale = bn.running_var.add(bn.eps).rsqrt()
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias
+    return scale, shift
 
 
 def _functional_avg_pool(graph: fx.Graph, modules: dict[str, nn.Module]) -> None:
