@@ -45,6 +45,18 @@ def use_cores(cores: list[int]) -> None:
     os.environ["TVM_NUM_THREADS"] = str(len(cores))
 
 
+def size_tvm_pool() -> None:
+    """Let TVM's thread pool have a worker for every core of this process's mask.
+
+    TVM sizes its pool once, when it first runs a parallel loop, to `TVM_NUM_THREADS` or else half
+    the hardware threads on x86 (it assumes hyper-threading): on a 2-core VM that is one thread, and
+    `runtime.config_threadpool` cannot grow it later, so every library ran on one core whatever the
+    profile's thread count said (measured: a 2-thread run used 1.0 core-second per second). Call
+    before TVM runs anything parallel; a value set by the user or by `use_cores` is kept.
+    """
+    os.environ.setdefault("TVM_NUM_THREADS", str(len(available_cores())))
+
+
 @contextmanager
 def on_cores(cores: list[int]) -> Iterator[None]:
     """`use_cores(cores)` for a while (the parent's share as a worker), then back to all it had."""

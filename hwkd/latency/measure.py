@@ -28,6 +28,7 @@ from hwkd.errors import CompileError, MeasureError, error_line
 from hwkd.latency.lowered import LoweredGraph
 from hwkd.latency.schedule import schedule_module
 from hwkd.profiles import DeviceProfile
+from hwkd.threads import size_tvm_pool
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class CompiledStudent:
 
 def compile_student(lowered: LoweredGraph, params: list[np.ndarray], profile: DeviceProfile) -> CompiledStudent:
     """Schedule, lift the weight-only kernels out of `main` and compile it for the profile."""
+    size_tvm_pool()  # the weight-only kernels run here, and may start TVM's pool
     import tvm
     from tvm import relax
 
@@ -115,6 +117,7 @@ def measure_compiled(
     student: CompiledStudent, input_shape: tuple[int, ...], profile: DeviceProfile, plan: TimingPlan = TimingPlan()
 ) -> Measurement:
     """Time a library compiled for this machine."""
+    size_tvm_pool()
     import tvm
 
     device = tvm.cpu()

@@ -40,6 +40,45 @@ def test_measuring_here_leaves_this_process_on_all_its_cores() -> None:
     assert os.sched_getaffinity(0) == cores  # TVM's pool pins the caller; torch threads would inherit it
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_a_two_thread_library_runs_on_two_cores() -> None:
+    """TVM would size its pool to half the x86 hardware threads (one on a 2-core VM) and never grow
+    it; a fresh process that measures must get a worker per core and spend more than one core-second
+    per second while it runs."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, resource, time\n"
+        "import tvm\n"
+        "from tvm import relax\n"
+        "from hwkd.latency.lowering import Lowerer\n"
+        "from hwkd.latency.measure import compile_student, measure_compiled\n"
+        "from hwkd.latency.relax_import import torch_to_relax\n"
+        "from hwkd.profiles import load_profile\n"
+        "from hwkd.spaces import load_space\n"
+        f"arch = {BIG!r}\n"
+        "graph = torch_to_relax(load_space('nb201').build(arch, 10), (1, 3, 32, 32))\n"
+        "host = load_profile('host').with_threads(2)\n"
+        "student = compile_student(Lowerer().lower(graph), graph.params, host)\n"
+        "measure_compiled(student, (1, 3, 32, 32), host)\n"
+        "vm = relax.VirtualMachine(student.executable, tvm.cpu())\n"
+        "import numpy as np\n"
+        "args = [tvm.runtime.tensor(a) for a in [np.zeros((1, 3, 32, 32), 'float32'), *student.weights]]\n"
+        "start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_utime\n"
+        "for _ in range(20): vm['main'](*args)\n"
+        "wall = time.perf_counter() - start\n"
+        "print(tvm.get_global_func('runtime.NumThreads')(), (resource.getrusage(resource.RUSAGE_SELF).ru_utime - cpu) / wall)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    pool, cores_busy = done.stdout.split()
+    assert int(pool) == len(os.sched_getaffinity(0))
+    assert float(cores_busy) > 1.3
+
+
 def _args(arch: str):
     graph, low = lowered(arch)
     return low, graph.params, graph.input_shape
