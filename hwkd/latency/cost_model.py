@@ -8,7 +8,8 @@ latencies. For each fused kernel:
   its vector loads (a gather costs one load per element), one broadcast per invariant load and its
   stores. Its cycles are the largest of arithmetic / `fma_per_cycle`, loads / `loads_per_cycle`,
   stores / `stores_per_cycle` and, for a reduction step, `fma_latency_cycles` (it waits for the
-  previous step's accumulator). A parallel body spreads its executions over the profile's threads
+  previous step's accumulator, shared by the independent accumulators of a register tile). A
+  parallel body spreads its executions over the profile's threads
   in `ceil(parallel_extent / threads)` rounds.
 - memory: the bytes the kernel reads and writes, from L2 when they fit (`cache_bytes_per_cycle`
   per core) or else from DRAM (`bandwidth_gb_s * dram_efficiency`).
@@ -79,8 +80,8 @@ def body_cycles(body: LoopBody, profile: DeviceProfile) -> float:
         vector_ops * body.alu_ops / cpu.fma_per_cycle,
         loads / cpu.loads_per_cycle,
         vector_ops * body.stores / cpu.stores_per_cycle,
-        cpu.fma_latency_cycles if body.carried else 0.0,
-        1.0,  # at least one issue slot per execution (loop control)
+        cpu.fma_latency_cycles / body.chains if body.carried else 0.0,
+        1.0 / body.unrolled,  # at least one issue slot per loop iteration (loop control)
     )
     return body.iterations * cycles
 

@@ -12,7 +12,7 @@ from typing import Any
 # Bump when lowering, hwkd's schedule or the kernel descriptions change: it names the on-disk
 # cache of lowered students (hwkd.latency.lowered_cache), which then starts afresh; so does a change
 # of that cache's record format.
-LOWERING_VERSION = 3
+LOWERING_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,9 @@ class LoopBody:
     and padding conditions are hoisted (a padded load becomes a masked load), loads that do not
     vary across lanes become one broadcast, and an accumulator stays in registers across the
     reduction loops, so a reduction step costs no load or store of it but waits for the last one.
+    In a register tile (loops the schedule unrolls), a load that is the same for every iteration
+    of an unrolled loop is loaded once for all of them, so load counts may be fractions, and the
+    tile's accumulators are independent chains that hide each other's latency.
     """
 
     block: str
@@ -31,11 +34,13 @@ class LoopBody:
     parallel_extent: int  # extent of the enclosing parallel loop, 1 if none
     lanes: int  # elements per execution: the vector loop's extent, 1 when scalar
     alu_ops: int  # floating-point arithmetic per element; a multiply feeding an add is one FMA
-    vector_loads: int  # lane-varying loads from consecutive elements
-    gather_loads: int  # lane-varying loads with another stride: one element load per lane
-    invariant_loads: int  # loads the same for every lane: one broadcast per execution
+    vector_loads: float  # lane-varying loads from consecutive elements
+    gather_loads: float  # lane-varying loads with another stride: one element load per lane
+    invariant_loads: float  # loads the same for every lane: one broadcast per execution
     stores: int  # per element; 0 for a reduction step (its accumulator stays in a register)
     carried: bool  # a reduction step: each execution waits for the previous one's result
+    unrolled: int = 1  # executions in one iteration of the innermost loop that is not unrolled
+    chains: int = 1  # independent accumulators among them (a register tile's outputs)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def loop_bodies(func: Any) -> list[LoopBody]:
 # --- walking scheduled TIR ----------------------------------------------------------------
 
 _Loop = tuple[Any, int, int]  # (loop var, extent, ForKind)
-_PARALLEL, _VECTORIZED = 1, 2
+_PARALLEL, _VECTORIZED, _UNROLLED = 1, 2, 3
 
 
 def _walk(stmt: Any, loops: list[_Loop], bindings: dict[Any, Any], block: str, out: list[LoopBody]) -> None:
@@ -76,11 +76,16 @@ def _body(store: Any, loops: list[_Loop], bindings: dict[Any, Any], block: str) 
     iterations = math.prod(ext for var, ext, kind in loops if var is not lane_var)
     parallel = math.prod(ext for _, ext, kind in loops if kind == _PARALLEL)
     env = _Env(loops, bindings)
-    counts = {"alu": 0, "vector": 0, "gather": 0, "invariant": 0}
+    unrolled = [(var, ext) for var, ext, kind in loops if kind == _UNROLLED]
+    counts = {"alu": 0.0, "vector": 0.0, "gather": 0.0, "invariant": 0.0}
     accumulates = False
 
     def varies(expr: Any) -> bool:
         return lane_var is None or env.depends_on(expr, lane_var)
+
+    def share(load: Any) -> float:
+        """One load serves every iteration of the unrolled loops its address does not depend on."""
+        return 1.0 / math.prod(ext for var, ext in unrolled if not env.depends_on(load, var))
 
     def visit(expr: Any, under_add: bool = False) -> None:
         nonlocal accumulates
@@ -88,11 +93,11 @@ def _body(store: Any, loops: list[_Loop], bindings: dict[Any, Any], block: str) 
             if expr.source.same_as(store.buffer):
                 accumulates = True  # the accumulator: kept in a register by LLVM
             elif not varies(expr):
-                counts["invariant"] += 1
+                counts["invariant"] += share(expr)
             elif lane_var is not None and abs(env.stride(expr, lane_var)) > 1:
-                counts["gather"] += 1
+                counts["gather"] += share(expr)
             else:
-                counts["vector"] += 1
+                counts["vector"] += share(expr)
             return
         kind = type(expr).__name__
         if kind == "Call" and _call_name(expr).endswith("if_then_else"):
@@ -111,19 +116,22 @@ def _body(store: Any, loops: list[_Loop], bindings: dict[Any, Any], block: str) 
             visit(child, under_add=kind in ("Add", "Sub"))
 
     visit(store.value)
-    reduction_inside = any(kind not in (_VECTORIZED, _PARALLEL) for _, _, kind in loops)
+    reduction_inside = any(kind not in (_VECTORIZED, _PARALLEL, _UNROLLED) for _, _, kind in loops)
     carried = accumulates and reduction_inside
+    chains = math.prod(ext for var, ext in unrolled if any(env.depends_on(i, var) for i in store.indices))
     return LoopBody(
         block=block,
         iterations=int(iterations),
         parallel_extent=int(parallel),
         lanes=int(lanes),
-        alu_ops=counts["alu"],
+        alu_ops=int(counts["alu"]),
         vector_loads=counts["vector"],
         gather_loads=counts["gather"],
         invariant_loads=counts["invariant"],
         stores=0 if carried else 1,
         carried=carried,
+        unrolled=math.prod(ext for _, ext in unrolled),
+        chains=chains,
     )
 
 

@@ -26,13 +26,15 @@ def test_every_conv_is_fused_with_its_epilogue_and_scheduled() -> None:
     # 90 cell convs + stem + 2 x 3 reduction convs, of which the two 1x1 shortcuts are pointwise
     assert len(convs) == 90 + 1 + 6
     assert sum(k.features.kind == "pointwise_conv" for k in convs) == 2
-    assert all(k.features.strategy == "anchored" for k in convs)
+    assert all(k.features.strategy == "tiled" for k in convs)
     cell_conv = next(k for k in convs if k.bytes_written == 16 * 32 * 32 * 4 and "relu" in k.name)
     update = next(b for b in cell_conv.features.bodies if b.carried)
-    # one reduction step: a row of 32 outputs, one FMA, one input row, one broadcast weight
-    assert (update.lanes, update.alu_ops, update.vector_loads, update.invariant_loads) == (32, 1, 1, 1)
-    assert update.parallel_extent == 16 * 32  # output channels x rows
-    assert update.iterations == 16 * 32 * 16 * 9  # rows x (input channels x 3 x 3)
+    # one reduction step of a register tile of 4 channels x 2 rows x 8 columns: 8 vector FMAs, each
+    # input vector serves the 4 channels, each broadcast weight the 2 rows
+    assert (update.lanes, update.alu_ops, update.unrolled, update.chains) == (8, 1, 8, 8)
+    assert (update.vector_loads, update.invariant_loads) == (0.25, 0.5)
+    assert update.parallel_extent == 16 // 4 * 32 // 2  # channel tiles x row tiles
+    assert update.iterations == 16 * 32 * 32 // 8 * 16 * 9  # output vectors x (input channels x 3 x 3)
 
 
 def test_weight_only_kernels_are_set_apart() -> None:

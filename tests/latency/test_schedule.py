@@ -8,7 +8,7 @@ import pytest
 
 from hwkd.latency.lowering import Lowerer
 from hwkd.latency.relax_import import torch_to_relax
-from hwkd.latency.schedule import schedule_primfunc
+from hwkd.latency.schedule import TILE_FLOATS, ConvTile, conv_tile, schedule_primfunc
 from hwkd.latency.tir_analysis import kernel_kind
 from hwkd.spaces import load_space
 
@@ -54,15 +54,63 @@ def test_the_kernels_of_a_block_space_cover_every_kind(kernels_by_kind) -> None:
     assert {"conv", "pointwise_conv", "group_conv", "matmul", "reduce"} <= set(kernels_by_kind)
 
 
+STRATEGY = {"conv": "tiled", "pointwise_conv": "tiled", "group_conv": "anchored", "matmul": "anchored",
+            "reduce": "anchored"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["conv", "pointwise_conv", "group_conv", "matmul", "reduce"])
 def test_each_kind_is_scheduled_parallel_and_vectorized_and_computes_the_same(kernels_by_kind, kind: str) -> None:
     func = kernels_by_kind[kind]
     scheduled = schedule_primfunc(func)
-    assert scheduled.strategy in ("anchored", "per-block")
+    assert scheduled.strategy == STRATEGY[kind]
     text = scheduled.func.script()
     assert "T.parallel" in text and "T.vectorized" in text
     inputs = _inputs(func, seed=0)
     expected = _run(func, [a.copy() for a in inputs])[-1]
     got = _run(scheduled.func, [a.copy() for a in inputs])[-1]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_dense_tile_keeps_its_accumulators_in_registers_and_fills_whole_vectors() -> None:
+    # nb201's 3x3 convolutions: 4 channels x 2 rows x 8 columns, 8 vectors, 6 loads per 8 multiply-adds
+    assert conv_tile(64, 8, 8) == ConvTile(channels=4, rows=2, row_floats=8)
+    assert conv_tile(16, 32, 32) == ConvTile(channels=4, rows=2, row_floats=8)
+    # a 1x1 convolution on a 4x4 image is a matrix product of 16-float rows: two vectors, six channels
+    assert conv_tile(1104, 1, 16) == ConvTile(channels=6, rows=1, row_floats=16)
+    for shape in [(64, 8, 8), (184, 1, 16), (352, 1, 49), (3, 224, 224), (1504, 1, 1)]:
+        tile = conv_tile(*shape)
+        vectors = -(-tile.row_floats // 8)
+        assert tile.channels * tile.rows * vectors * 8 <= TILE_FLOATS
+        assert shape[0] % tile.channels == 0 and shape[1] % tile.rows == 0 and shape[2] % tile.row_floats == 0
+
+
+@pytest.mark.slow
+def test_a_strided_and_a_padded_convolution_compute_the_same_when_tiled() -> None:
+    """The stem (stride 2 at ImageNet size, padding) and a 1x1 conv with stride 2 are tiled correctly."""
+    import torch
+    from tvm import tirx
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 16, 3, stride=2, padding=1)
+            self.down = torch.nn.Conv2d(16, 24, 1, stride=2)
+            self.wide = torch.nn.Conv2d(24, 40, 5, padding=2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.wide(torch.relu(self.down(torch.relu(self.stem(x)))))
+
+    shape = (1, 3, 56, 56)
+    fused = Lowerer().lower(torch_to_relax(Net().eval(), shape)).fused_mod
+    tiled = 0
+    for _, func in fused.functions.items():
+        if not isinstance(func, tirx.PrimFunc) or "conv" not in kernel_kind(func):
+            continue
+        scheduled = schedule_primfunc(func)
+        tiled += scheduled.strategy == "tiled"
+        inputs = _inputs(func, seed=1)
+        expected = _run(func, [a.copy() for a in inputs])[-1]
+        got = _run(scheduled.func, [a.copy() for a in inputs])[-1]
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert tiled == 3
