@@ -16,6 +16,12 @@ than `max_layer_fraction` of its own (beyond that the layer would in effect be r
 structured pruning does not do); the pruned student is then lowered and costed on the device by
 the caller's `latency_ms`, and pruning stops at the first step that meets the target.
 
+Every pruned layer keeps a multiple of `channel_multiple` (8) output channels: the compiled
+convolutions accumulate tiles of output channels chosen among the divisors of the channel count
+(`hwkd.latency.schedule.conv_tile`), so a count such as 52 (no divisor of 8) gets a smaller, less
+efficient tile, and a step that removes channels can make the student slower (on rpi4, nb201's
+56-channel stride-2 convolution costs less than a 52-channel one).
+
 The pruned student is kept as plain weights (`state_dict`) plus the new sizes of the layers that
 changed (`PrunedShapes`), so it is rebuilt from its architecture id and loaded with
 `weights_only=True`, never unpickled as a module.
@@ -72,7 +78,7 @@ class PruningError(HwkdError):
 
 def prune_to_latency(module: nn.Module, input_shape: tuple[int, ...], latency_ms: Callable[[nn.Module], float],
                      target_ms: float, step_fraction: float = 0.05, max_layer_fraction: float = 0.9,
-                     start_ms: float | None = None) -> PruneResult:
+                     start_ms: float | None = None, channel_multiple: int = 8) -> PruneResult:
     """Prune `module` in place until `latency_ms(module) <= target_ms`; raises PruningError, with
     the smallest latency reached, when no layer can lose more channels and the target is still
     not met. The classifier (the last Linear) keeps its outputs. `start_ms`: the unpruned
@@ -95,7 +101,7 @@ def prune_to_latency(module: nn.Module, input_shape: tuple[int, ...], latency_ms
     pruner = tp.pruner.MetaPruner(
         module, example, importance=tp.importance.MagnitudeImportance(p=1), global_pruning=True,
         pruning_ratio=max_layer_fraction, max_pruning_ratio=max_layer_fraction, iterative_steps=iterative,
-        ignored_layers=ignored,
+        ignored_layers=ignored, round_to=channel_multiple,
     )
     names = {m: name for name, m in module.named_modules()}
     survivors = {name: list(range(_out_size(m))) for name, m in module.named_modules() if type(m) in _SIZE_ATTRS}

@@ -204,22 +204,24 @@ class ConvTile:
     row_floats: int  # output columns per tile row (the vectorized loop)
 
 
-def conv_tile(channels: int, height: int, width: int) -> ConvTile:
+def conv_tile(channels: int, height: int, width: int, column_stride: int = 1) -> ConvTile:
     """The tile that does the most multiply-adds per load within TILE_FLOATS accumulators.
 
     Per reduction step a tile of c channels x r rows x w columns loads r * ceil(w / 8) input
     vectors and c weights (broadcast), and does c * r * ceil(w / 8) vector multiply-adds, of which
-    w / (8 * ceil(w / 8)) is useful work. Only divisors are tried: a partial tile would put a
-    condition in the vectorized loop.
+    w / (8 * ceil(w / 8)) is useful work. A strided convolution's input row is not contiguous:
+    it is gathered, w element loads per row, so its tiles favor channels, which share those
+    loads. Only divisors are tried: a partial tile would put a condition in the vectorized loop.
     """
     best: tuple[float, int, ConvTile] | None = None
     for w in _divisors(width, MAX_ROW):
         vectors = -(-w // VECTOR_FLOATS)
+        row_loads = vectors if column_stride == 1 else w
         for r in _divisors(height, TILE_FLOATS // (vectors * VECTOR_FLOATS)):
             for c in _divisors(channels, TILE_FLOATS // (r * vectors * VECTOR_FLOATS)):
                 fmas = c * r * vectors
                 useful = fmas * w / (vectors * VECTOR_FLOATS)
-                score = useful / max(fmas, r * vectors + c)  # two FMAs and two loads issue per cycle
+                score = useful / max(fmas, r * row_loads + c)  # two FMAs and two loads issue per cycle
                 key = (score, c * r * w)
                 if best is None or key > best[:2]:
                     best = (score, c * r * w, ConvTile(c, r, w))
@@ -264,7 +266,7 @@ def _register_tiled(sch: Any) -> None:
         column = sch.fuse(row, column)
         row = sch.add_unit_loop(column)
     extents = [int(sch.get(loop).extent) for loop in (channel, row, column)]
-    tile = conv_tile(*extents)
+    tile = conv_tile(*extents, column_stride=_column_stride(sch, anchor))
     c_outer, c_inner = sch.split(channel, [None, tile.channels])
     r_outer, r_inner = sch.split(row, [None, tile.rows])
     w_outer, w_inner = sch.split(column, [None, tile.row_floats])
@@ -301,6 +303,23 @@ def _is_unit_stride_pointwise(sch: Any, block: Any, reduction: list[Any]) -> boo
             if not r.source.same_as(written) and not r.region[0].min.same_as(out_channel)]  # not the weights
     return bool(data) and all(len(reg) == 4 and reg[2].min.same_as(row) and reg[3].min.same_as(column)
                               for reg in data)
+
+
+def _column_stride(sch: Any, block: Any) -> int:
+    """How many input columns apart two neighbouring output columns read (a convolution's stride)."""
+    from tvm.sym import detect_linear_equation
+
+    stmt = sch.get(block)
+    column = stmt.iter_vars[3].var
+    written = stmt.writes[0].source
+    strides = []
+    for read in stmt.reads:
+        if read.source.same_as(written) or len(read.region) != 4:
+            continue
+        coefficients = detect_linear_equation(read.region[3].min, [column])
+        if coefficients:
+            strides.append(abs(int(coefficients[0])))
+    return max(strides, default=1)
 
 
 def _blocks_after(sch: Any, root: Any, name: str) -> list[Any]:

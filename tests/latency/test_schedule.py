@@ -78,6 +78,12 @@ def test_a_dense_tile_keeps_its_accumulators_in_registers_and_fills_whole_vector
     assert conv_tile(16, 32, 32) == ConvTile(channels=4, rows=2, row_floats=8)
     # a 1x1 convolution on a 4x4 image is a matrix product of 16-float rows: two vectors, six channels
     assert conv_tile(1104, 1, 16) == ConvTile(channels=6, rows=1, row_floats=16)
+    # a stride-2 convolution gathers its input row element by element: the tile shares it among more
+    # channels (a 4-channel tile of 2 rows would load 14 elements for 8 multiply-adds)
+    assert conv_tile(64, 7, 7, column_stride=2) == ConvTile(channels=8, rows=1, row_floats=7)
+    assert conv_tile(64, 7, 7) == ConvTile(channels=8, rows=1, row_floats=7)
+    assert conv_tile(32, 14, 14, column_stride=2) == ConvTile(channels=8, rows=1, row_floats=7)
+    assert conv_tile(32, 14, 14) == ConvTile(channels=4, rows=2, row_floats=7)
     for shape in [(64, 8, 8), (184, 1, 16), (352, 1, 49), (3, 224, 224), (1504, 1, 1)]:
         tile = conv_tile(*shape)
         vectors = -(-tile.row_floats // 8)
