@@ -273,8 +273,8 @@ def _register_tiled(sch: Any) -> None:
         image_width = int(sch.get(column).extent)
         column = sch.fuse(row, column)
         row = sch.add_unit_loop(column)
-    extents = [int(sch.get(loop).extent) for loop in (channel, row, column)]
-    tile = conv_tile(*extents, column_stride=_column_stride(sch, anchor), image_width=image_width)
+    channels, rows, columns = (int(sch.get(loop).extent) for loop in (channel, row, column))
+    tile = conv_tile(channels, rows, columns, column_stride=_column_stride(sch, anchor), image_width=image_width)
     c_outer, c_inner = sch.split(channel, [None, tile.channels])
     r_outer, r_inner = sch.split(row, [None, tile.rows])
     w_outer, w_inner = sch.split(column, [None, tile.row_floats])
