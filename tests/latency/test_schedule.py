@@ -125,3 +125,27 @@ def test_a_strided_and_a_padded_convolution_compute_the_same_when_tiled() -> Non
         got = _run(scheduled.func, [a.copy() for a in inputs])[-1]
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     assert tiled == 5
+
+
+@pytest.mark.slow
+def test_a_wide_depthwise_row_is_vectorized_in_16_lane_pieces_and_computes_the_same() -> None:
+    """A 112-float row as 7 x 16 lanes (2 x 56 ran 3.8x slower); a 56-float row stays one vector."""
+    import re
+
+    import torch
+    from tvm import tirx
+
+    for size, lanes in ((112, 16), (56, 56)):
+        net = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8).eval()
+        shape = (1, 8, size, size)
+        fused = Lowerer().lower(torch_to_relax(net, shape)).fused_mod
+        funcs = [f for _, f in fused.functions.items()
+                 if isinstance(f, tirx.PrimFunc) and kernel_kind(f) == "group_conv"]
+        assert len(funcs) == 1
+        scheduled = schedule_primfunc(funcs[0])
+        widths = {int(w) for w in re.findall(r"T\.vectorized\((?:T\.int64\()?(\d+)", scheduled.func.script())}
+        assert lanes in widths and (size <= 64 or max(widths) <= 16)
+        inputs = _inputs(funcs[0], seed=2)
+        expected = _run(funcs[0], [a.copy() for a in inputs])[-1]
+        got = _run(scheduled.func, [a.copy() for a in inputs])[-1]
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
