@@ -147,14 +147,26 @@ def _parallel_vector(sch: Any, spatial: list[Any]) -> Any | None:
     return outer
 
 
-def _anchored(sch: Any) -> None:
+def _anchor(sch: Any, strategy: str) -> tuple[Any, Any]:
+    """Inline the injective blocks and return (root, the one reduction block left)."""
     _inline_injective(sch)
     root = sch.get_sblock("root")
-    blocks = sch.get_child_blocks(root)
-    anchors = [b for b in blocks if _is_reduction(sch, b)]
+    anchors = [b for b in sch.get_child_blocks(root) if _is_reduction(sch, b)]
     if len(anchors) != 1:
-        raise ValueError(f"{len(anchors)} reduction blocks; anchored needs exactly one")
-    anchor = anchors[0]
+        raise ValueError(f"{len(anchors)} reduction blocks; {strategy} needs exactly one")
+    return root, anchors[0]
+
+
+def _parallel_producers(sch: Any, root: Any, anchor_name: str) -> None:
+    """The blocks before the anchor (e.g. padding) each get their own parallel, vectorized loop."""
+    for block in _blocks_before(sch, root, anchor_name):
+        if _is_reduction(sch, block):
+            raise ValueError(f"reduction block {sch.get(block).name_hint} runs before the anchor")
+        _parallel_vector(sch, _split_loops(sch, block)[0])
+
+
+def _anchored(sch: Any) -> None:
+    root, anchor = _anchor(sch, "anchored")
     spatial, reduction = _split_loops(sch, anchor)
     if len(spatial) < 2:
         raise ValueError("no outer spatial loop to parallelize")
@@ -163,17 +175,8 @@ def _anchored(sch: Any) -> None:
     sch.parallel(outer)
     _vectorize(sch, spatial[-1])
     anchor_name = sch.get(anchor).name_hint
-    after = False
-    for block in sch.get_child_blocks(root):
-        name = sch.get(block).name_hint
-        if name == anchor_name:
-            after = True
-            continue
-        if not after:
-            if _is_reduction(sch, block):
-                raise ValueError(f"reduction block {name} runs before the anchor")
-            _parallel_vector(sch, _split_loops(sch, block)[0])  # e.g. padding: its own parallel loop
-            continue
+    _parallel_producers(sch, root, anchor_name)
+    for block in _blocks_after(sch, root, anchor_name):
         sch.reverse_compute_at(block, outer)
         _vectorize(sch, sch.get_loops(block)[-1])
     # The accumulator's zeroing moves out of the reduction loops, so no branch runs per step.
@@ -252,12 +255,7 @@ def _register_tiled(sch: Any) -> None:
     Loop order: parallel(batch, channel tiles, row tiles), column tiles, reduction (channels,
     kernel rows, kernel columns), then the tile: channels and rows unrolled, columns vectorized.
     """
-    _inline_injective(sch)
-    root = sch.get_sblock("root")
-    anchors = [b for b in sch.get_child_blocks(root) if _is_reduction(sch, b)]
-    if len(anchors) != 1:
-        raise ValueError(f"{len(anchors)} reduction blocks; tiled needs exactly one")
-    anchor = anchors[0]
+    root, anchor = _anchor(sch, "tiled")
     name = sch.get(anchor).name_hint
     if not name.startswith(_CONV_BLOCKS):
         raise ValueError(f"{name} is not a 2-d convolution")
@@ -290,10 +288,7 @@ def _register_tiled(sch: Any) -> None:
         sch.compute_inline(accumulator)  # the epilogue reads the registers directly
     else:
         epilogue = [accumulator]
-    for block in _blocks_before(sch, root, name):
-        if _is_reduction(sch, block):
-            raise ValueError("a reduction runs before the convolution")
-        _parallel_vector(sch, _split_loops(sch, block)[0])  # padding: its own parallel loop
+    _parallel_producers(sch, root, name)
     for block in epilogue:
         sch.reverse_compute_at(block, w_outer)
         _vectorize(sch, sch.get_loops(block)[-1])
