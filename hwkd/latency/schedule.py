@@ -118,7 +118,7 @@ def _split_loops(sch: Any, block: Any) -> tuple[list[Any], list[Any]]:
 MAX_VECTOR = 64  # elements; wider vectors make LLVM's code generation crawl (minutes for 1504)
 # A longer loop is split into vectors of at most this many: a 112x112 depthwise convolution ran
 # 1.19 ms as 2 x 56 lanes and 0.31 ms as 7 x 16 (fbnet-imagenet, 2 threads, each kernel alone),
-# while rows of 28 or 56 lost 1.3x when split into 16 or fewer, so shorter loops stay whole.
+# while depthwise rows of 28 or 56 ran 1.2-1.9x slower split into 16 or 8, so shorter loops stay whole.
 SPLIT_VECTOR = 16
 
 
