@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from hwkd.distillation.config import FullConfig
     from hwkd.exporter import ExportOutcome
     from hwkd.latency.estimator import Estimate, LatencySource
+    from hwkd.latency.tuning import TuningPlan
     from hwkd.reports import Report
     from hwkd.searcher import SearchConfig, SearchSummary
 
@@ -42,7 +43,8 @@ def search(config: SearchConfig | None = None, progress: bool | None = False) ->
 
 def estimate(device: str, *, space: str | None = None, arch: str | None = None, onnx: PathLike | None = None,
              input_shape: tuple[int, ...] | None = None, num_classes: int = 10,
-             latency_source: LatencySource = "auto", threads: int | None = None) -> Estimate:
+             latency_source: LatencySource = "auto", threads: int | None = None,
+             tuning: TuningPlan | None = None) -> Estimate:
     """Latency, peak memory, MACs and parameters of one student on `device` (a profile name or
     file): an architecture id of `space`, or an ONNX file."""
     from hwkd.errors import HwkdError
@@ -57,7 +59,7 @@ def estimate(device: str, *, space: str | None = None, arch: str | None = None, 
     profile = load_profile(device)
     if threads is not None:
         profile = profile.with_threads(threads)
-    estimator = Estimator(profile, latency_source)
+    estimator = Estimator(profile, latency_source, tuning=tuning)
     if onnx is not None:
         return estimator.estimate_onnx(onnx, input_shape)
     if space is None:
@@ -91,13 +93,15 @@ def compress(run: PathLike, trial: int, config: CompressConfig, progress: bool |
 
 
 def export(run: PathLike, trial: int, formats: Sequence[str] = ("onnx", "onnx-int8", "tvm"),
-           out: PathLike | None = None, force: bool = False, compressed: str | None = None) -> ExportOutcome:
+           out: PathLike | None = None, force: bool = False, compressed: str | None = None,
+           tuning: TuningPlan | None = None) -> ExportOutcome:
     """Deployable, checked files of a fully distilled student (or of its pruned version `compressed`,
-    from `hwkd compress`), with their manifest."""
+    from `hwkd compress`), with their manifest. With `tuning`, the TVM library's kernels are tuned
+    where the student runs (`hwkd.latency.tuning`) and the manifest says what changed."""
     from hwkd.exporter import export_trial, parse_formats
 
     return export_trial(Path(run), trial, parse_formats(",".join(formats)), None if out is None else Path(out), force,
-                        compressed)
+                        compressed, tuning)
 
 
 def calibrate(config: CalibrateConfig, progress: bool = False) -> CalibrationOutcome:

@@ -201,8 +201,10 @@ def _names(text: str | None) -> list[str]:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from hwkd.api import export
+    from hwkd.estimate_cli import tuning_plan
 
-    outcome = export(args.run, args.trial, args.format.split(","), args.out, args.force, args.compressed)
+    outcome = export(args.run, args.trial, args.format.split(","), args.out, args.force, args.compressed,
+                     tuning=tuning_plan(args))
     m = outcome.manifest
     acc = ", ".join(f"{k} {100 * v:.2f}%" for k, v in m["test_accuracy"].items())
     print(f"trial {m['trial']} exported for {m['device']['name']}: test accuracy {acc}")
@@ -282,6 +284,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compressed", metavar="NAME", help="the pruned student of this name (hwkd compress) instead "
                    "of the distilled one")
     p.add_argument("--force", action="store_true", help="replace the files of an existing output folder")
+    _add_tune(p)
     _add_config(p)
     p.set_defaults(handler=_cmd_export)
 
@@ -375,8 +378,19 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
         help="auto measures where the profile can (host, rpc) and models elsewhere",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per result, in input order")
+    _add_tune(p)
     _add_config(p)
     p.set_defaults(handler=_cmd_estimate)
+
+
+def _add_tune(p: argparse.ArgumentParser) -> None:
+    from hwkd.latency.tuning import DEFAULT_VARIANTS
+
+    p.add_argument("--tune", action="store_true", help="measure variants of each kernel's schedule where the "
+                   "student runs (here for host, else over the profile's rpc section) and compile the fastest; "
+                   "timings are kept in the cache, so a kernel is tuned once")
+    p.add_argument("--tune-trials", type=int, default=None, metavar="N", help="schedules measured per kernel, "
+                   f"hwkd's default included (default {DEFAULT_VARIANTS}, all of them)")
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:

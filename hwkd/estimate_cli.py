@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from hwkd.errors import ConfigError, HwkdError
+from hwkd.latency.tuning import DEFAULT_VARIANTS, TuningPlan
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,18 @@ def read_arch_file(path: str) -> list[str]:
     return archs
 
 
+def tuning_plan(args: argparse.Namespace) -> TuningPlan | None:
+    """`--tune [--tune-trials N]` as a plan; None without --tune."""
+    if args.tune_trials is not None and not args.tune:
+        raise HwkdError("--tune-trials needs --tune")
+    if not args.tune:
+        return None
+    trials = DEFAULT_VARIANTS if args.tune_trials is None else args.tune_trials
+    if trials < 1:
+        raise HwkdError(f"--tune-trials {trials}: must be at least 1 (schedules measured per kernel)")
+    return TuningPlan(variants=trials)
+
+
 def run_estimate(args: argparse.Namespace) -> int:
     from hwkd.latency.estimator import Estimator
     from hwkd.profiles import load_profile
@@ -47,7 +60,7 @@ def run_estimate(args: argparse.Namespace) -> int:
     shape = parse_input_shape(args.input_shape)
     if args.num_classes < 1:
         raise HwkdError(f"--num-classes {args.num_classes}: must be at least 1")
-    estimator = Estimator(profile, args.latency_source)
+    estimator = Estimator(profile, args.latency_source, tuning=tuning_plan(args))
 
     if args.onnx:
         jobs = [(path, lambda p=path: estimator.estimate_onnx(p, shape)) for path in args.onnx]

@@ -29,6 +29,7 @@ from hwkd.data.datasets import Dataset
 from hwkd.distill_trial import load_student
 from hwkd.errors import HwkdError, RunError
 from hwkd.files import sha256_file, write_atomic
+from hwkd.latency.tuning import TuningPlan
 from hwkd.onnx_session import cpu_session
 from hwkd.records import CompressRecord, TrainedStudent
 from hwkd.run_context import RunContext, load_trial, open_context
@@ -61,7 +62,7 @@ def parse_formats(text: str) -> list[str]:
 
 
 def export_trial(run: str | Path, number: int, formats: list[str], out: str | Path | None = None,
-                 force: bool = False, compressed: str | None = None) -> ExportOutcome:
+                 force: bool = False, compressed: str | None = None, tuning: TuningPlan | None = None) -> ExportOutcome:
     """Export trial `number`'s fully distilled student, or with `compressed` the pruned student of
     that name (`hwkd compress`)."""
     context = open_context(run)
@@ -73,6 +74,12 @@ def export_trial(run: str | Path, number: int, formats: list[str], out: str | Pa
         from hwkd.compress_trial import load_compressed
 
         student, pruned = load_compressed(context, number, compressed)
+    if tuning is not None:
+        if "tvm" not in formats:
+            raise HwkdError("--tune tunes the TVM library: add tvm to --format")
+        if not context.profile.can_measure:
+            raise HwkdError(f"device {context.profile.name} cannot be tuned: it has no rpc section and is not the "
+                            "host (add rpc: {host, port} to its profile)")
     folder = f"trial-{number}" if compressed is None else f"trial-{number}-{compressed}"
     out_dir = Path(out) if out else context.folder.path / "export" / folder
     _prepare_out_dir(out_dir, force)
@@ -106,7 +113,7 @@ def export_trial(run: str | Path, number: int, formats: list[str], out: str | Pa
         onnx_path.unlink()  # only the int8 model was asked for
         files.pop("onnx", None)
     if "tvm" in formats:
-        files["tvm"] = _export_tvm(student, context, out_dir, test_x.numpy(), torch_logits, outcome.warnings)
+        files["tvm"] = _export_tvm(student, context, out_dir, test_x.numpy(), torch_logits, outcome.warnings, tuning)
     figures: TrainedStudent | CompressRecord = trial if pruned is None else pruned  # what is shipped
     manifest = {
         "trial": trial.number,
@@ -214,7 +221,7 @@ def _harmless_axis_warning(record: logging.LogRecord) -> bool:
 
 
 def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, test_x: np.ndarray,
-                torch_logits: np.ndarray, warnings: list[str]) -> dict[str, Any]:
+                torch_logits: np.ndarray, warnings: list[str], tuning: TuningPlan | None = None) -> dict[str, Any]:
     import tvm
 
     from hwkd.latency.lowering import Lowerer
@@ -223,7 +230,15 @@ def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, te
 
     profile = context.profile
     graph = torch_to_relax(student, context.input_shape)
-    compiled = compile_student(Lowerer().lower(graph), graph.params, profile)
+    lowered = Lowerer().lower(graph)
+    tuned = None
+    if tuning is not None:
+        from hwkd.latency.tuning import tune_student
+
+        tuned = tune_student(lowered, profile, tuning)
+        log.info("tuned %d kernels %s: %d take another schedule than hwkd's default", len(tuned.kernels),
+                 tuned.where, tuned.changed)
+    compiled = compile_student(lowered, graph.params, profile, tuned.schedules if tuned else None)
     params = out_dir / "student_params.npz"
     np.savez(params, *[], **{f"p{i:03d}": w for i, w in enumerate(compiled.weights)})  # type: ignore[arg-type]
     compiler = cross_compiler(profile)
@@ -235,6 +250,7 @@ def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, te
         "call": "main(input, *params in order p000, p001, ...) -> logits",
         "load": "vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(LIB), tvm.cpu()); "
                 "vm['main'](x, *[w[k] for k in sorted(w)]) with w = numpy.load(PARAMS)",
+        "tuning": tuned.to_json() if tuned else None,
     }
     problem = toolchain_problem(compiler) if compiler is not None else None
     if compiler is not None and problem is not None:

@@ -34,6 +34,7 @@ from hwkd.latency.lowered_cache import LoweredCache, graph_key
 from hwkd.latency.lowering import Lowerer
 from hwkd.latency.measure import Measurement, TimingPlan, measure_local, measure_rpc
 from hwkd.latency.relax_import import RelaxGraph, onnx_to_relax, torch_to_relax
+from hwkd.latency.tuning import TuningPlan, tune_student
 from hwkd.profiles import DeviceProfile
 from hwkd.spaces.base import SearchSpace
 
@@ -59,6 +60,7 @@ class Estimate:
     measured_on: str | None  # "local" or "rpc HOST:PORT"
     calibrated: bool  # the profile's constants were fitted to measurements of the board
     expected_error_pct: float | None  # median relative error to expect; None when unknown or measured
+    tuned_kernels: int | None = None  # with tuning: kernels whose measured-fastest schedule replaced hwkd's
 
     def to_json(self) -> dict[str, Any]:
         row = asdict(self)
@@ -74,6 +76,7 @@ class _GraphResult:
     lowered: LoweredGraph
     model_ms: float
     measurement: Measurement | None
+    tuned_kernels: int | None = None
 
 
 class Estimator:
@@ -83,6 +86,7 @@ class Estimator:
         latency_source: LatencySource = "auto",
         timing: TimingPlan = TimingPlan(),  # noqa: B008 - frozen: one shared default is safe
         disk_cache: LoweredCache | None = None,
+        tuning: TuningPlan | None = None,
     ) -> None:
         calibration = profile.calibration
         if latency_source == "measured" and calibration is not None and calibration.runtime != "tvm":
@@ -95,7 +99,10 @@ class Estimator:
                 f"device {profile.name} cannot be measured: it has no rpc section and is not the host "
                 "(use --latency-source model, or add rpc: {host, port} to its profile)"
             )
+        if tuning is not None and latency_source != "measured":
+            raise HwkdError("tuning needs --latency-source measured: it measures the kernels where the student runs")
         self.profile = profile
+        self.tuning = tuning
         self.measure = latency_source == "measured" or (latency_source == "auto" and profile.can_measure)
         self.timing = timing
         self.lowerer = Lowerer()
@@ -164,11 +171,15 @@ class Estimator:
         result = self._by_structure.get(lowered.structure_hash)
         if result is None:
             model_ms = model_latency_ms(lowered.kernels, self.profile)
-            measurement = None
+            measurement, tuned = None, None
             if self.measure and graph is not None:
+                schedules = None
+                if self.tuning is not None:
+                    schedules = tune_student(lowered, self.profile, self.tuning).schedules
+                    tuned = len(schedules)
                 measure = measure_local if self.profile.measure_local else measure_rpc
-                measurement = measure(lowered, graph.params, graph.input_shape, self.profile, self.timing)
-            result = _GraphResult(lowered, model_ms, measurement)
+                measurement = measure(lowered, graph.params, graph.input_shape, self.profile, self.timing, schedules)
+            result = _GraphResult(lowered, model_ms, measurement, tuned)
             self._by_structure[lowered.structure_hash] = result
         return result
 
@@ -191,6 +202,7 @@ class Estimator:
             measured_on=measured.where if measured else None,
             calibrated=self.profile.calibration is not None,
             expected_error_pct=None if measured else self.profile.expected_error_pct,
+            tuned_kernels=result.tuned_kernels,
         )
 
 

@@ -18,6 +18,7 @@ import socket
 import statistics
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,23 +57,30 @@ class CompiledStudent:
     weights: list[np.ndarray]  # weight-only kernels (transposes, reshapes) already applied
 
 
-def compile_student(lowered: LoweredGraph, params: list[np.ndarray], profile: DeviceProfile) -> CompiledStudent:
-    """Schedule, lift the weight-only kernels out of `main` and compile it for the profile."""
+def compile_student(lowered: LoweredGraph, params: list[np.ndarray], profile: DeviceProfile,
+                    tuned: Mapping[str, Any] | None = None) -> CompiledStudent:
+    """Schedule, lift the weight-only kernels out of `main` and compile it for the profile.
+    `tuned`: kernels by name that take a tuned schedule (`hwkd.latency.tuning`) instead of hwkd's."""
     size_tvm_pool()  # the weight-only kernels run here, and may start TVM's pool
-    import tvm
     from tvm import relax
 
     target = profile.tvm_target()
     try:
-        lifted = relax.transform.LiftTransformParams()(schedule_module(lowered.fused_mod))
+        lifted = relax.transform.LiftTransformParams()(schedule_module(lowered.fused_mod, tuned))
         weights = _transform_weights(lifted, params)
-        main_only = relax.transform.DeadCodeElimination(entry_functions=["main"])(
-            tvm.IRModule({gv: f for gv, f in lifted.functions.items() if gv.name_hint != "main_transform_params"},
-                         attrs=lifted.attrs)
-        )
-        return CompiledStudent(_compile(main_only, target), weights)
+        return CompiledStudent(_compile(main_only(lifted), target), weights)
     except Exception as exc:  # noqa: BLE001 - TVM raises many types
         raise CompileError(f"TVM cannot compile this model for {profile.name}: {error_line(exc)}") from None
+
+
+def main_only(lifted: Any) -> Any:
+    """`main` and what it calls, without the lifted weight-only function."""
+    import tvm
+    from tvm import relax
+
+    return relax.transform.DeadCodeElimination(entry_functions=["main"])(
+        tvm.IRModule({gv: f for gv, f in lifted.functions.items() if gv.name_hint != "main_transform_params"},
+                     attrs=lifted.attrs))
 
 
 def _compile(mod: Any, target: Any) -> Any:
@@ -108,9 +116,10 @@ def measure_local(
     input_shape: tuple[int, ...],
     profile: DeviceProfile,
     plan: TimingPlan = TimingPlan(),
+    tuned: Mapping[str, Any] | None = None,
 ) -> Measurement:
 
-    return measure_compiled(compile_student(lowered, params, profile), input_shape, profile, plan)
+    return measure_compiled(compile_student(lowered, params, profile, tuned), input_shape, profile, plan)
 
 
 def measure_compiled(
@@ -139,6 +148,7 @@ def measure_rpc(
     input_shape: tuple[int, ...],
     profile: DeviceProfile,
     plan: TimingPlan = TimingPlan(),
+    tuned: Mapping[str, Any] | None = None,
 ) -> Measurement:
     """Cross-compile, upload to the profile's RPC server (or tracker key), time it there."""
     import tvm
@@ -149,7 +159,7 @@ def measure_rpc(
         raise MeasureError(f"device {profile.name} has no rpc section; add host and port to measure on a board")
     where = f"{spec.host}:{spec.port}"
     _check_reachable(spec.host, spec.port, spec.timeout_s, profile.name)
-    student = compile_student(lowered, params, profile)
+    student = compile_student(lowered, params, profile, tuned)
     with tempfile.TemporaryDirectory(prefix="hwkd-rpc-") as tmp:
         lib_path = Path(tmp) / "student.so"
         link_library(student, lib_path, profile)

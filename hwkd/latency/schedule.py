@@ -22,7 +22,7 @@ untuned loop nest; `KernelSchedule.strategy` records which one was used.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,34 +40,97 @@ class KernelSchedule:
     strategy: str  # "tiled", "anchored", "per-block" or "default"
 
 
-def schedule_primfunc(func: Any) -> KernelSchedule:
-    """Apply the first strategy that succeeds to one fused PrimFunc."""
+@dataclass(frozen=True)
+class Knobs:
+    """The choices a variant of the schedule makes differently; the defaults are hwkd's schedule."""
+
+    tile_rank: int = 0  # which tile of `conv_tiles`' ranking a tiled convolution uses
+    lanes: int = 0  # vectorize at most this many elements at a time (0: `_vectorize`'s rule)
+
+
+def _strategies(knobs: Knobs) -> list[tuple[str, Callable[[Any], None]]]:
+    return [
+        ("tiled", lambda sch: _register_tiled(sch, knobs)),
+        ("anchored", lambda sch: _anchored(sch, knobs)),
+        ("per-block", lambda sch: _per_block(sch, knobs)),
+    ]
+
+
+def _apply(func: Any, name: str, apply: Callable[[Any], None]) -> Any | None:
+    """A traced schedule of `func` with `apply` done, or None when a primitive refused it."""
     from tvm import s_tir
 
-    strategies: list[tuple[str, Callable[[Any], None]]] = [
-        ("tiled", _register_tiled),
-        ("anchored", _anchored),
-        ("per-block", _per_block),
-    ]
-    for name, apply in strategies:
-        sch = s_tir.Schedule(func)
-        try:
-            apply(sch)
-        except Exception as exc:  # noqa: BLE001 - a failed primitive only means: try the next strategy
-            log.debug("schedule %s failed: %s", name, error_line(exc, first=True))
-            continue
-        return KernelSchedule(sch.mod["main"], name)
+    sch = s_tir.Schedule(func)
+    try:
+        apply(sch)
+    except Exception as exc:  # noqa: BLE001 - a failed primitive only means: try something else
+        log.debug("schedule %s failed: %s", name, error_line(exc, first=True))
+        return None
+    return sch
+
+
+def schedule_primfunc(func: Any) -> KernelSchedule:
+    """Apply the first strategy that succeeds to one fused PrimFunc."""
+    for name, apply in _strategies(Knobs()):
+        sch = _apply(func, name, apply)
+        if sch is not None:
+            return KernelSchedule(sch.mod["main"], name)
     return KernelSchedule(func, "default")
 
 
-def schedule_module(mod: Any) -> Any:
-    """A copy of a fused IRModule with every PrimFunc scheduled."""
+# Variants tried by tuning (hwkd.latency.tuning), after the default: the next-ranked tiles, the
+# other strategy for a convolution, and shorter vectors (a row of 56 or 112 measured up to 3x
+# faster in 8 or 16 lanes on some kernels and slower on others; only a measurement tells).
+VARIANT_KNOBS = (Knobs(tile_rank=1), Knobs(tile_rank=2), Knobs(tile_rank=3), Knobs(lanes=8), Knobs(lanes=16),
+                 Knobs(tile_rank=1, lanes=8))
+
+
+def schedule_variants(func: Any, limit: int = 1 + len(VARIANT_KNOBS)) -> list[tuple[str, Any]]:
+    """Distinct traced schedules of `func` for tuning to measure, hwkd's default first, each with a
+    label that says what it changed: at most `limit`."""
+    import tvm_ffi
+
+    variants: list[tuple[str, Any]] = []
+    seen: set[int] = set()
+
+    def add(label: str, sch: Any | None) -> None:
+        if sch is None or len(variants) >= limit:
+            return
+        key = tvm_ffi.structural_hash(sch.mod["main"], map_free_vars=True)
+        if key not in seen:
+            seen.add(key)
+            variants.append((label, sch))
+
+    default = schedule_primfunc(func).strategy
+    for knobs in (Knobs(), *VARIANT_KNOBS):
+        for name, apply in _strategies(knobs):
+            if name == default or (default == "tiled" and name == "anchored" and knobs == Knobs()):
+                add(_label(name, knobs), _apply(func, name, apply))
+    return variants
+
+
+def _label(strategy: str, knobs: Knobs) -> str:
+    parts = [strategy] + [f"{k}={v}" for k, v in vars(knobs).items() if v]
+    return " ".join(parts)
+
+
+def schedule_module(mod: Any, tuned: Mapping[str, Any] | None = None) -> Any:
+    """A copy of a fused IRModule with every PrimFunc scheduled: by hwkd's schedule, or for a kernel
+    named in `tuned`, by its tuned PrimFunc (which is renamed back to the kernel's symbol)."""
     import tvm
     from tvm import tirx
 
-    funcs = {
-        gv: (schedule_primfunc(f).func if isinstance(f, tirx.PrimFunc) else f) for gv, f in mod.functions.items()
-    }
+    tuned = tuned or {}
+
+    def scheduled(name: str, func: Any) -> Any:
+        if name in tuned:
+            attrs = func.attrs or {}
+            if "global_symbol" in attrs:
+                return tuned[name].with_attr("global_symbol", attrs["global_symbol"])
+            return tuned[name].without_attr("global_symbol")
+        return schedule_primfunc(func).func
+
+    funcs = {gv: (scheduled(gv.name_hint, f) if isinstance(f, tirx.PrimFunc) else f) for gv, f in mod.functions.items()}
     return tvm.IRModule(funcs, attrs=mod.attrs)
 
 
@@ -122,28 +185,28 @@ MAX_VECTOR = 64  # elements; wider vectors make LLVM's code generation crawl (mi
 SPLIT_VECTOR = 16
 
 
-def _vectorize(sch: Any, loop: Any) -> None:
+def _vectorize(sch: Any, loop: Any, lanes: int = 0) -> None:
     """Vectorize `loop` when it has at most MAX_VECTOR elements, else the largest inner part of it
-    that divides it and has at most SPLIT_VECTOR."""
+    that divides it and has at most SPLIT_VECTOR (`lanes`, when given, replaces both limits)."""
     extent = int(sch.get(loop).extent)
-    if extent <= MAX_VECTOR:
+    if extent <= (lanes or MAX_VECTOR):
         sch.vectorize(loop)
         return
-    width = max(d for d in range(1, SPLIT_VECTOR + 1) if extent % d == 0)
+    width = max(d for d in range(1, (lanes or SPLIT_VECTOR) + 1) if extent % d == 0)
     if width < 4:
         return  # nothing worth vectorizing: stays a scalar loop
     _, inner = sch.split(loop, [None, width])
     sch.vectorize(inner)
 
 
-def _parallel_vector(sch: Any, spatial: list[Any]) -> Any | None:
+def _parallel_vector(sch: Any, spatial: list[Any], lanes: int = 0) -> Any | None:
     """Fuse and parallelize all spatial loops but the innermost, vectorize the innermost."""
     outer = None
     if len(spatial) > 1:
         outer = sch.fuse(*spatial[:-1])
         sch.parallel(outer)
     if spatial:
-        _vectorize(sch, spatial[-1])
+        _vectorize(sch, spatial[-1], lanes)
     return outer
 
 
@@ -157,15 +220,15 @@ def _anchor(sch: Any, strategy: str) -> tuple[Any, Any]:
     return root, anchors[0]
 
 
-def _parallel_producers(sch: Any, root: Any, anchor_name: str) -> None:
+def _parallel_producers(sch: Any, root: Any, anchor_name: str, lanes: int = 0) -> None:
     """The blocks before the anchor (e.g. padding) each get their own parallel, vectorized loop."""
     for block in _blocks_before(sch, root, anchor_name):
         if _is_reduction(sch, block):
             raise ValueError(f"reduction block {sch.get(block).name_hint} runs before the anchor")
-        _parallel_vector(sch, _split_loops(sch, block)[0])
+        _parallel_vector(sch, _split_loops(sch, block)[0], lanes)
 
 
-def _anchored(sch: Any) -> None:
+def _anchored(sch: Any, knobs: Knobs = Knobs()) -> None:
     root, anchor = _anchor(sch, "anchored")
     spatial, reduction = _split_loops(sch, anchor)
     if len(spatial) < 2:
@@ -173,24 +236,24 @@ def _anchored(sch: Any) -> None:
     sch.reorder(*spatial[:-1], *reduction, spatial[-1])
     outer = sch.fuse(*spatial[:-1])
     sch.parallel(outer)
-    _vectorize(sch, spatial[-1])
+    _vectorize(sch, spatial[-1], knobs.lanes)
     anchor_name = sch.get(anchor).name_hint
-    _parallel_producers(sch, root, anchor_name)
+    _parallel_producers(sch, root, anchor_name, knobs.lanes)
     for block in _blocks_after(sch, root, anchor_name):
         sch.reverse_compute_at(block, outer)
-        _vectorize(sch, sch.get_loops(block)[-1])
+        _vectorize(sch, sch.get_loops(block)[-1], knobs.lanes)
     # The accumulator's zeroing moves out of the reduction loops, so no branch runs per step.
     sch.decompose_reduction(anchor, reduction[0])
 
 
-def _per_block(sch: Any) -> None:
+def _per_block(sch: Any, knobs: Knobs = Knobs()) -> None:
     _inline_injective(sch)
     root = sch.get_sblock("root")
     for block in sch.get_child_blocks(root):
         spatial, reduction = _split_loops(sch, block)
         if reduction and spatial:
             sch.reorder(*spatial[:-1], *reduction, spatial[-1])
-        _parallel_vector(sch, spatial)
+        _parallel_vector(sch, spatial, knobs.lanes)
 
 
 # --- register-tiled convolutions ------------------------------------------------------------------
@@ -213,7 +276,12 @@ class ConvTile:
 
 
 def conv_tile(channels: int, height: int, width: int, column_stride: int = 1, image_width: int = 0) -> ConvTile:
-    """The tile that does the most multiply-adds per load within TILE_FLOATS accumulators.
+    """The tile that does the most multiply-adds per load within TILE_FLOATS accumulators."""
+    return conv_tiles(channels, height, width, column_stride, image_width)[0]
+
+
+def conv_tiles(channels: int, height: int, width: int, column_stride: int = 1, image_width: int = 0) -> list[ConvTile]:
+    """Every tile within TILE_FLOATS accumulators, the most multiply-adds per load first.
 
     Per reduction step a tile of c channels x r rows x w columns loads r * ceil(w / 8) input
     vectors and c weights (broadcast), and does c * r * ceil(w / 8) vector multiply-adds, of which
@@ -223,7 +291,7 @@ def conv_tile(channels: int, height: int, width: int, column_stride: int = 1, im
     `image_width`: the row is a flattened image of that width, and a tile covers whole image rows
     or a part of one, so that what it computes is a rectangle of the image (the epilogue's region).
     """
-    best: tuple[float, int, ConvTile] | None = None
+    ranked: list[tuple[float, int, ConvTile]] = []
     for w in _divisors(width, MAX_ROW):
         if image_width and w % image_width and image_width % w:
             continue
@@ -234,11 +302,9 @@ def conv_tile(channels: int, height: int, width: int, column_stride: int = 1, im
                 fmas = c * r * vectors
                 useful = fmas * w / (vectors * VECTOR_FLOATS)
                 score = useful / max(fmas, r * row_loads + c)  # two FMAs and two loads issue per cycle
-                key = (score, c * r * w)
-                if best is None or key > best[:2]:
-                    best = (score, c * r * w, ConvTile(c, r, w))
-    assert best is not None  # 1 divides everything
-    return best[2]
+                ranked.append((score, c * r * w, ConvTile(c, r, w)))
+    # stable: among equals the first found (fewest columns, rows, channels) stays first
+    return [tile for *_, tile in sorted(ranked, key=lambda k: (-k[0], -k[1]))]
 
 
 def _divisors(n: int, limit: int) -> list[int]:
@@ -248,7 +314,7 @@ def _divisors(n: int, limit: int) -> list[int]:
 _CONV_BLOCKS = ("conv2d_nchw", "group_conv2d_nchw", "depthwise_conv2d_nchw", "DepthwiseConv2d")
 
 
-def _register_tiled(sch: Any) -> None:
+def _register_tiled(sch: Any, knobs: Knobs = Knobs()) -> None:
     """Convolutions: a tile of output channels x rows x columns accumulates in registers over the
     whole reduction, then the epilogue (bias, ReLU, residual add) runs on it before it is stored.
 
@@ -277,7 +343,10 @@ def _register_tiled(sch: Any) -> None:
         column = sch.fuse(row, column)
         row = sch.add_unit_loop(column)
     channels, rows, columns = (int(sch.get(loop).extent) for loop in (channel, row, column))
-    tile = conv_tile(channels, rows, columns, column_stride=_column_stride(sch, anchor), image_width=image_width)
+    tiles = conv_tiles(channels, rows, columns, column_stride=_column_stride(sch, anchor), image_width=image_width)
+    if knobs.tile_rank >= len(tiles):
+        raise ValueError(f"no tile of rank {knobs.tile_rank}: {len(tiles)} tiles fit")
+    tile = tiles[knobs.tile_rank]
     c_outer, c_inner = sch.split(channel, [None, tile.channels])
     r_outer, r_inner = sch.split(row, [None, tile.rows])
     w_outer, w_inner = sch.split(column, [None, tile.row_floats])
@@ -288,10 +357,10 @@ def _register_tiled(sch: Any) -> None:
         sch.compute_inline(accumulator)  # the epilogue reads the registers directly
     else:
         epilogue = [accumulator]
-    _parallel_producers(sch, root, name)
+    _parallel_producers(sch, root, name, knobs.lanes)
     for block in epilogue:
         sch.reverse_compute_at(block, w_outer)
-        _vectorize(sch, sch.get_loops(block)[-1])
+        _vectorize(sch, sch.get_loops(block)[-1], knobs.lanes)
     sch.parallel(sch.fuse(batch, c_outer, r_outer))
     sch.unroll(c_inner)
     sch.unroll(r_inner)

@@ -8,7 +8,7 @@ import pytest
 
 from hwkd.latency.lowering import Lowerer
 from hwkd.latency.relax_import import torch_to_relax
-from hwkd.latency.schedule import TILE_FLOATS, ConvTile, conv_tile, schedule_primfunc
+from hwkd.latency.schedule import TILE_FLOATS, ConvTile, conv_tile, conv_tiles, schedule_primfunc, schedule_variants
 from hwkd.latency.tir_analysis import kernel_kind
 from hwkd.spaces import load_space
 
@@ -151,3 +151,28 @@ def test_a_wide_depthwise_row_is_vectorized_in_16_lane_pieces_and_computes_the_s
         expected = _run(funcs[0], [a.copy() for a in inputs])[-1]
         got = _run(scheduled.func, [a.copy() for a in inputs])[-1]
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["conv", "pointwise_conv", "group_conv"])
+def test_variants_for_tuning_start_with_the_default_differ_and_compute_the_same(kernels_by_kind, kind: str) -> None:
+    import tvm_ffi
+
+    func = kernels_by_kind[kind]
+    variants = schedule_variants(func)
+    labels = [label for label, _ in variants]
+    assert labels[0] == STRATEGY[kind] and len(labels) == len(set(labels)) >= 3
+    assert tvm_ffi.structural_equal(variants[0][1].mod["main"], schedule_primfunc(func).func)
+    if kind != "group_conv":  # a convolution's next-ranked tile and the anchored schedule are among them
+        assert {"tiled tile_rank=1", "anchored"} <= set(labels)
+    assert len(schedule_variants(func, limit=2)) == 2
+    inputs = _inputs(func, 5)
+    expected = _run(func, inputs)[-1]
+    for label, sch in variants:
+        np.testing.assert_allclose(_run(sch.mod["main"], inputs)[-1], expected, rtol=1e-4, atol=1e-4, err_msg=label)
+
+
+def test_conv_tiles_are_ranked_best_first_and_the_first_is_conv_tile() -> None:
+    tiles = conv_tiles(64, 8, 8)
+    assert tiles[0] == conv_tile(64, 8, 8) and len(tiles) == len(set(tiles)) > 5
+    assert all(t.channels * t.rows * -(-t.row_floats // 8) * 8 <= TILE_FLOATS for t in tiles)
+    assert tiles[-1] == ConvTile(1, 1, 1)  # one multiply-add per three loads: the worst

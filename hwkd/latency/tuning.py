@@ -1,0 +1,303 @@
+"""Tune a student's kernels by measuring them where they will run.
+
+Every fused kernel of the student's `main` gets the variants of hwkd's schedule
+(`hwkd.latency.schedule.schedule_variants`: the default, the next-ranked register tiles, the
+other strategy, shorter vectors). MetaSchedule's builder compiles them in parallel, its runner
+times each one alone (here for a profile measured locally, on the board over the profile's TVM
+RPC section otherwise), and every timing goes into MetaSchedule's JSON database in the cache
+dir, one per target, thread count and board: a kernel that was tuned before, in this student or
+another, is looked up, not measured again. The compiled library then takes each kernel's fastest
+variant; the default is one of them, so tuning never picks something slower than it measured.
+
+Why hwkd's variants and not MetaSchedule's generic search space: on this 2-core machine its first
+16 candidates for one fbnet 1x1 convolution took 4.5 minutes (its builder imports
+`tvm.s_tir.tensor_intrin`, 30 s per worker) and the next 16 another 70 s, against about 10 s for
+all of a kernel's variants here; students have 20-50 kernels.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hwkd.cache import cache_dir
+from hwkd.errors import MeasureError, error_line
+from hwkd.file_lock import file_lock
+from hwkd.files import write_atomic
+from hwkd.latency.lowered import LoweredGraph
+from hwkd.latency.schedule import VARIANT_KNOBS, schedule_variants
+from hwkd.profiles import DeviceProfile
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VARIANTS = 1 + len(VARIANT_KNOBS)
+
+
+@dataclass(frozen=True)
+class TuningPlan:
+    variants: int = DEFAULT_VARIANTS  # at most this many schedules per kernel, the default included
+    number: int = 10  # calls per timed run
+    repeat: int = 5  # timed runs; the database keeps their times, the choice uses their mean
+    min_repeat_ms: int = 20
+
+
+@dataclass(frozen=True)
+class KernelTuning:
+    kernel: str  # the fused kernel's name in this student
+    chosen: str  # the fastest variant ("tiled", "tiled tile_rank=1", "anchored lanes=8", ...)
+    default_us: float  # hwkd's default schedule, measured alone
+    best_us: float  # the chosen variant, measured alone
+    variants: int  # how many were measured
+    from_database: bool  # measured by an earlier tuning, not by this one
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    where: str  # "local" or "rpc HOST:PORT"
+    database: str  # the folder of MetaSchedule's JSON database
+    kernels: tuple[KernelTuning, ...]
+    schedules: dict[str, Any]  # kernel name -> its tuned PrimFunc, for the compiler
+
+    @property
+    def changed(self) -> int:
+        return sum(k.best_us < k.default_us for k in self.kernels)
+
+    def to_json(self) -> dict[str, Any]:
+        """What the manifest and `hwkd estimate` record of the tuning."""
+        return {
+            "where": self.where,
+            "database": self.database,
+            "kernels_tuned": len(self.kernels),
+            "kernels_changed": self.changed,
+            "variants_measured_now": sum(k.variants for k in self.kernels if not k.from_database),
+            "kernel_sum_default_us": round(sum(k.default_us for k in self.kernels), 2),
+            "kernel_sum_tuned_us": round(sum(k.best_us for k in self.kernels), 2),
+            "kernels": [asdict(k) for k in self.kernels],
+        }
+
+
+def database_dir(profile: DeviceProfile, where: str) -> Path:
+    """One database per target, thread count and board: a timing holds only there."""
+    key = json.dumps([profile.target, profile.runtime.threads, where], sort_keys=True)
+    return cache_dir() / "tuning" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def tune_student(lowered: LoweredGraph, profile: DeviceProfile, plan: TuningPlan = TuningPlan(),
+                 on_kernel: Callable[[int, int], None] | None = None) -> TuningResult:
+    """Measure the variants of every kernel of `lowered`'s `main` that the database lacks and return
+    the fastest schedule of each. `on_kernel(done, total)` reports progress."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if plan.variants < 1:
+        raise MeasureError(f"--tune-trials must be at least 1, got {plan.variants}")
+    where = _where(profile)
+    folder = database_dir(profile, where)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = _target(profile)
+    kernels = _main_kernels(lowered)
+    with file_lock(folder / "lock", "another tuning writes this database"):
+        database = ms.database.JSONDatabase(work_dir=str(folder))
+        timings = _read_timings(folder)
+        todo: dict[str, tuple[Any, list[tuple[str, Any]]]] = {}  # workload key -> (workload, variants)
+        for workload in kernels.values():
+            key = _key(workload)
+            if key not in todo and key not in timings:
+                variants = schedule_variants(workload["main"], limit=plan.variants)
+                if variants:
+                    todo[key] = (workload, variants)
+        if todo:
+            _measure_all(todo, timings, folder, database, target, profile, plan, where, on_kernel)
+    results, schedules = [], {}
+    for name, workload in kernels.items():
+        measured = timings.get(_key(workload), [])
+        timed = {label: us for label, us in measured if us is not None}
+        if not timed or measured[0][1] is None:
+            continue  # hwkd has no schedule for it (TVM's default loop nest), or its default did not run
+        chosen = min(timed, key=lambda label: timed[label])
+        default = measured[0][0]
+        if chosen != default:
+            sch = database.query_schedule(workload, target=target, workload_name="main")
+            if sch is None:
+                continue
+            schedules[name] = sch.mod["main"]
+        results.append(KernelTuning(name, chosen, timed[default], timed[chosen], len(timed),
+                                    from_database=_key(workload) not in todo))
+    return TuningResult(where, str(folder), tuple(results), schedules)
+
+
+TIMINGS = "hwkd_variants.json"  # workload key -> [[variant label, mean microseconds or null], ...], default first
+Timings = list[tuple[str, float | None]]
+
+
+def _read_timings(folder: Path) -> dict[str, Timings]:
+    path = folder / TIMINGS
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MeasureError(f"cannot read the tuning records {path}: {error_line(exc)}; "
+                           "delete that folder to tune afresh") from None
+    return {str(k): [(str(label), us) for label, us in v] for k, v in data.items()}
+
+
+BATCH = 8  # kernels built per pool of build processes: progress shows, a failure costs little
+
+
+def _measure_all(todo: dict[str, tuple[Any, list[tuple[str, Any]]]], timings: dict[str, Timings], folder: Path,
+                 database: Any, target: Any, profile: DeviceProfile, plan: TuningPlan, where: str,
+                 on_kernel: Callable[[int, int], None] | None) -> None:
+    """Build and time every variant of every kernel, a batch at a time; commit each timing to the
+    database and the labels' mean times to the timings file after each batch."""
+    from tvm.s_tir import meta_schedule as ms
+
+    runner = _runner(profile, plan)
+    items = list(todo.items())
+    log.info("tuning %d kernels (%d schedules) %s", len(items), sum(len(v) for _, (_, v) in items), where)
+    for first in range(0, len(items), BATCH):
+        batch = items[first:first + BATCH]
+        jobs = [(key, workload, i, label, sch) for key, (workload, variants) in batch
+                for i, (label, sch) in enumerate(variants)]
+        builder = ms.builder.LocalBuilder(f_build=_build, f_export=_exporter(profile),
+                                          max_workers=min(len(jobs), os.cpu_count() or 1))
+        built = builder.build([ms.builder.BuilderInput(sch.mod, target) for *_, sch in jobs])
+        args = {key: ms.arg_info.ArgInfo.from_prim_func(workload["main"]) for key, (workload, _) in batch}
+        ok = [n for n, b in enumerate(built) if b.error_msg is None]
+        futures = runner.run([ms.runner.RunnerInput(built[n].artifact_path, "cpu", args[jobs[n][0]]) for n in ok])
+        secs: dict[int, list[float]] = {}
+        errors = [f"{jobs[n][3]}: {error_line(b.error_msg, first=True)}" for n, b in enumerate(built) if b.error_msg]
+        for n, future in zip(ok, futures):
+            result = future.result()
+            if result.error_msg is None:
+                secs[n] = [float(t) for t in result.run_secs]
+            else:
+                errors.append(f"{jobs[n][3]}: {error_line(result.error_msg, first=True)}")
+            Path(built[n].artifact_path).unlink(missing_ok=True)
+        if not secs:
+            raise MeasureError(f"tuning on {where} failed: no schedule ran ({errors[0]})")
+        for message in errors:
+            log.debug("variant %s", message)
+        for key, (workload, _) in batch:
+            committed = database.commit_workload(workload)
+            mine = [n for n, job in enumerate(jobs) if job[0] == key]
+            for n in mine:
+                if n in secs:
+                    database.commit_tuning_record(ms.database.TuningRecord(
+                        trace=jobs[n][4].trace, workload=committed, run_secs=secs[n], target=target,
+                        args_info=args[key]))
+            timings[key] = [(jobs[n][3], round(sum(secs[n]) / len(secs[n]) * 1e6, 2) if n in secs else None)
+                            for n in mine]
+        write_atomic(folder / TIMINGS, json.dumps(timings, indent=1, sort_keys=True))
+        if on_kernel is not None:
+            on_kernel(first + len(batch), len(items))
+
+
+def _build(mod: Any, target: Any, _params: Any) -> Any:
+    """MetaSchedule's default build without importing `tvm.s_tir.tensor_intrin` (30 s per worker)."""
+    import tvm
+
+    return tvm.tirx.build(mod, target=target)
+
+
+def _exporter(profile: DeviceProfile) -> Any:
+    """A picklable export function: the builder's default writes a .tar that only this machine can
+    load; a board gets a shared library linked by its cross compiler."""
+    from hwkd.latency.measure import cross_compiler
+
+    if profile.measure_local:
+        return None
+    return functools.partial(_export_shared, cross_compiler(profile))
+
+
+def _export_shared(compiler: str | None, module: Any) -> str:
+    import tempfile
+
+    from tvm.support import cc
+
+    path = Path(tempfile.mkdtemp(prefix="hwkd-tune-")) / "kernel.so"
+    module.export_library(str(path), fcompile=cc.cross_compiler(compiler) if compiler else None)
+    return str(path)
+
+
+def _runner(profile: DeviceProfile, plan: TuningPlan) -> Any:
+    from tvm.s_tir import meta_schedule as ms
+
+    config = ms.runner.EvaluatorConfig(number=plan.number, repeat=plan.repeat, min_repeat_ms=plan.min_repeat_ms,
+                                       enable_cpu_cache_flush=False)
+    threads = profile.runtime.threads
+    if profile.measure_local:
+        return ms.runner.LocalRunner(evaluator_config=config, initializer=functools.partial(_pool_size, threads))
+    spec = profile.rpc
+    assert spec is not None  # _where checked it
+    rpc = ms.runner.RPCConfig(tracker_host=spec.host, tracker_port=spec.port, tracker_key=spec.key or DIRECT,
+                              session_timeout_sec=int(spec.timeout_s * 60))
+    return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=config, f_create_session=_session,
+                               f_run_evaluator=functools.partial(_run_on_threads, threads), max_workers=1)
+
+
+def _pool_size(threads: int) -> None:
+    os.environ["TVM_NUM_THREADS"] = str(threads)  # before the runner's process starts TVM's pool
+
+
+DIRECT = "hwkd:direct"  # the "tracker key" of a server hwkd connects to directly (MetaSchedule needs a key)
+
+
+def _session(config: Any) -> Any:
+    """A session with the profile's server, directly or through its tracker (MetaSchedule's default
+    needs a tracker)."""
+    from tvm import rpc
+
+    if config.tracker_key != DIRECT:
+        return rpc.connect_tracker(config.tracker_host, config.tracker_port).request(
+            config.tracker_key, session_timeout=config.session_timeout_sec)
+    return rpc.connect(config.tracker_host, config.tracker_port, session_timeout=config.session_timeout_sec)
+
+
+def _run_on_threads(threads: int, session: Any, module: Any, device: Any, config: Any, args: Any) -> Any:
+    from tvm.s_tir.meta_schedule.runner.rpc_runner import default_run_evaluator
+
+    session.get_function("runtime.config_threadpool")(1, threads)
+    return default_run_evaluator(session, module, device, config, args)
+
+
+def _main_kernels(lowered: LoweredGraph) -> dict[str, Any]:
+    """The kernels `main` calls once the weight-only ones are lifted out, each as a workload
+    module whose function is named "main", so that a kernel is the same workload in every student."""
+    import tvm
+    from tvm import relax, tirx
+
+    from hwkd.latency.measure import main_only
+
+    module = main_only(relax.transform.LiftTransformParams()(lowered.fused_mod))
+    return {gv.name_hint: tvm.IRModule({"main": f.with_attr("global_symbol", "main")})
+            for gv, f in module.functions.items() if isinstance(f, tirx.PrimFunc)}
+
+
+def _key(workload: Any) -> str:
+    import tvm_ffi
+
+    return str(tvm_ffi.structural_hash(workload, map_free_vars=True))
+
+
+def _target(profile: DeviceProfile) -> Any:
+    """MetaSchedule wants the core count in the target."""
+    import tvm
+
+    return tvm.target.Target({**profile.target, "num-cores": profile.runtime.threads})
+
+
+def _where(profile: DeviceProfile) -> str:
+    if profile.measure_local:
+        return "local"
+    if profile.rpc is None:
+        raise MeasureError(f"device {profile.name} cannot be tuned: it has no rpc section and is not the host "
+                           "(add rpc: {host, port} to its profile)")
+    spec = profile.rpc
+    return f"rpc {spec.key + '@' if spec.key else ''}{spec.host}:{spec.port}"

@@ -1,0 +1,105 @@
+"""Tuning by measurement: the fastest variant of each kernel is kept, computes what torch computes,
+is measured once (the database in the cache), here or over RPC; profiles that cannot measure refuse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hwkd.cli import main
+from hwkd.errors import MeasureError
+from hwkd.latency.lowering import Lowerer
+from hwkd.latency.measure import compile_student
+from hwkd.latency.relax_import import torch_to_relax
+from hwkd.latency.tuning import TIMINGS, TuningPlan, tune_student
+from hwkd.profiles import load_profile
+from hwkd.spaces import load_space
+
+pytestmark = pytest.mark.slow  # every test compiles and times kernels
+
+ARCH = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|avg_pool_3x3~1|nor_conv_3x3~2|"
+PLAN = TuningPlan(variants=3, number=3, repeat=3, min_repeat_ms=5)
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("HWKD_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _student():
+    module = load_space("nb201-small").build(ARCH, 10, (1, 1, 28, 28)).eval()
+    graph = torch_to_relax(module, (1, 1, 28, 28))
+    return module, graph, Lowerer().lower(graph)
+
+
+def test_tuning_keeps_the_fastest_variant_computes_like_torch_and_measures_a_kernel_once(cache: Path) -> None:
+    import tvm
+
+    module, graph, lowered = _student()
+    host = load_profile("host").with_threads(2)
+    first = tune_student(lowered, host, PLAN)
+    assert first.where == "local" and Path(first.database).parent == cache / "tuning"
+    assert len(first.kernels) >= 8 and not any(k.from_database for k in first.kernels)
+    for k in first.kernels:
+        assert 0 < k.best_us <= k.default_us and 1 <= k.variants <= 3
+    assert set(first.schedules) == {k.kernel for k in first.kernels if k.best_us < k.default_us}
+    assert any(k.variants == 3 for k in first.kernels)  # the convolutions have three variants or more
+    folder = Path(first.database)
+    records = (folder / "database_tuning_record.json").read_text().splitlines()
+    distinct = {k.kernel: (k.variants, k.default_us) for k in first.kernels}
+    assert len(records) >= len({v for v in distinct.values()})  # one record per measured variant
+    assert set(json.loads((folder / TIMINGS).read_text()).keys())
+    summary = first.to_json()
+    assert summary["kernels_tuned"] == len(first.kernels) and summary["kernel_sum_tuned_us"] <= summary[
+        "kernel_sum_default_us"]
+
+    # the tuned library computes what torch computes
+    compiled = compile_student(lowered, graph.params, host, first.schedules)
+    vm = tvm.relax.VirtualMachine(compiled.executable, tvm.cpu())
+    x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    out = vm["main"](tvm.runtime.tensor(x), *[tvm.runtime.tensor(w) for w in compiled.weights]).numpy()
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+    # a second tuning reads every kernel from the database and chooses the same schedules
+    second = tune_student(lowered, host, PLAN)
+    assert all(k.from_database for k in second.kernels) and second.to_json()["variants_measured_now"] == 0
+    assert [(k.kernel, k.chosen) for k in second.kernels] == [(k.kernel, k.chosen) for k in first.kernels]
+    assert len((folder / "database_tuning_record.json").read_text().splitlines()) == len(records)
+    # another thread count is another database: timings hold only for the threads they ran with
+    assert tune_student(lowered, host.with_threads(1), TuningPlan(variants=1)).database != first.database
+
+
+def test_tuning_over_rpc_measures_on_the_board(cache: Path, rpc_server: int, board_file) -> None:
+    _, _, lowered = _student()
+    board = load_profile(board_file(rpc_server))
+    result = tune_student(lowered, board, TuningPlan(variants=2, number=3, repeat=3, min_repeat_ms=5))
+    assert result.where == f"rpc 127.0.0.1:{rpc_server}"
+    assert result.kernels and all(0 < k.best_us <= k.default_us for k in result.kernels)
+    assert any(k.variants == 2 for k in result.kernels)
+
+
+def test_a_profile_that_cannot_measure_cannot_be_tuned(cache: Path) -> None:
+    _, _, lowered = _student()
+    with pytest.raises(MeasureError, match="rpi4 cannot be tuned: it has no rpc section"):
+        tune_student(lowered, load_profile("rpi4"), PLAN)
+    assert not (cache / "tuning").exists()
+
+
+def test_estimate_cli_tunes_measured_students_and_refuses_bad_flags(cache: Path, capsys) -> None:
+    base = ["estimate", "--device", "host", "--space", "nb201-small", "--arch", ARCH]
+    assert main([*base, "--latency-source", "measured", "--tune", "--tune-trials", "2", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["source"] == "measured" and row["tuned_kernels"] >= 0 and row["latency_ms"] > 0
+    assert main([*base, "--tune"]) == 2
+    assert "tuning needs --latency-source measured" in capsys.readouterr().err
+    assert main([*base, "--latency-source", "measured", "--tune-trials", "2"]) == 2
+    assert "--tune-trials needs --tune" in capsys.readouterr().err
+    assert main([*base, "--latency-source", "measured", "--tune", "--tune-trials", "0"]) == 2
+    assert "--tune-trials 0: must be at least 1" in capsys.readouterr().err
