@@ -96,6 +96,37 @@ def test_a_library_for_this_machine_computes_what_torch_computes(run, tmp_path: 
     assert info["max_abs_diff_vs_torch"] < 1e-3 and info["agreement_with_torch"] == 1.0
 
 
+def test_a_tuned_library_computes_what_torch_computes_and_says_what_was_tuned(run, tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    from hwkd.latency.tuning import TuningPlan
+
+    monkeypatch.setenv("HWKD_CACHE_DIR", str(tmp_path / "cache"))
+    path, number = run
+    context = open_context(path)
+    host = replace(context, profile=load_profile("host"))
+    student = load_student(context, load_trial(context, number))
+    x = context.dataset.normalize(context.dataset.test.images[:20])
+    with torch.no_grad():
+        logits = student(x).numpy()
+    plan = TuningPlan(variants=2, number=3, repeat=3, min_repeat_ms=5)
+    info = export_module._export_tvm(student, host, tmp_path, x.numpy(), logits, [], plan)
+    assert info["max_abs_diff_vs_torch"] < 1e-3 and info["agreement_with_torch"] == 1.0
+    tuning = info["tuning"]
+    assert tuning["where"] == "local" and tuning["kernels_tuned"] >= 5
+    assert 0 <= tuning["kernels_changed"] <= tuning["kernels_tuned"] and tuning["variants_measured_now"] > 0
+    assert all(k["best_us"] <= k["default_us"] for k in tuning["kernels"])
+
+
+def test_tuning_for_a_device_that_cannot_measure_fails_before_writing(run, tmp_path: Path, capsys) -> None:
+    path, number = run  # the run's device is rpi4: modeled, no rpc section
+    out = tmp_path / "out"
+    assert main(["export", str(path), "--trial", str(number), "--out", str(out), "--tune"]) == 2
+    assert "device rpi4 cannot be tuned: it has no rpc section" in capsys.readouterr().err
+    assert main(["export", str(path), "--trial", str(number), "--out", str(out), "--format", "onnx", "--tune"]) == 2
+    assert "--tune tunes the TVM library: add tvm to --format" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_a_missing_cross_compiler_still_writes_the_rest(run, tmp_path: Path, monkeypatch) -> None:
     path, number = run
     bin_dir = tmp_path / "bin"  # tar and gzip (TVM writes the archive with them), no aarch64-linux-gnu-gcc
