@@ -87,13 +87,20 @@ class OrtRunner:
 class TvmRunner:
     """One student as hwkd's TVM library, compiled once and timed as `hwkd estimate` times it."""
 
-    def __init__(self, module: object, input_shape: tuple[int, ...], profile: object) -> None:
+    def __init__(self, module: object, input_shape: tuple[int, ...], profile: object, tuning: object = None) -> None:
         from hwkd.latency.lowering import Lowerer
         from hwkd.latency.measure import compile_student
         from hwkd.latency.relax_import import torch_to_relax
 
         graph = torch_to_relax(module, input_shape)  # type: ignore[arg-type]
-        self.student = compile_student(Lowerer().lower(graph), graph.params, profile)  # type: ignore[arg-type]
+        lowered = Lowerer().lower(graph)
+        self.tuning = None
+        if tuning is not None:  # a TuningPlan: tune the kernels here first, as `hwkd export --tune` does
+            from hwkd.latency.tuning import tune_student
+
+            self.tuning = tune_student(lowered, graph.params, input_shape, profile, tuning)  # type: ignore[arg-type]
+        schedules = self.tuning.schedules if self.tuning else None
+        self.student = compile_student(lowered, graph.params, profile, schedules)  # type: ignore[arg-type]
         self.input_shape = input_shape
         self.profile = profile
 

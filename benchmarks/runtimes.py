@@ -6,6 +6,9 @@ FBNet with every block alike, and FBNet at ImageNet resolution), it times three 
 
 - `tvm`: the library `hwkd export` / `hwkd estimate --device host --latency-source measured`
   compiles (hwkd's default schedule), timed as `hwkd estimate` times it;
+- `tvm-tuned`: the library `hwkd export --tune [--tune-trials N]` compiles, tuned here from an empty
+  tuning database (a temporary cache dir; the time tuning took and the schedules it measured are
+  printed: that is the budget);
 - `ort`: ONNX Runtime on the ONNX file `hwkd export` writes, CPU provider;
 - `torch`: the eager network, channels-last, `torch.inference_mode`.
 
@@ -13,7 +16,7 @@ Each runtime is measured in its own process (their thread pools would compete), 
 `--passes` times in interleaved passes; the fastest pass is the latency. It also prints the `host`
 cost model's figure beside hwkd's library. Run it with nothing else on the machine.
 
-    python benchmarks/runtimes.py [--threads 2] [--passes 3]
+    python benchmarks/runtimes.py [--threads 2] [--passes 3] [--tune-trials 7]
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import sys
 import time
 from pathlib import Path
 
+from hwkd.latency.tuning import DEFAULT_VARIANTS
+
 sys.path.insert(0, str(Path(__file__).parent))
 
-RUNTIMES = ("tvm", "ort", "torch")
+RUNTIMES = ("tvm", "tvm-tuned", "ort", "torch")
 STUDENTS = (  # (label, space, arch)
     ("nb201, all six edges 3x3 conv", "nb201",
      "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"),
@@ -67,14 +72,23 @@ class TorchRunner:
         return statistics.median(runs)
 
 
-def collect(runtime: str, threads: int, passes: int) -> list[float]:
+def collect(runtime: str, threads: int, passes: int, tune_trials: int) -> dict[str, object]:
     """Fastest of `passes` interleaved passes over STUDENTS, in ms, measured in this process."""
+    import os
+    import tempfile
+
     from calibrate import OrtRunner, TvmRunner
 
+    from hwkd.latency.tuning import TuningPlan
     from hwkd.profiles import load_profile
     from hwkd.spaces import load_space
 
     host = load_profile("host").with_threads(threads)
+    tuning = None
+    if runtime == "tvm-tuned":
+        os.environ["HWKD_CACHE_DIR"] = tempfile.mkdtemp(prefix="hwkd-runtimes-")  # tune from nothing
+        tuning = TuningPlan(variants=tune_trials)
+    started = time.perf_counter()
     runners = []
     for n, (_, space_name, arch) in enumerate(STUDENTS, start=1):
         print(f"\r  compiling for {runtime}: {n}/{len(STUDENTS)}   ", end="", file=sys.stderr, flush=True)
@@ -82,7 +96,10 @@ def collect(runtime: str, threads: int, passes: int) -> list[float]:
         module = space.build(arch, 10, space.default_input_shape).eval()
         shape = space.default_input_shape
         runners.append(OrtRunner(module, shape, threads) if runtime == "ort" else
-                       TorchRunner(module, shape, threads) if runtime == "torch" else TvmRunner(module, shape, host))
+                       TorchRunner(module, shape, threads) if runtime == "torch" else
+                       TvmRunner(module, shape, host, tuning))
+    prepare_s = time.perf_counter() - started
+    schedules = sum(r.tuning.to_json()["variants_measured_now"] for r in runners if getattr(r, "tuning", None))
     times: list[list[float]] = [[] for _ in runners]
     for p in range(passes):
         for n, runner in enumerate(runners):
@@ -90,7 +107,7 @@ def collect(runtime: str, threads: int, passes: int) -> list[float]:
                   file=sys.stderr, flush=True)
             times[n].append(runner.time_ms())
     print(file=sys.stderr)
-    return [min(t) for t in times]
+    return {"ms": [min(t) for t in times], "prepare_s": prepare_s, "schedules": schedules}
 
 
 def model_ms(threads: int) -> list[float]:
@@ -106,16 +123,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--tune-trials", type=int, default=DEFAULT_VARIANTS,
+                        help=f"schedules measured per kernel for tvm-tuned (default {DEFAULT_VARIANTS})")
     parser.add_argument("--runtime", choices=RUNTIMES, help=argparse.SUPPRESS)  # one runtime, in a child process
     args = parser.parse_args()
     if args.runtime:
-        print(json.dumps(collect(args.runtime, args.threads, args.passes)))
+        print(json.dumps(collect(args.runtime, args.threads, args.passes, args.tune_trials)))
         return
-    measured = {}
+    measured, runs = {}, {}
     for runtime in RUNTIMES:
         done = subprocess.run([sys.executable, __file__, "--runtime", runtime, "--threads", str(args.threads),
-                               "--passes", str(args.passes)], stdout=subprocess.PIPE, text=True, check=True)
-        measured[runtime] = json.loads(done.stdout.strip().splitlines()[-1])
+                               "--passes", str(args.passes), "--tune-trials", str(args.tune_trials)],
+                              stdout=subprocess.PIPE, text=True, check=True)
+        runs[runtime] = json.loads(done.stdout.strip().splitlines()[-1])
+        measured[runtime] = runs[runtime]["ms"]
     model = model_ms(args.threads)
     import onnxruntime
     import torch
@@ -123,15 +144,24 @@ def main() -> None:
 
     print(f"\n## Runtimes on this machine, {args.threads} threads, fastest of {args.passes} passes "
           f"(TVM {tvm.__version__}, ONNX Runtime {onnxruntime.__version__}, torch {torch.__version__})\n")
-    print("| student | hwkd TVM library ms | ONNX Runtime ms | torch ms | TVM / ORT | TVM / torch | "
-          "host model ms | model / TVM |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| student | hwkd TVM library ms | tuned ms | ONNX Runtime ms | torch ms | TVM / ORT | tuned / ORT | "
+          "TVM / torch | host model ms | model / TVM |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, (label, _, _) in enumerate(STUDENTS):
-        t, o, p, m = measured["tvm"][n], measured["ort"][n], measured["torch"][n], model[n]
-        print(f"| {label} | {t:.2f} | {o:.2f} | {p:.2f} | {t / o:.2f}x | {t / p:.2f}x | {m:.2f} | {m / t:.2f} |")
+        t, u, o, p, m = (measured["tvm"][n], measured["tvm-tuned"][n], measured["ort"][n], measured["torch"][n],
+                         model[n])
+        print(f"| {label} | {t:.2f} | {u:.2f} | {o:.2f} | {p:.2f} | {t / o:.2f}x | {u / o:.2f}x | {t / p:.2f}x | "
+              f"{m:.2f} | {m / t:.2f} |")
     ratios = [measured["tvm"][n] / measured["ort"][n] for n in range(len(STUDENTS))]
-    print(f"\nmedian hwkd TVM / ONNX Runtime: {statistics.median(ratios):.2f}x (goal of the runtime issue: "
-          "at most 1.5x with the default schedule; tuning is not built yet)")
+    tuned = [measured["tvm-tuned"][n] / measured["ort"][n] for n in range(len(STUDENTS))]
+    gain = [measured["tvm"][n] / measured["tvm-tuned"][n] for n in range(len(STUDENTS))]
+    print(f"\nmedian hwkd TVM / ONNX Runtime: default schedule {statistics.median(ratios):.2f}x (goal: at most "
+          f"1.5x), tuned {statistics.median(tuned):.2f}x (goal: at most 1.0x); tuned speed-up over the default "
+          f"{statistics.median(gain):.2f}x median ({min(gain):.2f}-{max(gain):.2f}x)")
+    budget = runs["tvm-tuned"]
+    print(f"tuning budget: up to {args.tune_trials} schedules per kernel, {budget['schedules']} measured for the "
+          f"{len(STUDENTS)} students from an empty database; compiling and tuning took {budget['prepare_s']:.0f} s "
+          f"(compiling the default libraries: {runs['tvm']['prepare_s']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -235,9 +235,9 @@ def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, te
     if tuning is not None:
         from hwkd.latency.tuning import tune_student
 
-        tuned = tune_student(lowered, profile, tuning)
-        log.info("tuned %d kernels %s: %d take another schedule than hwkd's default", len(tuned.kernels),
-                 tuned.where, tuned.changed)
+        tuned = tune_student(lowered, graph.params, graph.input_shape, profile, tuning)
+        log.info("tuned %d kernels %s: the %s library was fastest whole, %d kernels take another schedule than "
+                 "hwkd's default", len(tuned.kernels), tuned.where, tuned.library, tuned.changed)
     compiled = compile_student(lowered, graph.params, profile, tuned.schedules if tuned else None)
     params = out_dir / "student_params.npz"
     np.savez(params, *[], **{f"p{i:03d}": w for i, w in enumerate(compiled.weights)})  # type: ignore[arg-type]

@@ -175,7 +175,8 @@ class Estimator:
             if self.measure and graph is not None:
                 schedules = None
                 if self.tuning is not None:
-                    schedules = tune_student(lowered, self.profile, self.tuning).schedules
+                    schedules = tune_student(lowered, graph.params, graph.input_shape, self.profile,
+                                             self.tuning).schedules
                     tuned = len(schedules)
                 measure = measure_local if self.profile.measure_local else measure_rpc
                 measurement = measure(lowered, graph.params, graph.input_shape, self.profile, self.timing, schedules)

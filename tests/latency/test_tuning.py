@@ -15,7 +15,7 @@ from hwkd.errors import MeasureError
 from hwkd.latency.lowering import Lowerer
 from hwkd.latency.measure import compile_student
 from hwkd.latency.relax_import import torch_to_relax
-from hwkd.latency.tuning import TIMINGS, TuningPlan, tune_student
+from hwkd.latency.tuning import TIMINGS, TuningPlan, tune_kernels, tune_student
 from hwkd.profiles import load_profile
 from hwkd.spaces import load_space
 
@@ -42,7 +42,7 @@ def test_tuning_keeps_the_fastest_variant_computes_like_torch_and_measures_a_ker
 
     module, graph, lowered = _student()
     host = load_profile("host").with_threads(2)
-    first = tune_student(lowered, host, PLAN)
+    first = tune_kernels(lowered, host, PLAN)
     assert first.where == "local" and Path(first.database).parent == cache / "tuning"
     assert len(first.kernels) >= 8 and not any(k.from_database for k in first.kernels)
     for k in first.kernels:
@@ -68,19 +68,29 @@ def test_tuning_keeps_the_fastest_variant_computes_like_torch_and_measures_a_ker
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
     # a second tuning reads every kernel from the database and chooses the same schedules
-    second = tune_student(lowered, host, PLAN)
+    second = tune_kernels(lowered, host, PLAN)
     assert all(k.from_database for k in second.kernels) and second.to_json()["variants_measured_now"] == 0
     assert [(k.kernel, k.chosen) for k in second.kernels] == [(k.kernel, k.chosen) for k in first.kernels]
     assert len((folder / "database_tuning_record.json").read_text().splitlines()) == len(records)
     # another thread count is another database: timings hold only for the threads they ran with
-    assert tune_student(lowered, host.with_threads(1), TuningPlan(variants=1)).database != first.database
+    assert tune_kernels(lowered, host.with_threads(1), TuningPlan(variants=1)).database != first.database
+
+    # the shipped library is the fastest of the candidates timed whole, and the default is one of them
+    whole = tune_student(lowered, graph.params, graph.input_shape, host, PLAN)
+    assert whole.library_ms is not None and "default" in whole.library_ms
+    assert whole.library_ms[whole.library] == min(whole.library_ms.values())
+    expected_schedules = {} if whole.library == "default" else {
+        k.kernel for k in whole.kernels if k.best_us < k.default_us and (
+            whole.library == "all" or k.best_us <= 0.9 * k.default_us)}
+    assert set(whole.schedules) == set(expected_schedules)
 
 
 def test_tuning_over_rpc_measures_on_the_board(cache: Path, rpc_server: int, board_file) -> None:
-    _, _, lowered = _student()
     board = load_profile(board_file(rpc_server))
-    result = tune_student(lowered, board, TuningPlan(variants=2, number=3, repeat=3, min_repeat_ms=5))
-    assert result.where == f"rpc 127.0.0.1:{rpc_server}"
+    _, graph, lowered = _student()
+    result = tune_student(lowered, graph.params, graph.input_shape, board,
+                          TuningPlan(variants=2, number=3, repeat=3, min_repeat_ms=5))
+    assert result.where == f"rpc 127.0.0.1:{rpc_server}" and result.library in (result.library_ms or {"default": 0})
     assert result.kernels and all(0 < k.best_us <= k.default_us for k in result.kernels)
     assert any(k.variants == 2 for k in result.kernels)
 
@@ -88,7 +98,7 @@ def test_tuning_over_rpc_measures_on_the_board(cache: Path, rpc_server: int, boa
 def test_a_profile_that_cannot_measure_cannot_be_tuned(cache: Path) -> None:
     _, _, lowered = _student()
     with pytest.raises(MeasureError, match="rpi4 cannot be tuned: it has no rpc section"):
-        tune_student(lowered, load_profile("rpi4"), PLAN)
+        tune_kernels(lowered, load_profile("rpi4"), PLAN)
     assert not (cache / "tuning").exists()
 
 
