@@ -83,7 +83,8 @@ def test_export_writes_checked_onnx_int8_and_an_arm_library(run, tmp_path: Path,
     assert session.run(None, {"input": np.zeros((5, 1, 28, 28), np.float32)})[0].shape == (5, 10)
 
 
-def test_a_library_for_this_machine_computes_what_torch_computes(run, tmp_path: Path) -> None:
+def _on_host(run: tuple[Path, int]):
+    """The run's context with the host profile, its student, 20 test images and torch's logits."""
     path, number = run
     context = open_context(path)
     host = replace(context, profile=load_profile("host"))
@@ -91,7 +92,12 @@ def test_a_library_for_this_machine_computes_what_torch_computes(run, tmp_path: 
     x = context.dataset.normalize(context.dataset.test.images[:20])
     with torch.no_grad():
         logits = student(x).numpy()
-    info = export_module._export_tvm(student, host, tmp_path, x.numpy(), logits, [])
+    return host, student, x.numpy(), logits
+
+
+def test_a_library_for_this_machine_computes_what_torch_computes(run, tmp_path: Path) -> None:
+    host, student, x, logits = _on_host(run)
+    info = export_module._export_tvm(student, host, tmp_path, x, logits, [])
     assert info["kind"] == "shared library" and info["checked_images"] == 20
     assert info["max_abs_diff_vs_torch"] < 1e-3 and info["agreement_with_torch"] == 1.0
 
@@ -101,15 +107,9 @@ def test_a_tuned_library_computes_what_torch_computes_and_says_what_was_tuned(ru
     from hwkd.latency.tuning import TuningPlan
 
     monkeypatch.setenv("HWKD_CACHE_DIR", str(tmp_path / "cache"))
-    path, number = run
-    context = open_context(path)
-    host = replace(context, profile=load_profile("host"))
-    student = load_student(context, load_trial(context, number))
-    x = context.dataset.normalize(context.dataset.test.images[:20])
-    with torch.no_grad():
-        logits = student(x).numpy()
+    host, student, x, logits = _on_host(run)
     plan = TuningPlan(variants=2, number=3, repeat=3, min_repeat_ms=5)
-    info = export_module._export_tvm(student, host, tmp_path, x.numpy(), logits, [], plan)
+    info = export_module._export_tvm(student, host, tmp_path, x, logits, [], plan)
     assert info["max_abs_diff_vs_torch"] < 1e-3 and info["agreement_with_torch"] == 1.0
     tuning = info["tuning"]
     assert tuning["where"] == "local" and tuning["kernels_tuned"] >= 5
