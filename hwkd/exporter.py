@@ -29,7 +29,7 @@ from hwkd.data.datasets import Dataset
 from hwkd.distill_trial import load_student
 from hwkd.errors import HwkdError, RunError
 from hwkd.files import sha256_file, write_atomic
-from hwkd.latency.tuning import TuningPlan
+from hwkd.latency.tuning import TuningPlan, tuning_site
 from hwkd.onnx_session import cpu_session
 from hwkd.records import CompressRecord, TrainedStudent
 from hwkd.run_context import RunContext, load_trial, open_context
@@ -77,9 +77,7 @@ def export_trial(run: str | Path, number: int, formats: list[str], out: str | Pa
     if tuning is not None:
         if "tvm" not in formats:
             raise HwkdError("--tune tunes the TVM library: add tvm to --format")
-        if not context.profile.can_measure:
-            raise HwkdError(f"device {context.profile.name} cannot be tuned: it has no rpc section and is not the "
-                            "host (add rpc: {host, port} to its profile)")
+        tuning_site(context.profile)  # refuses a profile that can only be modeled, before anything is written
     folder = f"trial-{number}" if compressed is None else f"trial-{number}-{compressed}"
     out_dir = Path(out) if out else context.folder.path / "export" / folder
     _prepare_out_dir(out_dir, force)

@@ -134,7 +134,7 @@ def measure_compiled(
     # training threads, ONNX Runtime's) would inherit that core. Give this thread its cores back.
     cores = os.sched_getaffinity(0)
     try:
-        _set_threads(tvm.get_global_func("runtime.config_threadpool", allow_missing=True), profile.runtime.threads)
+        set_pool_threads(tvm.get_global_func("runtime.config_threadpool", allow_missing=True), profile.runtime.threads)
         runs = _time(student.executable, device, student.weights, input_shape, plan,
                      lambda a: tvm.runtime.tensor(a, device))
     finally:
@@ -174,7 +174,7 @@ def measure_rpc(
             remote.upload(str(lib_path))
             remote_lib = remote.load_module(lib_path.name)
             device = remote.cpu()
-            _set_threads(remote.get_function("runtime.config_threadpool"), profile.runtime.threads)
+            set_pool_threads(remote.get_function("runtime.config_threadpool"), profile.runtime.threads)
             runs = _time(remote_lib, device, student.weights, input_shape, plan,
                          lambda a: tvm.runtime.tensor(a, device))
         except MeasureError:
@@ -274,7 +274,7 @@ def _check_reachable(host: str, port: int, timeout_s: float, device: str) -> Non
         ) from None
 
 
-def _set_threads(config_threadpool: Any, threads: int) -> None:
+def set_pool_threads(config_threadpool: Any, threads: int) -> None:
     if config_threadpool is not None:
         config_threadpool(1, threads)  # affinity mode 1: big cores first; `threads` workers
 

@@ -155,7 +155,7 @@ def tune_kernels(lowered: LoweredGraph, profile: DeviceProfile, plan: TuningPlan
 
     if plan.variants < 1:
         raise MeasureError(f"--tune-trials must be at least 1, got {plan.variants}")
-    where = _where(profile)
+    where = tuning_site(profile)
     folder = database_dir(profile, where)
     folder.mkdir(parents=True, exist_ok=True)
     target = _target(profile)
@@ -293,7 +293,7 @@ def _runner(profile: DeviceProfile, plan: TuningPlan) -> Any:
     if profile.measure_local:
         return ms.runner.LocalRunner(evaluator_config=config, initializer=functools.partial(_pool_size, threads))
     spec = profile.rpc
-    assert spec is not None  # _where checked it
+    assert spec is not None  # tuning_site checked it
     rpc = ms.runner.RPCConfig(tracker_host=spec.host, tracker_port=spec.port, tracker_key=spec.key or DIRECT,
                               session_timeout_sec=int(spec.timeout_s * 60))
     return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=config, f_create_session=_session,
@@ -321,7 +321,9 @@ def _session(config: Any) -> Any:
 def _run_on_threads(threads: int, session: Any, module: Any, device: Any, config: Any, args: Any) -> Any:
     from tvm.s_tir.meta_schedule.runner.rpc_runner import default_run_evaluator
 
-    session.get_function("runtime.config_threadpool")(1, threads)
+    from hwkd.latency.measure import set_pool_threads
+
+    set_pool_threads(session.get_function("runtime.config_threadpool"), threads)
     return default_run_evaluator(session, module, device, config, args)
 
 
@@ -351,7 +353,9 @@ def _target(profile: DeviceProfile) -> Any:
     return tvm.target.Target({**profile.target, "num-cores": profile.runtime.threads})
 
 
-def _where(profile: DeviceProfile) -> str:
+def tuning_site(profile: DeviceProfile) -> str:
+    """Where `profile`'s kernels are timed ("local" or "rpc [KEY@]HOST:PORT"); a one-line error for a
+    profile that can only be modeled."""
     if profile.measure_local:
         return "local"
     if profile.rpc is None:
