@@ -47,6 +47,7 @@ def run_search(sampler: str, seed: int, trials: int, steps: int, folder: Path) -
 
     from hwkd.api import search
     from hwkd.distillation.config import BriefConfig
+    from hwkd.records import TrialOutcome
     from hwkd.reports import load_study
     from hwkd.run_folder import RunFolder
     from hwkd.searcher import SearchConfig
@@ -55,6 +56,8 @@ def run_search(sampler: str, seed: int, trials: int, steps: int, folder: Path) -
                         brief=BriefConfig(steps=steps, seed=0)), progress=False)
     outcomes: list[tuple[float, float] | None] = []
     for t in sorted(load_study(RunFolder(folder)).get_trials(deepcopy=False), key=lambda t: t.number):
+        if TrialOutcome.from_trial(t).cost_nothing:
+            continue  # a repeated or invalid proposal: it used none of the trials (hwkd.searcher)
         if t.state == TrialState.COMPLETE and t.values is not None:
             outcomes.append((float(t.values[0]), float(t.values[1])))
         elif t.state.is_finished():

@@ -110,7 +110,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
     print(summary.budget_hint or front_table(summary.front))
     print(
         f"\n{summary.new_trials} new trials in {summary.seconds:.0f} s: {summary.completed} trained, "
-        f"{summary.infeasible} infeasible, {summary.failed} failed. Run folder: {summary.run_dir}"
+        f"{summary.infeasible} infeasible, {summary.failed} failed"
+        + (f" (and {summary.free_trials} proposals that cost nothing: an earlier student's result reused, or "
+           "not a valid student)" if summary.free_trials else "")
+        + f". Run folder: {summary.run_dir}"
     )
     if summary.interrupted:
         print("stopped by Ctrl-C; run the same command to continue the search", file=sys.stderr)
@@ -313,7 +316,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, help="trials to add in this invocation (default 16, or unlimited "
                    "with --timeout)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--sampler", choices=["tpe", "nsga2", "random"], default="tpe",
+    p.add_argument("--sampler", choices=["gp", "tpe", "nsga2", "random"], default="tpe",
                    help="tpe (default) or nsga2 after students spread over the cost range; random: a baseline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-latency-ms", type=float, help="latency budget; students over it are not trained")

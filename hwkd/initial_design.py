@@ -16,20 +16,8 @@ from typing import Any
 import torch
 
 from hwkd.errors import ArchitectureError
+from hwkd.proposals import RandomAnswers
 from hwkd.spaces import SearchSpace
-
-
-class _RandomProposal:
-    """Answers a space's categorical questions at random, keeping the answers as Optuna params."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-        self.params: dict[str, Any] = {}
-
-    def suggest_categorical(self, name: str, choices: Any) -> Any:
-        value = self.rng.choice(list(choices))
-        self.params[name] = value
-        return value
 
 
 def torch_macs(model: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple[int, ...],
@@ -61,7 +49,7 @@ def spread_by_cost(space: SearchSpace, num_classes: int, input_shape: tuple[int,
     for _ in range(candidates * 4):  # invalid proposals (NB201's constant cells) are drawn again
         if len(pool) == candidates:
             break
-        proposal = _RandomProposal(rng)
+        proposal = RandomAnswers(rng)
         try:
             arch = space.parse(space.suggest(proposal))
         except ArchitectureError:

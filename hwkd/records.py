@@ -271,6 +271,12 @@ class TrialOutcome:
     def reason(self) -> str | None:
         return self.infeasible or self.fail_reason
 
+    @property
+    def cost_nothing(self) -> bool:
+        """Estimated and trained nothing: its proposal was not a valid student, or its student computes
+        what an earlier one computes (that result is reused). Such a trial uses none of `--trials`."""
+        return self.duplicate_of is not None or (self.infeasible is not None and self.latency_ms is None)
+
     def attrs(self) -> dict[str, Any]:
         """The user attributes this outcome sets (fields left at their default are not written)."""
         out: dict[str, Any] = {"version": RECORD_VERSION}

@@ -65,7 +65,7 @@ DEFAULT_SPACE = "nb201-widths"
 DEFAULT_TRIALS = 16
 # tpe (default): the opening students, then multivariate TPE; nsga2: the opening students, then
 # NSGA-II; random: Optuna's RandomSampler from the first trial (a baseline, benchmarks/search_efficiency.py)
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("gp", "tpe", "nsga2", "random")
 STARTUP_TRIALS = 8  # spread over the cost range (hwkd.initial_design), then the sampler's own
 
 
@@ -150,6 +150,7 @@ class SearchSummary:
     front: tuple[TrialOutcome, ...]  # trained students no other beats on both axes, best accuracy first
     latency_note: str  # how far the front's latencies can be trusted, in a few words
     budget_hint: str | None = None  # why the front is empty, when every student was over a budget
+    free_trials: int = 0  # proposals that cost nothing (TrialOutcome.cost_nothing): they used no trial
 
     @property
     def front_size(self) -> int:
@@ -291,9 +292,12 @@ class Search:
             existing = next((s.n_trials for s in summaries if s.study_name == STUDY_NAME), 0)
             # A resumed study does not replay its first proposals; workers started together differ.
             seed = self.config.seed + existing + 1000 * self.worker
-            if self.config.sampler == "nsga2":
+            if self.config.sampler == "gp":  # with running trials (--workers) it proposes for the batch
+                sampler: Any = optuna.samplers.GPSampler(seed=seed, n_startup_trials=STARTUP_TRIALS,
+                                                         warn_independent_sampling=False)
+            elif self.config.sampler == "nsga2":
                 population = max(8, min(50, (self.config.trials or DEFAULT_TRIALS) // 2))
-                sampler: Any = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+                sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
             elif self.config.sampler == "random":
                 sampler = optuna.samplers.RandomSampler(seed=seed)
             else:  # constant_liar: parallel workers do not all propose next to a running trial
@@ -370,10 +374,10 @@ class Search:
             timeout = None if deadline is None else max(deadline - time.monotonic(), 1e-3)
             outcome = run_workers(
                 run_worker, lambda tickets, refresh: _optimize(study, objective, tickets, deadline, refresh),
-                c, study, trials, timeout, show)
+                c, study, trials, timeout, show, counted=lambda t: not TrialOutcome.from_trial(t).cost_nothing)
         else:
             with progress_bar(trials, "trials", "trial", show) as bar:
-                outcome = _optimize(study, objective, trials, deadline, lambda: bar.update(1))
+                outcome = _optimize(study, objective, TrialTickets(trials), deadline, lambda: bar.update(1))
         front: tuple[TrialOutcome, ...] = ()
         note, hint = "", None
         if reports:
@@ -385,7 +389,17 @@ class Search:
             hint = None if front else self._budget_hint(study)
         o = outcome
         return SearchSummary(self.folder.path, o.complete + o.infeasible + o.failed, o.complete, o.infeasible,
-                             o.failed, o.interrupted, time.monotonic() - start, front, note, hint)
+                             o.failed, o.interrupted, time.monotonic() - start, front, note, hint, o.free)
+
+    def _queue_repair(self, study: Any, trial: Any) -> None:
+        """Queue the valid student nearest an invalid proposal (hwkd.proposals): the sampler learns
+        nothing from the proposal itself and might make it again."""
+        from hwkd.proposals import nearest_valid
+
+        repair = nearest_valid(self.space, trial.params, random.Random(f"{self.config.seed}:{trial.number}"))
+        if repair is not None:
+            log.info("trial %d: the nearest valid student, %s, is queued instead", trial.number, repair[0])
+            study.enqueue_trial(repair[1], skip_if_exists=True)
 
     def _budget_hint(self, study: Any) -> str | None:
         """Why nothing was trained when every student tried was over a budget: the lowest figures."""
@@ -425,6 +439,7 @@ class Search:
         except ArchitectureError as exc:
             writer.update(arch=proposed, infeasible=str(exc))
             log.info("trial %d: not a valid student (%s)", trial.number, exc)
+            self._queue_repair(study, trial)
             raise optuna.TrialPruned(str(exc)) from None
         writer.update(arch=arch)
         with torch.random.fork_rng():  # initial weights depend on the student and seed, not on earlier trials
@@ -478,25 +493,26 @@ def run_worker(config: SearchConfig, index: int, tickets: TrialTickets) -> Worke
     """One spawned `--workers` process's search (hwkd.workers runs it): trials while its command
     has some to hand out, no reports."""
     summary = Search(config, worker=index).run(progress=False, reports=False, tickets=tickets)
-    return WorkerOutcome(summary.completed, summary.infeasible, summary.failed, summary.interrupted)
+    return WorkerOutcome(summary.completed, summary.infeasible, summary.failed, summary.interrupted,
+                         summary.free_trials)
 
 
-def _optimize(study: Any, objective: _Objective, trials: int | None | TrialTickets, deadline: float | None,
+def _optimize(study: Any, objective: _Objective, tickets: TrialTickets, deadline: float | None,
               after_trial: Callable[[], None]) -> WorkerOutcome:
-    """Optuna's loop over `objective`: `trials` of them (None: until the deadline), or one at a
-    time while the command's `TrialTickets` last; failed students are recorded, not raised. The
-    outcome counts and whether Ctrl-C stopped it."""
+    """Optuna's loop over `objective`, a trial at a time while the command's tickets last (or until
+    the deadline); failed students are recorded, not raised. A proposal that cost nothing (not a
+    valid student, or one computing what an earlier student computes: its result is reused) gives
+    its ticket back, so `--trials N` is N students estimated. The outcome counts and whether Ctrl-C
+    stopped it."""
     def one_more(study: Any, trial: Any) -> None:
+        if objective.last_free and tickets.give_back():
+            return
         after_trial()
 
     interrupted = False
     try:
-        if isinstance(trials, TrialTickets):
-            while (deadline is None or time.monotonic() < deadline) and trials.take():
-                study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[one_more])
-        else:
-            timeout = None if deadline is None else max(deadline - time.monotonic(), 1e-3)
-            study.optimize(objective, n_trials=trials, timeout=timeout, catch=(TrialFailed,), callbacks=[one_more])
+        while (deadline is None or time.monotonic() < deadline) and tickets.take():
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[one_more])
     except KeyboardInterrupt:
         interrupted = True
     return WorkerOutcome(**objective.counts, interrupted=interrupted)
@@ -513,7 +529,8 @@ class _Objective:
     def __init__(self, search: Search, logits: torch.Tensor) -> None:
         self.search = search
         self.logits = logits
-        self.counts = {"complete": 0, "infeasible": 0, "failed": 0}
+        self.counts = {"complete": 0, "infeasible": 0, "failed": 0, "free": 0}
+        self.last_free = False  # the last trial cost nothing: no student estimated or trained
 
     def __call__(self, trial: Any) -> list[float]:
         import optuna
@@ -531,7 +548,8 @@ class _Objective:
             writer.update(fail_reason=INTERRUPTED)
             raise
         finally:
-            self.counts[outcome] += 1
+            self.last_free = outcome != "failed" and writer.outcome.cost_nothing
+            self.counts["free" if self.last_free else outcome] += 1
 
 
 INTERRUPTED = "interrupted by the user"

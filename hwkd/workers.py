@@ -26,13 +26,19 @@ from hwkd.threads import available_cores, on_cores, split_cores
 log = logging.getLogger(__name__)
 
 
+FREE_PER_TRIAL = 4  # proposals that cost nothing (hwkd.searcher) given back, at most, per trial asked
+
+
 class TrialTickets:
     """The trials one command adds, handed out one at a time to whichever of its processes asks
-    first (shared memory, so it crosses spawned processes); `total` None: no limit (--timeout)."""
+    first (shared memory, so it crosses spawned processes); `total` None: no limit (--timeout).
+    A ticket spent on a proposal that cost nothing can be given back, FREE_PER_TRIAL per trial at
+    most, so a sampler that keeps proposing such students still ends."""
 
     def __init__(self, total: int | None, context: Any = None) -> None:
         context = context or multiprocessing.get_context("spawn")
         self._left = context.Value("i", -1 if total is None else total)
+        self._free = context.Value("i", -1 if total is None else FREE_PER_TRIAL * total)
 
     def take(self) -> bool:
         """One more trial for the caller, or False once the command's trials are all handed out."""
@@ -41,6 +47,17 @@ class TrialTickets:
                 return False
             if self._left.value > 0:
                 self._left.value -= 1
+            return True
+
+    def give_back(self) -> bool:
+        """Return the caller's last ticket (its trial cost nothing); False once too many were."""
+        with self._left.get_lock():
+            if self._free.value == 0:
+                return False
+            if self._free.value > 0:
+                self._free.value -= 1
+            if self._left.value >= 0:
+                self._left.value += 1
             return True
 
 
@@ -52,10 +69,12 @@ class WorkerOutcome:
     infeasible: int = 0
     failed: int = 0
     interrupted: bool = False  # Ctrl-C stopped it
+    free: int = 0  # proposals that cost nothing and used no trial
 
     def __add__(self, other: WorkerOutcome) -> WorkerOutcome:
         return WorkerOutcome(self.complete + other.complete, self.infeasible + other.infeasible,
-                             self.failed + other.failed, self.interrupted or other.interrupted)
+                             self.failed + other.failed, self.interrupted or other.interrupted,
+                             self.free + other.free)
 
 
 # What a spawned worker runs: (its configuration, its index, the command's tickets) -> its outcome.
@@ -67,9 +86,11 @@ LocalJob = Callable[[TrialTickets, Callable[[], None]], WorkerOutcome]
 
 
 def run_workers(job: WorkerJob, local: LocalJob, config: Any, study: Any, trials: int | None,
-                timeout: float | None, show: bool) -> WorkerOutcome:
+                timeout: float | None, show: bool, counted: Callable[[Any], bool] = lambda trial: True
+                ) -> WorkerOutcome:
     """Run `config.workers` workers to their end: `local` in this process and `job` (on a copy of
-    the search's `config`, a dataclass) in each spawned one; their outcomes summed."""
+    the search's `config`, a dataclass) in each spawned one; their outcomes summed. `counted`: which
+    finished trials the progress bar counts."""
     from hwkd.progress import progress_bar
 
     context = multiprocessing.get_context("spawn")
@@ -94,7 +115,8 @@ def run_workers(job: WorkerJob, local: LocalJob, config: Any, study: Any, trials
 
         def refresh() -> None:
             nonlocal shown
-            done = sum(t.state.is_finished() and t.number >= first for t in study.get_trials(deepcopy=False))
+            done = sum(t.state.is_finished() and t.number >= first and counted(t)
+                       for t in study.get_trials(deepcopy=False))
             bar.update(max(0, done - shown))
             shown = max(shown, done)
 

@@ -226,7 +226,7 @@ def test_any_optuna_storage_url(tmp_path: Path, teacher_file: Path) -> None:
         ({"device": "rpi9"}, "unknown device 'rpi9'.*rpi4"),
         ({"space": "nb301"}, "unknown space 'nb301'.*nb201"),
         ({"data": "imagenet"}, "imagenet.*embedded"),
-        ({"sampler": "grid"}, "--sampler 'grid': choose tpe, nsga2 or random"),
+        ({"sampler": "grid"}, "--sampler 'grid': choose gp, tpe, nsga2 or random"),
         ({"trials": 0}, "--trials 0: must be at least 1"),
         ({"budgets": Budgets(max_latency_ms=-5)}, "--max-latency-ms -5: must be a positive number"),
         ({"budgets": Budgets(max_params=-100)}, "--max-params -100: must be a positive number"),
@@ -334,11 +334,13 @@ def test_a_student_that_computes_what_a_trained_one_computes_is_not_trained_agai
     original = {"edge_1_0": "nor_conv_3x3", "edge_2_0": "nor_conv_1x1", "edge_2_1": "none",
                 "edge_3_0": "skip_connect", "edge_3_1": "nor_conv_1x1", "edge_3_2": "none"}
     twin = dict(original, edge_2_0="avg_pool_3x3", edge_2_1="skip_connect")
-    run.mkdir()  # the study exists before the search, with both students queued ahead of the opening ones
+    constant = dict.fromkeys(original, "none")  # not a valid student: its output does not depend on its input
+    run.mkdir()  # the study exists before the search, with these students queued ahead of the opening ones
     study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{run / 'study.db'}",
                                 directions=["maximize", "minimize"])
     study.enqueue_trial(original)
     study.enqueue_trial(twin)
+    study.enqueue_trial(constant)
 
     calls = {"n": 0}
     real = search_module.brief_distill
@@ -348,13 +350,17 @@ def test_a_student_that_computes_what_a_trained_one_computes_is_not_trained_agai
         return real(*args, **kwargs)
 
     monkeypatch.setattr(search_module, "brief_distill", counting)
-    Search(make_config(run, teacher_file, trials=2, brief=replace(BRIEF, steps=5))).run(progress=False)
-    trials = study_of(run).trials
+    summary = Search(make_config(run, teacher_file, trials=2, brief=replace(BRIEF, steps=5))).run(progress=False)
+    trials = ran(run)
     assert trials[0].params == original and trials[1].params == twin
     assert trials[0].user_attrs["arch"] != trials[1].user_attrs["arch"]
     assert trials[1].user_attrs["duplicate_of"] == 0 and trials[1].values == trials[0].values
     assert trials[1].user_attrs["function_key"] == trials[0].user_attrs["function_key"]
-    assert calls["n"] == 1  # only the first of the two was trained
+    assert trials[2].params == constant and trials[2].state == TrialState.PRUNED
+    # neither the twin nor the constant cell cost a trial: --trials 2 trained two students
+    assert len(trials) == 4 and trials[3].user_attrs.get("planned") and trials[3].user_attrs.get("duplicate_of") is None
+    assert calls["n"] == 2 and (summary.new_trials, summary.completed, summary.free_trials) == (2, 2, 2)
+    assert [TrialOutcome.from_trial(t).cost_nothing for t in trials] == [False, True, True, False]
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from hwkd.distillation.config import BriefConfig
 from hwkd.run_folder import STUDY_NAME
 from hwkd.searcher import Search, SearchConfig
 from hwkd.threads import split_cores
-from hwkd.workers import TrialTickets
+from hwkd.workers import FREE_PER_TRIAL, TrialTickets
 
 # every test here runs real searches (and distillations) or worker processes
 pytestmark = pytest.mark.slow
@@ -31,6 +31,11 @@ def test_trials_and_cores_are_shared_out() -> None:
     assert [tickets.take() for _ in range(5)] == [True, True, True, False, False]  # the command's 3, no more
     unlimited = TrialTickets(None)  # --timeout without --trials
     assert all(unlimited.take() for _ in range(100))
+    # a trial that cost nothing gives its ticket back, at most FREE_PER_TRIAL per trial asked
+    one = TrialTickets(1)
+    assert one.take() and [one.give_back() and one.take() for _ in range(FREE_PER_TRIAL + 1)] == [True] * FREE_PER_TRIAL + [False]
+    assert not one.take()
+    assert unlimited.give_back() and unlimited.take()
     assert split_cores([0, 1, 2, 3], 2) == [[0, 2], [1, 3]]
     assert split_cores([0, 1], 3) == [[0], [1], [0]]  # more workers than cores: one core each, shared
 

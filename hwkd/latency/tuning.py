@@ -63,8 +63,12 @@ class KernelTuning:
     chosen: str  # the fastest variant ("tiled", "tiled tile_rank=1", "anchored lanes=8", ...)
     default_us: float  # hwkd's default schedule, measured alone
     best_us: float  # the chosen variant, measured alone
-    variants: int  # how many were measured
-    from_database: bool  # measured by an earlier tuning, not by this one
+    variants: int  # how many were measured, by this tuning and earlier ones
+    measured_now: int  # how many of them this tuning measured (0: all read from the database)
+
+    @property
+    def from_database(self) -> bool:
+        return self.measured_now == 0
 
 
 @dataclass(frozen=True)
@@ -90,10 +94,10 @@ class TuningResult:
             "kernels_tuned": len(self.kernels),
             "kernels_faster_alone": sum(k.best_us < k.default_us for k in self.kernels),
             "kernels_changed": self.changed,
-            "variants_measured_now": sum(k.variants for k in self.kernels if not k.from_database),
+            "variants_measured_now": sum(k.measured_now for k in self.kernels),
             "kernel_sum_default_us": round(sum(k.default_us for k in self.kernels), 2),
             "kernel_sum_tuned_us": round(sum(k.best_us for k in self.kernels), 2),
-            "kernels": [asdict(k) for k in self.kernels],
+            "kernels": [asdict(k) | {"from_database": k.from_database} for k in self.kernels],
         }
 
 
@@ -155,7 +159,7 @@ def tune_kernels(lowered: LoweredGraph, profile: DeviceProfile, plan: TuningPlan
     from tvm.s_tir import meta_schedule as ms
 
     if plan.variants < 1:
-        raise MeasureError(f"--tune-trials must be at least 1, got {plan.variants}")
+        raise MeasureError(f"a tuning plan needs at least 1 variant per kernel, got {plan.variants}")
     where = tuning_site(profile)
     folder = database_dir(profile, where)
     folder.mkdir(parents=True, exist_ok=True)
@@ -167,10 +171,15 @@ def tune_kernels(lowered: LoweredGraph, profile: DeviceProfile, plan: TuningPlan
         todo: dict[str, tuple[Any, list[tuple[str, Any]]]] = {}  # workload key -> (workload, variants)
         for workload in kernels.values():
             key = _key(workload)
-            if key not in todo and key not in timings:
-                variants = schedule_variants(workload["main"], limit=plan.variants)
-                if variants:
-                    todo[key] = (workload, variants)
+            stored = timings.get(key, [])
+            if key in todo or (key in timings and len(stored) >= plan.variants):
+                continue
+            # a kernel tuned before with fewer variants than asked now gets only the ones it lacks
+            known = {label for label, _ in stored}
+            variants = [(label, sch) for label, sch in schedule_variants(workload["main"], limit=plan.variants)
+                        if label not in known]
+            if variants:
+                todo[key] = (workload, variants)
         if todo:
             _measure_all(todo, timings, folder, database, target, profile, plan, where, on_kernel)
     results, schedules = [], {}
@@ -186,8 +195,9 @@ def tune_kernels(lowered: LoweredGraph, profile: DeviceProfile, plan: TuningPlan
             if sch is None:
                 continue
             schedules[name] = sch.mod["main"]
+        now = todo.get(_key(workload))
         results.append(KernelTuning(name, chosen, timed[default], timed[chosen], len(timed),
-                                    from_database=_key(workload) not in todo))
+                                    measured_now=len(now[1]) if now else 0))
     return TuningResult(where, str(folder), tuple(results), schedules)
 
 
@@ -251,8 +261,8 @@ def _measure_all(todo: dict[str, tuple[Any, list[tuple[str, Any]]]], timings: di
                     database.commit_tuning_record(ms.database.TuningRecord(
                         trace=jobs[n][4].trace, workload=committed, run_secs=secs[n], target=target,
                         args_info=args[key]))
-            timings[key] = [(jobs[n][3], round(sum(secs[n]) / len(secs[n]) * 1e6, 2) if n in secs else None)
-                            for n in mine]
+            timings[key] = timings.get(key, []) + [
+                (jobs[n][3], round(sum(secs[n]) / len(secs[n]) * 1e6, 2) if n in secs else None) for n in mine]
         write_atomic(folder / TIMINGS, json.dumps(timings, indent=1, sort_keys=True))
         if on_kernel is not None:
             on_kernel(first + len(batch), len(items))

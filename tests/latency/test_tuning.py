@@ -4,6 +4,7 @@ is measured once (the database in the cache), here or over RPC; profiles that ca
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,13 @@ def test_tuning_keeps_the_fastest_variant_computes_like_torch_and_measures_a_ker
     assert all(k.from_database for k in second.kernels) and second.to_json()["variants_measured_now"] == 0
     assert [(k.kernel, k.chosen) for k in second.kernels] == [(k.kernel, k.chosen) for k in first.kernels]
     assert len((folder / "database_tuning_record.json").read_text().splitlines()) == len(records)
+    # asking for more variants later measures only the ones the database lacks
+    more = tune_kernels(lowered, host, replace(PLAN, variants=4))
+    added = more.to_json()["variants_measured_now"]
+    assert added > 0 and all(k.measured_now <= 1 and k.variants <= 4 for k in more.kernels)
+    assert any(k.variants == 4 and k.measured_now == 1 for k in more.kernels)
+    assert len((folder / "database_tuning_record.json").read_text().splitlines()) <= len(records) + added
+    assert tune_kernels(lowered, host, replace(PLAN, variants=4)).to_json()["variants_measured_now"] == 0
     # another thread count is another database: timings hold only for the threads they ran with
     assert tune_kernels(lowered, host.with_threads(1), TuningPlan(variants=1)).database != first.database
 
