@@ -316,8 +316,9 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, help="trials to add in this invocation (default 16, or unlimited "
                    "with --timeout)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--sampler", choices=["gp", "tpe", "nsga2", "random"], default="tpe",
-                   help="tpe (default) or nsga2 after students spread over the cost range; random: a baseline")
+    p.add_argument("--sampler", choices=["auto", "gp", "tpe", "nsga2", "random"], default="auto",
+                   help="after students spread over the cost range: gp, tpe or nsga2; auto (default): gp, or tpe "
+                   "when a budget is set; random: a baseline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-latency-ms", type=float, help="latency budget; students over it are not trained")
     p.add_argument("--max-memory-kb", type=float, help="peak activation memory budget, KiB")

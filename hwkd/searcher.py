@@ -63,9 +63,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SPACE = "nb201-widths"
 DEFAULT_TRIALS = 16
-# tpe (default): the opening students, then multivariate TPE; nsga2: the opening students, then
-# NSGA-II; random: Optuna's RandomSampler from the first trial (a baseline, benchmarks/search_efficiency.py)
-SAMPLERS = ("gp", "tpe", "nsga2", "random")
+# After the opening students: gp (Optuna's GPSampler, log expected hypervolume improvement), tpe
+# (multivariate TPE), nsga2; random: Optuna's RandomSampler from the first trial, a baseline. auto
+# (default): gp, the only one above random at 16 trials (benchmarks/search_efficiency.py), but tpe
+# under a budget: GPSampler learns only from completed trials, never from students pruned as over it.
+SAMPLERS = ("auto", "gp", "tpe", "nsga2", "random")
 STARTUP_TRIALS = 8  # spread over the cost range (hwkd.initial_design), then the sampler's own
 
 
@@ -80,7 +82,7 @@ class SearchConfig:
     storage: str | None = None
     trials: int | None = None
     timeout_s: float | None = None
-    sampler: str = "tpe"
+    sampler: str = "auto"
     seed: int = 0
     budgets: Budgets = field(default_factory=Budgets)
     brief: BriefConfig = field(default_factory=BriefConfig)
@@ -129,6 +131,12 @@ class SearchConfig:
             "loss": b.loss, "train-device": self.train_device, "latency-source": self.latency_source,
             "threads": self.threads, "workers": self.workers, "heartbeat-s": self.heartbeat_s,
         }
+
+    def resolved_sampler(self) -> str:
+        """The sampler `--sampler auto` stands for: gp, or tpe when a budget is set (see SAMPLERS)."""
+        if self.sampler != "auto":
+            return self.sampler
+        return "tpe" if self.budgets.active() else "gp"
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir:
@@ -292,13 +300,14 @@ class Search:
             existing = next((s.n_trials for s in summaries if s.study_name == STUDY_NAME), 0)
             # A resumed study does not replay its first proposals; workers started together differ.
             seed = self.config.seed + existing + 1000 * self.worker
-            if self.config.sampler == "gp":  # with running trials (--workers) it proposes for the batch
+            kind = self.config.resolved_sampler()
+            if kind == "gp":  # with running trials (--workers) it proposes for the batch
                 sampler: Any = optuna.samplers.GPSampler(seed=seed, n_startup_trials=STARTUP_TRIALS,
                                                          warn_independent_sampling=False)
-            elif self.config.sampler == "nsga2":
+            elif kind == "nsga2":
                 population = max(8, min(50, (self.config.trials or DEFAULT_TRIALS) // 2))
                 sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-            elif self.config.sampler == "random":
+            elif kind == "random":
                 sampler = optuna.samplers.RandomSampler(seed=seed)
             else:  # constant_liar: parallel workers do not all propose next to a running trial
                 sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=STARTUP_TRIALS,
@@ -365,8 +374,8 @@ class Search:
         c = self.config
         trials = c.trials if c.trials is not None else (None if c.timeout_s else DEFAULT_TRIALS)
         deadline = None if c.timeout_s is None else start + c.timeout_s
-        log.info("search: %s on %s, %s data, teacher %s, run folder %s", self.space.name, self.profile.name,
-                 self.dataset.name, teacher.name, self.folder.path)
+        log.info("search: %s on %s, %s data, teacher %s, sampler %s, run folder %s", self.space.name,
+                 self.profile.name, self.dataset.name, teacher.name, c.resolved_sampler(), self.folder.path)
         objective = _Objective(self, logits)
         if tickets is not None:
             outcome = _optimize(study, objective, tickets, deadline, lambda: None)

@@ -226,7 +226,7 @@ def test_any_optuna_storage_url(tmp_path: Path, teacher_file: Path) -> None:
         ({"device": "rpi9"}, "unknown device 'rpi9'.*rpi4"),
         ({"space": "nb301"}, "unknown space 'nb301'.*nb201"),
         ({"data": "imagenet"}, "imagenet.*embedded"),
-        ({"sampler": "grid"}, "--sampler 'grid': choose gp, tpe, nsga2 or random"),
+        ({"sampler": "grid"}, "--sampler 'grid': choose auto, gp, tpe, nsga2 or random"),
         ({"trials": 0}, "--trials 0: must be at least 1"),
         ({"budgets": Budgets(max_latency_ms=-5)}, "--max-latency-ms -5: must be a positive number"),
         ({"budgets": Budgets(max_params=-100)}, "--max-params -100: must be a positive number"),
@@ -361,6 +361,24 @@ def test_a_student_that_computes_what_a_trained_one_computes_is_not_trained_agai
     assert len(trials) == 4 and trials[3].user_attrs.get("planned") and trials[3].user_attrs.get("duplicate_of") is None
     assert calls["n"] == 2 and (summary.new_trials, summary.completed, summary.free_trials) == (2, 2, 2)
     assert [TrialOutcome.from_trial(t).cost_nothing for t in trials] == [False, True, True, False]
+
+
+def test_the_default_sampler_is_gp_but_tpe_under_a_budget() -> None:
+    assert SearchConfig().resolved_sampler() == "gp"
+    assert SearchConfig(budgets=Budgets(max_latency_ms=5.0)).resolved_sampler() == "tpe"
+    assert SearchConfig(sampler="nsga2", budgets=Budgets(max_params=1000)).resolved_sampler() == "nsga2"
+
+
+@pytest.mark.slow
+def test_the_gp_sampler_proposes_valid_new_students_after_the_opening_ones(tmp_path: Path, teacher_file: Path) -> None:
+    run = tmp_path / "run"
+    summary = Search(make_config(run, teacher_file, trials=10, sampler="gp",
+                                 brief=replace(BRIEF, steps=5))).run(progress=False)
+    assert summary.new_trials == 10 and summary.failed == 0
+    outcomes = [TrialOutcome.from_trial(t) for t in ran(run)]
+    counted = [o for o in outcomes if not o.cost_nothing]
+    assert len(counted) == 10 and all(o.planned for o in counted[:8]) and not any(o.planned for o in counted[8:])
+    assert all(o.val_accuracy is not None and o.latency_ms is not None for o in counted)
 
 
 @pytest.mark.slow
