@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -462,6 +462,10 @@ class Search:
             writer.update(**{name: value for name, value in earlier.attrs().items()
                              if name not in ("version", "arch", "worker", "planned", "function_key")},
                           duplicate_of=earlier.number)
+            # its constraints too: Optuna's GP sampler refuses a study whose trials name different ones
+            # (the outcome carries the estimate's latency_ms, peak_memory_bytes and params_bytes)
+            for name, value in self.config.budgets.violations(cast(Any, earlier)).items():
+                trial.set_constraint(name, value)
             log.info("trial %d: computes what trial %d computes, result reused (%s)", trial.number, earlier.number,
                      mine.arch)
             return [float(earlier.val_accuracy or 0.0), float(earlier.latency_ms or 0.0)]

@@ -350,8 +350,12 @@ def test_a_student_that_computes_what_a_trained_one_computes_is_not_trained_agai
         return real(*args, **kwargs)
 
     monkeypatch.setattr(search_module, "brief_distill", counting)
-    summary = Search(make_config(run, teacher_file, trials=2, brief=replace(BRIEF, steps=5))).run(progress=False)
+    # under a budget and with the GP sampler: it needs the same constraints on every completed trial
+    summary = Search(make_config(run, teacher_file, trials=2, brief=replace(BRIEF, steps=5), sampler="gp",
+                                 budgets=Budgets(max_latency_ms=100.0))).run(progress=False)
     trials = ran(run)
+    constraints = [{k: v for k, v in t.system_attrs.items() if "constraint" in k} for t in trials[:2]]
+    assert constraints[0] and constraints[0] == constraints[1]
     assert trials[0].params == original and trials[1].params == twin
     assert trials[0].user_attrs["arch"] != trials[1].user_attrs["arch"]
     assert trials[1].user_attrs["duplicate_of"] == 0 and trials[1].values == trials[0].values
