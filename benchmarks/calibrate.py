@@ -75,13 +75,15 @@ class OrtRunner:
         for _ in range(3):
             session.run(None, feed)
         runs = []
-        for _ in range(7):  # as TVM's time_evaluator: runs of at least 20 ms, the median of 7
+        for _ in range(7):  # as TVM's time_evaluator: runs of at least 20 ms, 7 of them
             start, calls = time.perf_counter(), 0
             while time.perf_counter() - start < 0.02:
                 session.run(None, feed)
                 calls += 1
             runs.append((time.perf_counter() - start) / calls * 1e3)
-        return statistics.median(runs)
+        # the fastest run, not the median: on this 2-core VM 8 fbnet students timed in 4 passes of a
+        # session each spread 6 % between passes by the fastest run and 13 % by the median one
+        return min(runs)
 
 
 class TvmRunner:

@@ -429,7 +429,8 @@ def _add_loss(p: argparse.ArgumentParser, default: str) -> None:
     from hwkd.distillation.config import LOSS_NAMES
 
     p.add_argument("--loss", default=default, help=f"distillation loss: {', '.join(LOSS_NAMES)} (default {default}): "
-                   "Hinton KD, decoupled KD (Zhao et al. 2022) or DIST (Huang et al. 2022)")
+                   "Hinton KD, decoupled KD (Zhao et al. 2022), DIST (Huang et al. 2022) or KD on "
+                   "standardized logits (Sun et al. 2024; base temperature 2, --temperature does not apply)")
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:

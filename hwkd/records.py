@@ -16,13 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hwkd.distillation.config import BriefConfig, FullConfig
 from hwkd.errors import RunError
-
-if TYPE_CHECKING:
-    from hwkd.latency.estimator import Estimate
 
 RECORD_VERSION = 1
 
@@ -54,26 +51,26 @@ class Budgets:
     def active(self) -> bool:
         return any(v is not None for v in asdict(self).values())
 
-    def violations(self, estimate: Estimate) -> dict[str, float]:
+    def violations(self, latency_ms: float, peak_memory_bytes: int, params_bytes: int) -> dict[str, float]:
         """Optuna constraint values by budget, <= 0 when met (one per active budget)."""
         values = {}
         if self.max_latency_ms is not None:
-            values["max_latency_ms"] = estimate.latency_ms - self.max_latency_ms
+            values["max_latency_ms"] = latency_ms - self.max_latency_ms
         if self.max_memory_kb is not None:
-            values["max_memory_kb"] = estimate.peak_memory_bytes / 1024 - self.max_memory_kb
+            values["max_memory_kb"] = peak_memory_bytes / 1024 - self.max_memory_kb
         if self.max_params is not None:
-            values["max_params"] = estimate.params_bytes / 4 - self.max_params
+            values["max_params"] = params_bytes / 4 - self.max_params
         return values
 
-    def reasons(self, estimate: Estimate) -> list[str]:
+    def reasons(self, latency_ms: float, peak_memory_bytes: int, params_bytes: int) -> list[str]:
+        """Why a student with these figures is over the budgets; empty when it meets them."""
         out = []
-        if self.max_latency_ms is not None and estimate.latency_ms > self.max_latency_ms:
-            out.append(f"latency {estimate.latency_ms:.3f} ms > --max-latency-ms {self.max_latency_ms:g}")
-        if self.max_memory_kb is not None and estimate.peak_memory_bytes / 1024 > self.max_memory_kb:
-            out.append(f"peak memory {estimate.peak_memory_bytes / 1024:.1f} KiB > "
-                       f"--max-memory-kb {self.max_memory_kb:g}")
-        if self.max_params is not None and estimate.params_bytes / 4 > self.max_params:
-            out.append(f"{estimate.params_bytes // 4} parameters > --max-params {self.max_params}")
+        if self.max_latency_ms is not None and latency_ms > self.max_latency_ms:
+            out.append(f"latency {latency_ms:.3f} ms > --max-latency-ms {self.max_latency_ms:g}")
+        if self.max_memory_kb is not None and peak_memory_bytes / 1024 > self.max_memory_kb:
+            out.append(f"peak memory {peak_memory_bytes / 1024:.1f} KiB > --max-memory-kb {self.max_memory_kb:g}")
+        if self.max_params is not None and params_bytes / 4 > self.max_params:
+            out.append(f"{params_bytes // 4} parameters > --max-params {self.max_params}")
         return out
 
 

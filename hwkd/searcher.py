@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 
@@ -462,9 +462,10 @@ class Search:
             writer.update(**{name: value for name, value in earlier.attrs().items()
                              if name not in ("version", "arch", "worker", "planned", "function_key")},
                           duplicate_of=earlier.number)
-            # its constraints too: Optuna's GP sampler refuses a study whose trials name different ones
-            # (the outcome carries the estimate's latency_ms, peak_memory_bytes and params_bytes)
-            for name, value in self.config.budgets.violations(cast(Any, earlier)).items():
+            # its constraints too, against this run's budgets: Optuna's GP sampler refuses a study whose
+            # trials name different ones (a completed trial always has its estimate's figures)
+            figures = (earlier.latency_ms or 0.0, earlier.peak_memory_bytes or 0, earlier.params_bytes or 0)
+            for name, value in self.config.budgets.violations(*figures).items():
                 trial.set_constraint(name, value)
             log.info("trial %d: computes what trial %d computes, result reused (%s)", trial.number, earlier.number,
                      mine.arch)
@@ -481,9 +482,10 @@ class Search:
                       latency_expected_error_pct=estimate.expected_error_pct)
         budgets = self.config.budgets
         # Optuna's own constraints: samplers steer away from infeasible regions
-        for name, value in budgets.violations(estimate).items():
+        figures = (estimate.latency_ms, estimate.peak_memory_bytes, estimate.params_bytes)
+        for name, value in budgets.violations(*figures).items():
             trial.set_constraint(name, value)
-        reasons = budgets.reasons(estimate)
+        reasons = budgets.reasons(*figures)
         if reasons:
             writer.update(infeasible="; ".join(reasons), duration_s=round(time.monotonic() - started, 3))
             log.info("trial %d: %s is over budget (%s), not trained", trial.number, arch, "; ".join(reasons))

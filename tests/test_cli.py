@@ -88,6 +88,6 @@ def test_search_and_report_bad_input_are_one_line(tmp_path, capsys) -> None:
     assert main(["search", "--steps", "0", "--alpha", "2", "--loss", "ce", "--run-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert "--steps 0: must be at least 1" in err and "--alpha 2.0: must be in [0, 1]" in err and "\n" not in err
-    assert "--loss 'ce': choose kd, dkd, dist" in err
+    assert "--loss 'ce': choose kd, dkd, dist, ls" in err
     assert main(["search", "--device", "pi4", "--run-dir", str(tmp_path / "r")]) == 2
     assert "unknown device 'pi4'" in capsys.readouterr().err

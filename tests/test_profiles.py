@@ -60,6 +60,35 @@ def test_host_profile_probes_this_machine() -> None:
     assert host.sources["cpu.cores"].startswith("probed")
 
 
+def test_host_bandwidth_is_measured_once_per_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from hwkd import host_probe
+
+    monkeypatch.setenv("HWKD_CACHE_DIR", str(tmp_path))
+    host_probe._measured_bandwidth.cache_clear()
+    try:
+        first = load_profile("host")
+        path = tmp_path / host_probe.BANDWIDTH_FILE
+        kept = json.loads(path.read_text())
+        (machine, entry), = kept.items()
+        assert entry["gb_s"] == first.memory.bandwidth_gb_s > 0.5
+        assert str(path) in first.sources["memory.bandwidth_gb_s"]
+        # a later load (another process) reads the kept figure instead of measuring a different one
+        path.write_text(json.dumps({machine: {"gb_s": 12.34, "date": "2026-01-02"}, "other|machine": {"gb_s": 1.0,
+                                                                                                       "date": "x"}}))
+        host_probe._measured_bandwidth.cache_clear()
+        second = load_profile("host")
+        assert second.memory.bandwidth_gb_s == 12.34 and "2026-01-02" in second.sources["memory.bandwidth_gb_s"]
+        # an unreadable file is measured again and rewritten, keeping nothing it cannot read
+        path.write_text("{not json")
+        host_probe._measured_bandwidth.cache_clear()
+        third = load_profile("host")
+        assert third.memory.bandwidth_gb_s > 0.5 and set(json.loads(path.read_text())) == {machine}
+    finally:
+        host_probe._measured_bandwidth.cache_clear()
+
+
 def test_unknown_device_lists_the_candidates() -> None:
     with pytest.raises(UnknownNameError) as info:
         load_profile("rpi9")

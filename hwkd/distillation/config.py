@@ -74,7 +74,7 @@ def _training_problems(batch_size: int, lr: float, temperature: float, alpha: fl
 TRANSFERS = ("none", "feature", "attention")
 # The names of hwkd.distillation.losses.LOSSES, here so the CLI and the checks need no torch
 # (tests/distillation/test_losses.py keeps the two equal).
-LOSS_NAMES = ("kd", "dkd", "dist")
+LOSS_NAMES = ("kd", "dkd", "dist", "ls")
 
 # Fine-tuning a pruned student (hwkd compress) starts from good weights: a few epochs at a tenth of
 # the learning rate, no warm-up.

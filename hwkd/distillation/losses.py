@@ -1,4 +1,4 @@
-"""Distillation losses on logits: Hinton's KD and two successors that need nothing but the
+"""Distillation losses on logits: Hinton's KD and three successors that need nothing but the
 teacher's logits, so brief distillation runs them on its cached outputs at no extra cost.
 
 Every loss has the same form, `alpha * distill + (1 - alpha) * CE(s, y)`; the registry names them
@@ -21,6 +21,10 @@ DKD_NON_TARGET_WEIGHT = 8.0
 # DIST (CIFAR-100 settings of the paper): weights of the inter-class and the intra-class relations
 DIST_INTER_WEIGHT = 2.0
 DIST_INTRA_WEIGHT = 2.0
+# Logit standardization (CIFAR-100 settings of the paper: base temperature 2, KD weight 9 beside CE 0.1);
+# the weight makes hwkd's alpha * term + (1 - alpha) * CE the paper's 9 and 0.1 at the default alpha 0.9
+LS_BASE_TEMPERATURE = 2.0
+LS_WEIGHT = 10.0
 
 
 def kd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -90,6 +94,29 @@ def dist_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels
     return temperature**2 * (DIST_INTER_WEIGHT * inter + DIST_INTRA_WEIGHT * intra)
 
 
+def _standardized(logits: torch.Tensor) -> torch.Tensor:
+    """Each row's Z-score: (z - mean(z)) / std(z), std with Bessel's correction as the paper's code."""
+    return (logits - logits.mean(1, keepdim=True)) / (logits.std(1, keepdim=True) + 1e-7)
+
+
+def ls_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+            temperature: float) -> torch.Tensor:
+    """KD on standardized logits: Sun, Ren, Li, Wang and Cao, "Logit Standardization in Knowledge
+    Distillation", CVPR 2024.
+
+    A shared temperature asks the student to match the teacher's logit range as well as their
+    order; a small student may not reach the range. Z-scoring each image's logits first makes each
+    side's temperature its own logits' standard deviation, so only the relations are matched:
+
+        w * T_b^2 * KL(softmax(Z(t) / T_b) || softmax(Z(s) / T_b)),   Z(z) = (z - mean z) / std z
+
+    with T_b = LS_BASE_TEMPERATURE (2) and w = LS_WEIGHT (10). `--temperature` does not apply:
+    standardization replaces the shared temperature (T_b is the paper's, fixed).
+    """
+    return LS_WEIGHT * kd_term(_standardized(student_logits), _standardized(teacher_logits), labels,
+                               LS_BASE_TEMPERATURE)
+
+
 @dataclass(frozen=True)
 class LogitLoss:
     """A distillation term on (student logits, teacher logits, labels, T) -> a scalar."""
@@ -111,6 +138,8 @@ def register(loss: LogitLoss) -> None:
 register(LogitLoss("kd", kd_term, "Hinton KD: KL between softened outputs"))
 register(LogitLoss("dkd", dkd_term, "decoupled KD (Zhao et al. CVPR 2022): target and non-target parts, 1 and 8"))
 register(LogitLoss("dist", dist_term, "DIST (Huang et al. NeurIPS 2022): inter- and intra-class Pearson relations"))
+register(LogitLoss("ls", ls_term, "logit standardization (Sun et al. CVPR 2024): KD on Z-scored logits, "
+                   "base temperature 2"))
 
 
 def distill_loss(

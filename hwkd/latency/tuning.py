@@ -168,20 +168,25 @@ def tune_kernels(lowered: LoweredGraph, profile: DeviceProfile, plan: TuningPlan
     with file_lock(folder / "lock", "another tuning writes this database"):
         database = ms.database.JSONDatabase(work_dir=str(folder))
         timings = _read_timings(folder)
+        asked = _read_asked(folder)
         todo: dict[str, tuple[Any, list[tuple[str, Any]]]] = {}  # workload key -> (workload, variants)
         for workload in kernels.values():
             key = _key(workload)
             stored = timings.get(key, [])
-            if key in todo or (key in timings and len(stored) >= plan.variants):
+            if key in todo or len(stored) >= plan.variants or asked.get(key, 0) >= plan.variants:
                 continue
             # a kernel tuned before with fewer variants than asked now gets only the ones it lacks
             known = {label for label, _ in stored}
             variants = [(label, sch) for label, sch in schedule_variants(workload["main"], limit=plan.variants)
                         if label not in known]
-            if variants:
-                todo[key] = (workload, variants)
+            todo[key] = (workload, variants)
+        measure = {key: entry for key, entry in todo.items() if entry[1]}
+        if measure:
+            _measure_all(measure, timings, folder, database, target, profile, plan, where, on_kernel)
         if todo:
-            _measure_all(todo, timings, folder, database, target, profile, plan, where, on_kernel)
+            # a kernel with fewer distinct variants than asked is not scheduled again for the same count
+            write_atomic(folder / ASKED, json.dumps({**asked, **{key: max(asked.get(key, 0), plan.variants)
+                                                                 for key in todo}}, indent=1, sort_keys=True))
     results, schedules = [], {}
     for name, workload in kernels.items():
         measured = timings.get(_key(workload), [])
@@ -202,11 +207,11 @@ def tune_kernels(lowered: LoweredGraph, profile: DeviceProfile, plan: TuningPlan
 
 
 TIMINGS = "hwkd_variants.json"  # workload key -> [[variant label, mean microseconds or null], ...], default first
+ASKED = "hwkd_asked.json"  # workload key -> the most variants a tuning asked of it
 Timings = list[tuple[str, float | None]]
 
 
-def _read_timings(folder: Path) -> dict[str, Timings]:
-    path = folder / TIMINGS
+def _read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
@@ -214,7 +219,15 @@ def _read_timings(folder: Path) -> dict[str, Timings]:
     except (OSError, ValueError) as exc:
         raise MeasureError(f"cannot read the tuning records {path}: {error_line(exc)}; "
                            "delete that folder to tune afresh") from None
-    return {str(k): [(str(label), us) for label, us in v] for k, v in data.items()}
+    return dict(data)
+
+
+def _read_timings(folder: Path) -> dict[str, Timings]:
+    return {str(k): [(str(label), us) for label, us in v] for k, v in _read_json(folder / TIMINGS).items()}
+
+
+def _read_asked(folder: Path) -> dict[str, int]:
+    return {str(k): int(v) for k, v in _read_json(folder / ASKED).items()}
 
 
 BATCH = 8  # kernels built per pool of build processes: progress shows, a failure costs little

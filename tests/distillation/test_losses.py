@@ -80,12 +80,36 @@ def test_dist_by_hand() -> None:
     assert float(kd_term(sharper, t, labels, 1.0)) > 0.02
 
 
+def test_ls_by_hand() -> None:
+    # teacher [0, 1, 2]: mean 1, std 1, Z-scores [-1, 0, 1]; student [0, 0, 3]: mean 1, std sqrt(3)
+    t, s, label = torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[0.0, 0.0, 3.0]]), torch.tensor([2])
+    root3 = math.sqrt(3)
+
+    def softmax(z: list[float]) -> list[float]:
+        e = [math.exp(v / 2) for v in z]  # base temperature 2
+        return [v / sum(e) for v in e]
+
+    p_t, p_s = softmax([-1, 0, 1]), softmax([-1 / root3, -1 / root3, 2 / root3])
+    kl = sum(a * math.log(a / b) for a, b in zip(p_t, p_s))
+    expected = 10 * 2**2 * kl  # weight 10 (9 beside CE's 0.1 at alpha 0.9), T_b^2 = 4
+    assert float(LOSSES["ls"].term(s, t, label, 4.0)) == pytest.approx(expected, rel=1e-5)
+    # the configured temperature does not apply: standardization replaces it
+    assert float(LOSSES["ls"].term(s, t, label, 1.0)) == pytest.approx(expected, rel=1e-5)
+    # relations, not range: a student whose logits are the teacher's scaled and shifted costs
+    # nothing, where KD still asks for the teacher's exact range
+    t = torch.randn(6, 10)
+    scaled = 0.3 * t + 5.0
+    labels = torch.randint(0, 10, (6,))
+    assert float(LOSSES["ls"].term(scaled, t, labels, 4.0)) < 1e-5
+    assert float(kd_term(scaled, t, labels, 1.0)) > 0.02
+
+
 def test_the_registry_names_the_losses_and_refuses_duplicates() -> None:
     assert tuple(LOSSES) == LOSS_NAMES  # the CLI lists them without importing torch
     with pytest.raises(ValueError, match="'kd' is registered already"):
         register(LogitLoss("kd", kd_term, "again"))
-    with pytest.raises(HwkdError, match=r"--loss 'ce': choose kd, dkd, dist"):
+    with pytest.raises(HwkdError, match=r"--loss 'ce': choose kd, dkd, dist, ls"):
         distill_loss("ce", torch.randn(2, 3), torch.randn(2, 3), torch.tensor([0, 1]), 4.0, 0.5)
-    with pytest.raises(HwkdError, match=r"--loss 'ce': choose kd, dkd, dist"):
+    with pytest.raises(HwkdError, match=r"--loss 'ce': choose kd, dkd, dist, ls"):
         FullConfig(loss="ce").check()
     assert BriefConfig().loss == FullConfig().loss == "kd"

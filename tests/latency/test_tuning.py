@@ -13,10 +13,11 @@ import torch
 
 from hwkd.cli import main
 from hwkd.errors import MeasureError
+from hwkd.latency import tuning
 from hwkd.latency.lowering import Lowerer
 from hwkd.latency.measure import compile_student
 from hwkd.latency.relax_import import torch_to_relax
-from hwkd.latency.tuning import TIMINGS, TuningPlan, tune_kernels, tune_student
+from hwkd.latency.tuning import ASKED, TIMINGS, TuningPlan, tune_kernels, tune_student
 from hwkd.profiles import load_profile
 from hwkd.spaces import load_space
 
@@ -38,7 +39,8 @@ def _student():
     return module, graph, Lowerer().lower(graph)
 
 
-def test_tuning_keeps_the_fastest_variant_computes_like_torch_and_measures_a_kernel_once(cache: Path) -> None:
+def test_tuning_keeps_the_fastest_variant_computes_like_torch_and_measures_a_kernel_once(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tvm
 
     module, graph, lowered = _student()
@@ -79,7 +81,14 @@ def test_tuning_keeps_the_fastest_variant_computes_like_torch_and_measures_a_ker
     assert added > 0 and all(k.measured_now <= 1 and k.variants <= 4 for k in more.kernels)
     assert any(k.variants == 4 and k.measured_now == 1 for k in more.kernels)
     assert len((folder / "database_tuning_record.json").read_text().splitlines()) <= len(records) + added
+    asked = json.loads((folder / ASKED).read_text())
+    assert set(asked) >= set(json.loads((folder / TIMINGS).read_text())) and set(asked.values()) == {4}
+    # the same count again schedules nothing, also for kernels with fewer distinct variants than asked
+    scheduled: list[object] = []
+    monkeypatch.setattr(tuning, "schedule_variants", lambda *args, **kwargs: scheduled.append(args) or [])
     assert tune_kernels(lowered, host, replace(PLAN, variants=4)).to_json()["variants_measured_now"] == 0
+    assert scheduled == []
+    monkeypatch.undo()
     # another thread count is another database: timings hold only for the threads they ran with
     assert tune_kernels(lowered, host.with_threads(1), TuningPlan(variants=1)).database != first.database
 
