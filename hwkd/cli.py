@@ -73,6 +73,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         device=args.device, out=args.out, measurements=args.measurements, runtime=args.runtime, measure=args.measure,
         space=args.space or DEFAULT_SPACE, input_shape=parse_input_shape(args.input_shape),
         num_classes=args.num_classes, threads=args.threads, seed=args.seed, force=args.force,
+        cost_model=args.cost_model,
     ), progress=sys.stderr.isatty())
     fit, info = outcome.fit, outcome.profile.calibration
     threads = info.threads if info else "?"
@@ -418,8 +419,12 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (default 10)")
     p.add_argument("--threads", type=int, default=None, help="threads the measurements used (default: profile)")
     p.add_argument("--runtime", help="what ran the measured students (needed with --measurements): tvm (hwkd's "
-                   "library; default with --measure), onnxruntime, tflite, ncnn, ... Another runtime than tvm is "
-                   "modeled by its kernels' work (cost_model.model: roofline) and never measured with TVM")
+                   "library; default with --measure), onnxruntime, tflite, ncnn, ... A profile calibrated to "
+                   "another runtime than tvm is never measured with TVM")
+    p.add_argument("--cost-model", choices=("schedule", "roofline"), default=None, help="the model fitted: "
+                   "schedule (hwkd's register-tiled kernels, loop by loop; the built-in profiles' and the best "
+                   "measured against ONNX Runtime here) or roofline (each kernel's work against the peaks) "
+                   "(default: the profile's)")
     p.add_argument("--seed", type=int, default=0, help="which students --measure picks")
     _add_config(p)
     p.set_defaults(handler=_cmd_calibrate)

@@ -76,8 +76,8 @@ class CostConstants:
     parallel_overhead_us: float  # fork/join of the thread pool for one parallel kernel
     # Multipliers of the modeled time of each kernel class (see hwkd.latency.cost_model.KERNEL_CLASSES):
     # 1 from datasheets alone; `hwkd calibrate` fits them to measurements of the board.
-    # What the board runs: "schedule" models hwkd's own TVM library loop by loop; "roofline" models a
-    # vendor library (ONNX Runtime, TFLite/XNNPACK, ncnn) by each kernel's work against the peaks.
+    # "schedule" models hwkd's own TVM library loop by loop (and fitted best to ONNX Runtime too, see
+    # hwkd.calibrator); "roofline" models any library by each kernel's work against the peaks.
     model: str = "schedule"
     dense_conv_scale: float = 1.0
     pointwise_conv_scale: float = 1.0
