@@ -19,7 +19,8 @@ Prints, in one run on this machine:
 
 The teacher is hwkd's default teacher for the data (trained once and cached, as `hwkd search`
 does); `--small-teacher` takes the same network at its small-data recipe instead (on full
-Fashion-MNIST minutes on 2 cores, not most of an hour; cached beside proxy_fidelity.py's). Scores use the test split, which the search itself never looks at.
+Fashion-MNIST minutes on 2 cores, not most of an hour; cached beside proxy_fidelity.py's).
+Scores use the test split, which the search itself never looks at.
 """
 
 from __future__ import annotations

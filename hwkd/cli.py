@@ -399,6 +399,8 @@ def _add_tune(p: argparse.ArgumentParser) -> None:
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    from hwkd.profiles import COST_MODELS
+
     p = sub.add_parser(
         "calibrate",
         help="fit a device profile to latencies measured on your board",
@@ -421,7 +423,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", help="what ran the measured students (needed with --measurements): tvm (hwkd's "
                    "library; default with --measure), onnxruntime, tflite, ncnn, ... A profile calibrated to "
                    "another runtime than tvm is never measured with TVM")
-    p.add_argument("--cost-model", choices=("schedule", "roofline"), default=None, help="the model fitted: "
+    p.add_argument("--cost-model", choices=COST_MODELS, default=None, help="the model fitted: "
                    "schedule (hwkd's register-tiled kernels, loop by loop; the built-in profiles' and the best "
                    "measured against ONNX Runtime here) or roofline (each kernel's work against the peaks) "
                    "(default: the profile's)")

@@ -11,7 +11,9 @@ import pytest
 import torch
 import yaml
 
+from hwkd.calibrator import CalibrateConfig, calibrate
 from hwkd.cli import main
+from hwkd.errors import HwkdError
 from hwkd.latency.estimator import Estimator
 from hwkd.profiles import load_profile
 from hwkd.spaces import load_space
@@ -136,6 +138,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, board_twice_as_slow,
     assert "not found" in _fails(base + [csv("g.csv", "onnx,latency_ms\nnope.onnx,1\n")], capsys)
     assert "rpi4 cannot be measured" in _fails(["calibrate", "--device", "rpi4", "--measure", "5", "--out", str(out)],
                                                capsys)
+    with pytest.raises(HwkdError, match=r"^--cost-model 'fancy': choose schedule, roofline$"):  # the API's check
+        calibrate(CalibrateConfig(device="rpi4", out=str(out), measurements=str(board_twice_as_slow), runtime="tvm",
+                                  space=SPACE, cost_model="fancy"))
     assert not out.exists()
 
     out.write_text("mine")

@@ -14,9 +14,9 @@ latencies. For each fused kernel:
 - memory: the bytes the kernel reads and writes, from L2 when they fit (`cache_bytes_per_cycle`
   per core) or else from DRAM (`bandwidth_gb_s * dram_efficiency`).
 With `cost_model.model: roofline` (`hwkd calibrate --cost-model roofline`: a library whose loops
-are nothing like hwkd's) a kernel's compute is instead its FLOPs at the cores' peak, or for a depthwise or grouped
-convolution at one vector load per vector FMA if that is slower (each input is reused only
-kernel-size times), and pooling, elementwise and layout kernels are memory-bound; memory and
+are nothing like hwkd's) a kernel's compute is instead its FLOPs at the cores' peak, or for a
+depthwise or grouped convolution at one vector load per vector FMA if that is slower (each input
+is reused only kernel-size times), and pooling, elementwise and layout kernels are memory-bound; memory and
 overheads as above, without fork/join (the library's pool is not hwkd's).
 
 - time = scale * max(compute, memory) + `kernel_overhead_us` (+ `parallel_overhead_us` when it
