@@ -83,6 +83,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"  leave-one-out median error {fit.loo_median_abs_error_pct:.1f} % "
           f"(uncalibrated {fit.uncalibrated_median_abs_error_pct:.1f} %), Spearman {fit.loo_spearman:.3f}")
     print(f"  multipliers of the datasheet model: {scales}")
+    for warning in fit.warnings:
+        print(f"  warning: {warning}")
     print(f"wrote {outcome.path} (use it with --device {outcome.path})")
     return 0
 

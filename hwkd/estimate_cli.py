@@ -95,6 +95,8 @@ def run_estimate(args: argparse.Namespace) -> int:
         if profile.calibration is not None:
             print(f"model latencies of {profile.name}, calibrated to {profile.calibration.runtime}: "
                   f"median error {profile.calibration.loo_median_abs_error_pct:.1f} % (leave-one-out)")
+            if profile.calibration.caveat:
+                print(f"caveat of that calibration: {profile.calibration.caveat}")
         else:
             print(f"model latencies of {profile.name}, uncalibrated: their error on your board is unknown "
                   "(hwkd calibrate fits the profile to measurements)")

@@ -236,7 +236,8 @@ def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, te
         tuned = tune_student(lowered, graph.params, graph.input_shape, profile, tuning)
         log.info("tuned %d kernels %s: the %s library was fastest whole, %d kernels take another schedule than "
                  "hwkd's default", len(tuned.kernels), tuned.where, tuned.library, tuned.changed)
-    compiled = compile_student(lowered, graph.params, profile, tuned.schedules if tuned else None)
+    compiled = (tuned.compiled if tuned and tuned.compiled else  # compiled already while tuning chose it
+                compile_student(lowered, graph.params, profile, tuned.schedules if tuned else None))
     params = out_dir / "student_params.npz"
     np.savez(params, *[], **{f"p{i:03d}": w for i, w in enumerate(compiled.weights)})  # type: ignore[arg-type]
     compiler = cross_compiler(profile)

@@ -4,7 +4,9 @@ Accuracy grows with a student's size, but noisily; a front is only as wide as th
 study has tried. Random first proposals bunch in the middle of the cost range, so a short search
 can miss both ends of the front. Instead hwkd draws random proposals, sorts them by forward
 MACs (counted on the meta device: no weights, no compute) and enqueues those closest to evenly
-spaced MACs from the cheapest to the largest. The sampler takes over after them.
+spaced MACs from the cheapest to the largest. Under a budget the spread is over the proposals that
+meet it (the caller's `fits`: the cost model's figures), so no opening trial is spent on a student
+the search would not train. The sampler takes over after them.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ def forward_macs(space: SearchSpace, arch: str, num_classes: int, input_shape: t
 
 
 def spread_by_cost(space: SearchSpace, num_classes: int, input_shape: tuple[int, ...], count: int, seed: int,
-                   candidates: int = 64) -> list[tuple[str, dict[str, Any]]]:
+                   candidates: int = 64, fits: Callable[[str], bool] | None = None) -> list[tuple[str, dict[str, Any]]]:
     """(arch, Optuna params) of up to `count` distinct valid students whose MACs are spread evenly
-    between the cheapest and the largest of `candidates` random proposals, cheapest first."""
+    between the cheapest and the largest of `candidates` random proposals, cheapest first; with
+    `fits`, of those proposals for which it is true (fewer than `count`, or none, when few fit)."""
     rng = random.Random(seed)
     pool: dict[str, dict[str, Any]] = {}
     for _ in range(candidates * 4):  # invalid proposals (NB201's constant cells) are drawn again
@@ -55,6 +58,8 @@ def spread_by_cost(space: SearchSpace, num_classes: int, input_shape: tuple[int,
         except ArchitectureError:
             continue
         pool.setdefault(arch, proposal.params)
+    if fits is not None:
+        pool = {arch: params for arch, params in pool.items() if fits(arch)}
     costs = sorted((forward_macs(space, arch, num_classes, input_shape), arch) for arch in pool)
     if not costs or count < 1:
         return []
@@ -64,4 +69,5 @@ def spread_by_cost(space: SearchSpace, num_classes: int, input_shape: tuple[int,
         target = low + (high - low) * i / max(1, count - 1)
         _, arch = min((c for c in costs if c[1] not in picks), key=lambda c: abs(c[0] - target))
         picks.append(arch)
-    return [(arch, pool[arch]) for arch in picks]
+    macs = {arch: cost for cost, arch in costs}
+    return [(arch, pool[arch]) for arch in sorted(picks, key=lambda a: (macs[a], a))]  # sparse pools pick out of order

@@ -100,6 +100,7 @@ class CalibrationInfo:
     source: str  # the CSV file, or "rpc HOST:PORT" / "local" for hwkd's own measurements
     loo_median_abs_error_pct: float  # leave-one-out median |estimate - measured| / measured, in %
     loo_spearman: float  # leave-one-out rank correlation of estimate and measurement
+    caveat: str | None = None  # multipliers the measurements pinned down poorly (calibration.Fit.warnings)
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,7 @@ _SCHEMA: dict[str, list[tuple[str, type, bool]]] = {
         ("source", str, True),
         ("loo_median_abs_error_pct", float, True),
         ("loo_spearman", float, True),
+        ("caveat", str, False),
     ],
 }
 _OPTIONAL_SECTIONS = ("rpc", "calibration")
@@ -430,6 +432,6 @@ def profile_to_dict(profile: DeviceProfile) -> dict[str, Any]:
     if profile.rpc is not None:
         out["rpc"] = {k: v for k, v in section(profile.rpc).items() if v is not None}
     if profile.calibration is not None:
-        out["calibration"] = section(profile.calibration)
+        out["calibration"] = {k: v for k, v in section(profile.calibration).items() if v is not None}
     out["sources"] = dict(profile.sources)
     return out

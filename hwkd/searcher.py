@@ -322,9 +322,10 @@ class Search:
         return study
 
     def startup_plan(self, study: Any) -> list[dict[str, Any]]:
-        """Params of the study's first trials: students spread evenly over the space's range of MACs.
+        """Params of the study's first trials: students spread evenly over the space's range of MACs
+        (under budgets: over the students the cost model puts within them).
 
-        The plan depends only on the space, the data's shape and the seed, so a continued study
+        The plan depends only on the space, the data's shape, the seed and the budgets, so a continued study
         recomputes the same one; it is skipped once the study has that many trials and none of
         its planned trials was cut off (a cut-off planned student is tried again).
         """
@@ -336,11 +337,23 @@ class Search:
         cut_off_plan = any(TrialOutcome.from_trial(t).planned and _cut_off(t) for t in trials)
         if len(trials) >= STARTUP_TRIALS and not cut_off_plan:
             return []
-        picks = spread_by_cost(self.space, self.num_classes, self.input_shape, STARTUP_TRIALS, self.config.seed)
+        budgets = self.config.budgets
+        fits = self._meets_budgets if budgets.active() else None
+        picks = spread_by_cost(self.space, self.num_classes, self.input_shape, STARTUP_TRIALS, self.config.seed,
+                               fits=fits)
         if picks and not trials:
-            log.info("the first %d trials span the space's cost range, from %s to %s", len(picks), picks[0][0],
-                     picks[-1][0])
+            log.info("the first %d trials span the space's cost range%s, from %s to %s", len(picks),
+                     " within the budgets" if fits else "", picks[0][0], picks[-1][0])
         return [params for _, params in picks]
+
+    def _meets_budgets(self, arch: str) -> bool:
+        """Whether the cost model puts `arch` within the budgets (a measured latency may still
+        differ: the trial checks its own estimate)."""
+        try:
+            e = self.estimator.model_estimate(self.space, arch, self.input_shape, self.num_classes)
+        except CompileError:
+            return False
+        return not self.config.budgets.reasons(e.latency_ms, e.peak_memory_bytes, e.params_bytes)
 
     # ---- the loop -----------------------------------------------------------------------------
 

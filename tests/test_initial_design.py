@@ -8,6 +8,8 @@ import pytest
 from optuna.trial import FixedTrial
 
 from hwkd.initial_design import forward_macs, spread_by_cost
+from hwkd.latency.estimator import Estimator
+from hwkd.profiles import load_profile
 from hwkd.spaces import load_space
 
 SHAPE = (1, 1, 28, 28)
@@ -26,6 +28,25 @@ def test_students_span_the_cost_range_cheapest_first(space_name: str) -> None:
     for arch, params in picks:  # the params Optuna is given propose exactly that student
         assert space.suggest(FixedTrial(params)) == arch
     assert spread_by_cost(space, 10, SHAPE, 8, seed=0) == picks  # a continued study recomputes the same plan
+
+
+@pytest.mark.slow
+def test_under_a_budget_the_students_span_those_that_meet_it() -> None:
+    space = load_space("nb201-small")
+    estimator = Estimator(load_profile("rpi4"), "model")
+
+    def latency_ms(arch: str) -> float:
+        return estimator.model_estimate(space, arch, SHAPE, 10).latency_ms
+
+    unbudgeted = sorted(latency_ms(arch) for arch, _ in spread_by_cost(space, 10, SHAPE, 8, seed=0))
+    budget_ms = unbudgeted[3]  # half of the unbudgeted plan is over it
+    picks = [arch for arch, _ in spread_by_cost(space, 10, SHAPE, 8, seed=0, fits=lambda a: latency_ms(a) <= budget_ms)]
+    assert len(set(picks)) == 8
+    latencies = [latency_ms(arch) for arch in picks]
+    assert max(latencies) <= budget_ms and max(latencies) > 1.5 * min(latencies)
+    macs = [forward_macs(space, arch, 10, SHAPE) for arch in picks]
+    assert macs == sorted(macs)
+    assert spread_by_cost(space, 10, SHAPE, 8, seed=0, fits=lambda a: False) == []  # nothing fits: no plan
 
 
 def test_macs_are_counted_without_weights() -> None:

@@ -23,7 +23,11 @@ base profile: linear in the five multipliers `s`. The fit:
    otherwise take any value that fits them).
 
 The leave-one-out errors of the chosen fit are what a user should expect on new students; the
-calibrated profile records them.
+calibrated profile records them. A multiplier the fit moved far from the global factor (over 3x
+either way) that the measurements pin down poorly (its standard error over a third of it: its
+class's share of the modeled time hardly varies between the measured students, so it trades off
+against another class) gets a warning: the fit predicts students like the measured ones, but not
+students with another mix of kernels.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -46,6 +50,8 @@ PARAMETERS = (*KERNEL_CLASSES, "overhead")
 RIDGE_GRID = (1e-6, 1e-3, 0.01, 0.1, 1.0, 10.0, 1000.0)  # 1e-6: the data alone; 1000: the global factor alone
 _FLOOR = 0.05  # smallest multiplier, as a fraction of the global factor
 _HUBER_K = 1.345  # the usual 95 %-efficiency tuning constant, in units of the residuals' MAD
+WILD_RATIO = 3.0  # a multiplier this far from the global factor (either way) must be well determined
+LOOSE_RELATIVE_SE = 1 / 3  # ... that is, its standard error below this fraction of it
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,23 @@ class Fit:
     loo_median_abs_error_pct: float
     loo_spearman: float
     uncalibrated_median_abs_error_pct: float  # the base profile on the same measurements
+    global_factor: float = 1.0  # median measured / modeled: what every multiplier is pulled toward
+    standard_errors: dict[str, float] = field(default_factory=dict)  # PARAMETERS -> of its multiplier
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """One line per multiplier far from the global factor that the measurements pin down poorly."""
+        out = []
+        g = self.global_factor
+        for name in PARAMETERS:
+            value, se = self.multipliers[name], self.standard_errors.get(name, 0.0)
+            if not (value > WILD_RATIO * g or value < g / WILD_RATIO) or se <= LOOSE_RELATIVE_SE * value:
+                continue
+            out.append(f"{name} x{value:.2f} is {value / g:.2g} times the global factor x{g:.2f} but poorly "
+                       f"determined (standard error {se:.2f}): the measured students hardly differ in their "
+                       f"share of {name} time, so students with another mix of kernels may be off; "
+                       "measure a few such students too")
+        return tuple(out)
 
     def predict_ms(self, part: CostBreakdown) -> float:
         return float(part.vector() @ np.array([self.multipliers[p] for p in PARAMETERS]))
@@ -101,6 +124,7 @@ def fit(parts: Sequence[CostBreakdown], measured_ms: Sequence[float]) -> Fit:
     lowest = min(error for error, _, _ in tried)
     error, ridge, loo = max((t for t in tried if t[0] <= 1.1 * lowest + 0.002), key=lambda t: t[1])
     theta = _solve(x, y, ridge)
+    g = float(np.median(y / x.sum(1)))
     return Fit(
         multipliers={p: float(v) for p, v in zip(PARAMETERS, theta)},
         ridge=ridge,
@@ -108,7 +132,21 @@ def fit(parts: Sequence[CostBreakdown], measured_ms: Sequence[float]) -> Fit:
         loo_median_abs_error_pct=100 * error,
         loo_spearman=spearman(list(loo), list(y)),
         uncalibrated_median_abs_error_pct=100 * float(np.median(np.abs(x.sum(1) - y) / y)),
+        global_factor=g,
+        standard_errors={p: float(v) for p, v in zip(PARAMETERS, _standard_errors(x, y, theta, ridge, g))},
     )
+
+
+def _standard_errors(x: np.ndarray, y: np.ndarray, theta: np.ndarray, ridge: float, g: float) -> np.ndarray:
+    """Standard errors of the multipliers: the ridge problem's posterior covariance
+    sigma^2 (A'A + ridge / g^2 I)^-1 on the relative design A = x / y, sigma from the residuals' MAD
+    (at least 1 %, as in the fit). A class whose share barely varies has a nearly flat direction."""
+    a = x / y[:, None]
+    residuals = a @ theta - 1.0
+    sigma = max(1.4826 * float(np.median(np.abs(residuals))), 0.01)
+    precision = a.T @ a + ridge / g**2 * np.eye(x.shape[1])
+    covariance = sigma**2 * np.linalg.pinv(precision)
+    return np.sqrt(np.maximum(np.diag(covariance), 0.0))
 
 
 def _solve(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:

@@ -129,6 +129,16 @@ class Estimator:
         self._by_arch[key] = estimate
         return estimate
 
+    def model_estimate(
+        self, space: SearchSpace, arch: str, input_shape: tuple[int, ...] | None = None, num_classes: int = 10
+    ) -> Estimate:
+        """The cost model's estimate of `arch`, even where this estimator measures: no compile, no board,
+        so a search can cost many candidates before it chooses which to try."""
+        canonical = space.parse(arch)
+        lowered = self.lowered_arch(space, canonical, input_shape, num_classes)
+        result = _GraphResult(lowered, model_latency_ms(lowered.kernels, self.profile), None)
+        return self._result_estimate(lowered, result, arch=canonical)
+
     def lowered_arch(
         self, space: SearchSpace, arch: str, input_shape: tuple[int, ...] | None = None, num_classes: int = 10
     ) -> LoweredGraph:
@@ -175,11 +185,13 @@ class Estimator:
             if self.measure and graph is not None:
                 schedules = None
                 if self.tuning is not None:
-                    schedules = tune_student(lowered, graph.params, graph.input_shape, self.profile,
-                                             self.tuning).schedules
-                    tuned = len(schedules)
-                measure = measure_local if self.profile.measure_local else measure_rpc
-                measurement = measure(lowered, graph.params, graph.input_shape, self.profile, self.timing, schedules)
+                    tuning = tune_student(lowered, graph.params, graph.input_shape, self.profile, self.tuning)
+                    schedules, tuned = tuning.schedules, len(tuning.schedules)
+                    measurement = tuning.measurement  # the shipped library, timed whole while choosing it
+                if measurement is None:
+                    measure = measure_local if self.profile.measure_local else measure_rpc
+                    measurement = measure(lowered, graph.params, graph.input_shape, self.profile, self.timing,
+                                          schedules)
             result = _GraphResult(lowered, model_ms, measurement, tuned)
             self._by_structure[lowered.structure_hash] = result
         return result

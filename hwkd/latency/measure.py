@@ -10,6 +10,7 @@ runs of `number` calls each (at least
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -18,7 +19,7 @@ import socket
 import statistics
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,20 +127,8 @@ def measure_compiled(
     student: CompiledStudent, input_shape: tuple[int, ...], profile: DeviceProfile, plan: TimingPlan = TimingPlan()
 ) -> Measurement:
     """Time a library compiled for this machine."""
-    size_tvm_pool()
-    import tvm
-
-    device = tvm.cpu()
-    # TVM's thread pool pins the calling thread to one core; every thread started afterwards (torch's
-    # training threads, ONNX Runtime's) would inherit that core. Give this thread its cores back.
-    cores = os.sched_getaffinity(0)
-    try:
-        set_pool_threads(tvm.get_global_func("runtime.config_threadpool", allow_missing=True), profile.runtime.threads)
-        runs = _time(student.executable, device, student.weights, input_shape, plan,
-                     lambda a: tvm.runtime.tensor(a, device))
-    finally:
-        os.sched_setaffinity(0, cores)
-    return _summary(runs, "local")
+    with Board(profile) as board:
+        return board.measure(board.load(student), input_shape, plan)
 
 
 def measure_rpc(
@@ -151,37 +140,107 @@ def measure_rpc(
     tuned: Mapping[str, Any] | None = None,
 ) -> Measurement:
     """Cross-compile, upload to the profile's RPC server (or tracker key), time it there."""
-    import tvm
-    from tvm import rpc
+    with Board(profile) as board:
+        return board.measure(board.load(compile_student(lowered, params, profile, tuned)), input_shape, plan)
 
-    spec = profile.rpc
-    if spec is None:
-        raise MeasureError(f"device {profile.name} has no rpc section; add host and port to measure on a board")
-    where = f"{spec.host}:{spec.port}"
-    _check_reachable(spec.host, spec.port, spec.timeout_s, profile.name)
-    student = compile_student(lowered, params, profile, tuned)
-    with tempfile.TemporaryDirectory(prefix="hwkd-rpc-") as tmp:
-        lib_path = Path(tmp) / "student.so"
-        link_library(student, lib_path, profile)
-        try:
+
+@dataclass(frozen=True)
+class LoadedStudent:
+    """A library loaded where it runs (`Board.load`), with the weights its `main` takes."""
+
+    module: Any
+    weights: list[np.ndarray]
+
+
+class Board:
+    """Where libraries are timed: this machine (a profile measured locally) or the profile's board over
+    one TVM RPC session. A library is loaded once and can then be timed any number of times, so
+    timing candidate libraries alternately costs one upload each, not one per round."""
+
+    def __init__(self, profile: DeviceProfile) -> None:
+        self.profile = profile
+        self.where = "local"
+        self._remote: Any = None
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> Board:
+        if self.profile.measure_local:
+            return self
+        from tvm import rpc
+
+        spec = self.profile.rpc
+        if spec is None:
+            raise MeasureError(f"device {self.profile.name} has no rpc section; add host and port to measure on a "
+                               "board")
+        self.where = f"rpc {spec.host}:{spec.port}"
+        _check_reachable(spec.host, spec.port, spec.timeout_s, self.profile.name)
+        with self._failures():
             if spec.key:
                 tracker = rpc.connect_tracker(spec.host, spec.port)
-                remote = tracker.request(spec.key, session_timeout=int(spec.timeout_s * 60))
-                where = f"rpc {spec.key}@{spec.host}:{spec.port}"
+                self._remote = tracker.request(spec.key, session_timeout=int(spec.timeout_s * 60))
+                self.where = f"rpc {spec.key}@{spec.host}:{spec.port}"
             else:
-                remote = rpc.connect(spec.host, spec.port, session_timeout=int(spec.timeout_s * 60))
-                where = f"rpc {where}"
-            remote.upload(str(lib_path))
-            remote_lib = remote.load_module(lib_path.name)
-            device = remote.cpu()
-            set_pool_threads(remote.get_function("runtime.config_threadpool"), profile.runtime.threads)
-            runs = _time(remote_lib, device, student.weights, input_shape, plan,
+                self._remote = rpc.connect(spec.host, spec.port, session_timeout=int(spec.timeout_s * 60))
+        self._folder = tempfile.TemporaryDirectory(prefix="hwkd-rpc-")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._folder is not None:
+            self._folder.cleanup()
+        self._remote = None
+
+    def load(self, student: CompiledStudent) -> LoadedStudent:
+        """`student` where it runs: as it is here, or linked for the board and uploaded."""
+        if self._remote is None:
+            return LoadedStudent(student.executable, student.weights)
+        assert self._folder is not None
+        name = f"student{len(os.listdir(self._folder.name))}.so"
+        link_library(student, Path(self._folder.name) / name, self.profile)
+        with self._failures():
+            self._remote.upload(str(Path(self._folder.name) / name))
+            return LoadedStudent(self._remote.load_module(name), student.weights)
+
+    def runs_ms(self, student: LoadedStudent, input_shape: tuple[int, ...], plan: TimingPlan = TimingPlan()
+                ) -> list[float]:
+        """Milliseconds per call of each timed run of `student` with the profile's threads."""
+        import tvm
+
+        if self._remote is not None:
+            with self._failures():
+                device = self._remote.cpu()
+                set_pool_threads(self._remote.get_function("runtime.config_threadpool"), self.profile.runtime.threads)
+                return _time(student.module, device, student.weights, input_shape, plan,
+                             lambda a: tvm.runtime.tensor(a, device))
+        size_tvm_pool()
+        device = tvm.cpu()
+        # TVM's thread pool pins the calling thread to one core; every thread started afterwards (torch's
+        # training threads, ONNX Runtime's) would inherit that core. Give this thread its cores back.
+        cores = os.sched_getaffinity(0)
+        try:
+            set_pool_threads(tvm.get_global_func("runtime.config_threadpool", allow_missing=True),
+                             self.profile.runtime.threads)
+            return _time(student.module, device, student.weights, input_shape, plan,
                          lambda a: tvm.runtime.tensor(a, device))
+        finally:
+            os.sched_setaffinity(0, cores)
+
+    def measure(self, student: LoadedStudent, input_shape: tuple[int, ...], plan: TimingPlan = TimingPlan()
+                ) -> Measurement:
+        return self.summary(self.runs_ms(student, input_shape, plan))
+
+    def summary(self, runs_ms: list[float]) -> Measurement:
+        """The median and 10-90 % spread of timed runs, as a measurement taken here."""
+        return _summary(runs_ms, self.where)
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """RPC errors as one line that names the board."""
+        try:
+            yield
         except MeasureError:
             raise
         except Exception as exc:  # noqa: BLE001 - RPC errors vary
-            raise MeasureError(f"measuring on {where} failed: {error_line(exc)}") from None
-    return _summary(runs, where)
+            raise MeasureError(f"measuring on {self.where.removeprefix('rpc ')} failed: {error_line(exc)}") from None
 
 
 def link_library(student: CompiledStudent, path: Path, profile: DeviceProfile) -> str:

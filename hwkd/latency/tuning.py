@@ -28,9 +28,11 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
+import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from hwkd.errors import MeasureError, error_line
 from hwkd.file_lock import file_lock
 from hwkd.files import write_atomic
 from hwkd.latency.lowered import LoweredGraph
+from hwkd.latency.measure import CompiledStudent, Measurement
 from hwkd.latency.schedule import VARIANT_KNOBS, schedule_variants
 from hwkd.profiles import DeviceProfile
 
@@ -79,6 +82,10 @@ class TuningResult:
     schedules: dict[str, Any]  # kernel name -> its tuned PrimFunc, for the compiler: the shipped choice
     library: str = "default"  # which candidate library was fastest whole: "default", "all" or "significant"
     library_ms: dict[str, float] | None = None  # each candidate library, timed whole
+    # the shipped library as compiled and timed for the choice (None when no candidate differed from
+    # hwkd's default): an estimate or export uses them instead of compiling and timing it again
+    compiled: CompiledStudent | None = field(default=None, compare=False, repr=False)
+    measurement: Measurement | None = field(default=None, compare=False)
 
     @property
     def changed(self) -> int:
@@ -124,8 +131,9 @@ LIBRARY_ROUNDS = 3  # alternating whole-library timings; each candidate's fastes
 def choose_library(result: TuningResult, lowered: LoweredGraph, params: list[np.ndarray],
                    input_shape: tuple[int, ...], profile: DeviceProfile, plan: TuningPlan) -> TuningResult:
     """Time hwkd's default library and the tuned candidates whole, alternately, where the student
-    runs; keep the fastest."""
-    from hwkd.latency.measure import TimingPlan, compile_student, measure_compiled, measure_rpc
+    runs (each compiled and loaded once); keep the fastest, with its runs of every round as its
+    measurement."""
+    from hwkd.latency.measure import Board, TimingPlan, compile_student
 
     significant = {k.kernel for k in result.kernels if k.best_us <= SIGNIFICANT * k.default_us}
     candidates: dict[str, dict[str, Any]] = {"default": {}}
@@ -136,20 +144,22 @@ def choose_library(result: TuningResult, lowered: LoweredGraph, params: list[np.
     if len(candidates) == 1:
         return replace(result, schedules={}, library="default", library_ms=None)
     timing = TimingPlan(number=plan.number, repeat=plan.repeat, min_repeat_ms=plan.min_repeat_ms)
-    compiled = ({name: compile_student(lowered, params, profile, chosen) for name, chosen in candidates.items()}
-                if profile.measure_local else {})
-    best_ms: dict[str, float] = {}
-    for _ in range(LIBRARY_ROUNDS):
-        for name, chosen in candidates.items():
-            if profile.measure_local:
-                ms_ = measure_compiled(compiled[name], input_shape, profile, timing).latency_ms
-            else:
-                ms_ = measure_rpc(lowered, params, input_shape, profile, timing, chosen).latency_ms
-            best_ms[name] = min(ms_, best_ms.get(name, ms_))
-    fastest = min(best_ms, key=lambda name: best_ms[name])
+    with Board(profile) as board:
+        compiled = {name: compile_student(lowered, params, profile, chosen) for name, chosen in candidates.items()}
+        loaded = {name: board.load(student) for name, student in compiled.items()}
+        runs: dict[str, list[float]] = {name: [] for name in candidates}
+        best_ms: dict[str, float] = {}
+        for _ in range(LIBRARY_ROUNDS):
+            for name in candidates:
+                round_ms = board.runs_ms(loaded[name], input_shape, timing)
+                runs[name] += round_ms
+                best_ms[name] = min(statistics.median(round_ms), best_ms.get(name, math.inf))
+        fastest = min(best_ms, key=lambda name: best_ms[name])
+        measurement = board.summary(runs[fastest])
     log.info("whole libraries, ms: %s; shipping %s", {k: round(v, 4) for k, v in best_ms.items()}, fastest)
     return replace(result, schedules=candidates[fastest], library=fastest,
-                   library_ms={k: round(v, 4) for k, v in best_ms.items()})
+                   library_ms={k: round(v, 4) for k, v in best_ms.items()}, compiled=compiled[fastest],
+                   measurement=measurement)
 
 
 def tune_kernels(lowered: LoweredGraph, profile: DeviceProfile, plan: TuningPlan = TuningPlan(),

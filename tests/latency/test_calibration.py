@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import replace
 
 import pytest
@@ -42,6 +43,44 @@ def test_exact_measurements_give_back_the_constants_that_made_them() -> None:
         assert result.multipliers[name] == pytest.approx(TRUE[name], rel=0.02)
     assert result.loo_median_abs_error_pct < 0.5 and result.loo_spearman > 0.99
     assert result.uncalibrated_median_abs_error_pct > 30  # the datasheet model was far off
+    assert result.warnings == ()  # every class varies between these students: every multiplier is pinned down
+
+
+def students_with_other_and_overhead_in_step(count: int, seed: int, spread: float) -> list[CostBreakdown]:
+    """Students whose 'other' kernels and call overheads each take about 5 % of the modeled time,
+    varying by +-`spread` of that."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        convs = (rng.uniform(0.5, 5), rng.uniform(0.2, 3), rng.uniform(0.1, 2))
+        total = sum(convs)
+        out.append(CostBreakdown((*convs, 0.05 * total * rng.uniform(1 - spread, 1 + spread)),
+                                 0.05 * total * rng.uniform(1 - spread, 1 + spread)))
+    return out
+
+
+def test_a_multiplier_the_measurements_cannot_pin_down_is_warned_about() -> None:
+    truth = {"dense_conv": 1.0, "pointwise_conv": 1.0, "depthwise_conv": 1.0, "other": 8.0, "overhead": 1.0}
+
+    def measured(parts: list[CostBreakdown]) -> list[float]:
+        rng = random.Random(7)
+        return [sum(truth[n] * v for n, v in zip(PARAMETERS, p.vector())) * (1 + rng.uniform(-0.03, 0.03))
+                for p in parts]
+
+    # shares that move +-20 %: the fit gives the 'other' time to 'other' and leaves almost none to the
+    # overhead (x0.07, truly x1.0), a trade-off the 3 % noise cannot settle
+    parts = students_with_other_and_overhead_in_step(10, seed=0, spread=0.2)
+    result = fit(parts, measured(parts))
+    assert result.multipliers["overhead"] < result.global_factor / 3
+    assert result.standard_errors["overhead"] > result.multipliers["overhead"]
+    assert len(result.warnings) == 1
+    assert re.match(r"overhead x0\.07 is 0\.05 times the global factor x1\.32 but poorly determined \(standard "
+                    r"error 1\.\d\d\): the measured students hardly differ in their share of overhead time", result.warnings[0])
+    # shares that vary widely: 'other' is fitted 8x the rest, and that is information, not a warning
+    parts = students_with_other_and_overhead_in_step(10, seed=2, spread=0.9)
+    result = fit(parts, measured(parts))
+    assert result.multipliers["other"] == pytest.approx(8.0, rel=0.1)
+    assert result.multipliers["other"] > 3 * result.global_factor and result.warnings == ()
 
 
 def test_ten_noisy_measurements_predict_new_students_within_the_noise() -> None:
@@ -110,3 +149,19 @@ def test_calibrated_profile_predicts_what_the_fit_predicts() -> None:
         assert "fitted: hwkd calibrate" in profile.sources[f"cost_model.{name}_scale"]
     assert profile.rpc is None and not profile.measure_local and profile.runtime.executor == "ncnn"
     assert replace(profile, calibration=None).expected_error_pct is None
+
+
+def test_a_calibrations_caveat_is_written_with_the_profile_and_read_back() -> None:
+    import yaml
+
+    from hwkd.profiles import profile_from_dict, profile_to_dict
+
+    rpi4, parts = load_profile("rpi4"), students(6)
+    result = fit(parts, measure(parts))
+    plain = CalibrationInfo("rpi4", "ncnn", 4, 6, "2026-12-03", "m.csv", 3.2, 0.97)
+    warned = replace(plain, caveat="overhead x0.07 is 0.05 times the global factor x1.32 but poorly determined")
+    for info in (plain, warned):
+        profile = calibrated_profile(rpi4, result, info, "my-rpi4", keep_measuring=False)
+        text = yaml.safe_dump(profile_to_dict(profile), sort_keys=False)
+        assert ("caveat" in text) == (info.caveat is not None)  # no empty key in an ordinary calibration
+        assert profile_from_dict("my-rpi4", yaml.safe_load(text), "my-rpi4.yaml").calibration == info

@@ -92,24 +92,49 @@ def test_tuning_keeps_the_fastest_variant_computes_like_torch_and_measures_a_ker
     # another thread count is another database: timings hold only for the threads they ran with
     assert tune_kernels(lowered, host.with_threads(1), TuningPlan(variants=1)).database != first.database
 
-    # the shipped library is the fastest of the candidates timed whole, and the default is one of them
+    # the shipped library is the fastest of the candidates timed whole, and the default is one of them;
+    # each candidate is compiled once, and the shipped one's runs of every round are its measurement
+    compiles = _count_compiles(monkeypatch)
     whole = tune_student(lowered, graph.params, graph.input_shape, host, PLAN)
     assert whole.library_ms is not None and "default" in whole.library_ms
     assert whole.library_ms[whole.library] == min(whole.library_ms.values())
+    assert len(compiles) == len(whole.library_ms) and whole.compiled is not None
+    assert whole.measurement is not None and whole.measurement.runs == tuning.LIBRARY_ROUNDS * PLAN.repeat
+    assert whole.measurement.latency_ms >= whole.library_ms[whole.library] - 1e-4  # a median of all rounds
     expected_schedules = {} if whole.library == "default" else {
         k.kernel for k in whole.kernels if k.best_us < k.default_us and (
             whole.library == "all" or k.best_us <= 0.9 * k.default_us)}
     assert set(whole.schedules) == set(expected_schedules)
 
 
-def test_tuning_over_rpc_measures_on_the_board(cache: Path, rpc_server: int, board_file) -> None:
+def _count_compiles(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    from hwkd.latency import measure
+
+    calls: list[object] = []
+    real = measure.compile_student
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(measure, "compile_student", counted)
+    return calls
+
+
+def test_tuning_over_rpc_measures_on_the_board(cache: Path, rpc_server: int, board_file,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     board = load_profile(board_file(rpc_server))
     _, graph, lowered = _student()
+    compiles = _count_compiles(monkeypatch)
     result = tune_student(lowered, graph.params, graph.input_shape, board,
                           TuningPlan(variants=2, number=3, repeat=3, min_repeat_ms=5))
     assert result.where == f"rpc 127.0.0.1:{rpc_server}" and result.library in (result.library_ms or {"default": 0})
     assert result.kernels and all(0 < k.best_us <= k.default_us for k in result.kernels)
     assert any(k.variants == 2 for k in result.kernels)
+    # each candidate library is compiled and uploaded once, then timed in every round
+    assert len(compiles) == len(result.library_ms or {})
+    if result.measurement is not None:
+        assert result.measurement.where == f"rpc 127.0.0.1:{rpc_server}" and result.measurement.runs == 9
 
 
 def test_a_profile_that_cannot_measure_cannot_be_tuned(cache: Path) -> None:
@@ -119,11 +144,21 @@ def test_a_profile_that_cannot_measure_cannot_be_tuned(cache: Path) -> None:
     assert not (cache / "tuning").exists()
 
 
-def test_estimate_cli_tunes_measured_students_and_refuses_bad_flags(cache: Path, capsys) -> None:
+def test_estimate_cli_tunes_measured_students_and_refuses_bad_flags(cache: Path, capsys,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     base = ["estimate", "--device", "host", "--space", "nb201-small", "--arch", ARCH]
+    chosen = []
+    real_choice = tuning.choose_library
+    monkeypatch.setattr(tuning, "choose_library", lambda *args: chosen.append(real_choice(*args)) or chosen[-1])
+    compiles = _count_compiles(monkeypatch)
     assert main([*base, "--latency-source", "measured", "--tune", "--tune-trials", "2", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["source"] == "measured" and row["tuned_kernels"] >= 0 and row["latency_ms"] > 0
+    # the library timed while choosing it is the estimate: nothing compiled or timed again
+    library_ms = chosen[0].library_ms
+    assert len(compiles) == (len(library_ms) if library_ms else 1)
+    if chosen[0].measurement is not None:
+        assert row["latency_ms"] == round(chosen[0].measurement.latency_ms, 4)
     assert main([*base, "--tune"]) == 2
     assert "tuning needs --latency-source measured" in capsys.readouterr().err
     assert main([*base, "--latency-source", "measured", "--tune-trials", "2"]) == 2
