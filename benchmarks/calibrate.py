@@ -15,7 +15,8 @@ one pass of many students, not every pass of a few); the fastest pass is the lat
 spread between passes is printed as the noise of the machine. Measurements go to CSVs a
 later run reuses (`--out`); the fit is then a few seconds. Run it with nothing else on the machine.
 
-    python benchmarks/calibrate.py [--students 110] [--fit 10] [--passes 3] [--out calibrate-measurements]
+    python benchmarks/calibrate.py [--students 110] [--fit 10] [--passes 3] [--spaces nb201,fbnet,mbconv-small]
+                                   [--out calibrate-measurements]
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ class TvmRunner:
         return measure_compiled(self.student, self.input_shape, self.profile, TimingPlan()).latency_ms  # type: ignore[arg-type]
 
 
-def collect(runtime: str, path: Path, students: int, seed: int, passes: int, threads: int) -> None:
+def collect(runtime: str, path: Path, students: int, seed: int, passes: int, threads: int,
+            spaces: tuple[str, ...] = SPACES) -> None:
     """Measure every student `passes` times, interleaved, so a slow minute of a shared machine hits one
     pass of many students instead of all passes of a few; the fastest pass is the latency (the least
     disturbed: on this 2-core VM two sets of 3 passes agreed within 7 % by their fastest pass and 40 %
@@ -122,7 +124,7 @@ def collect(runtime: str, path: Path, students: int, seed: int, passes: int, thr
 
     host = load_profile("host").with_threads(threads)
     todo = []
-    for name in SPACES:
+    for name in spaces:
         space = load_space(name)
         for n, arch in enumerate(distinct_archs(space, students, seed), start=1):
             print(f"\r  preparing {runtime} {name}: {n}/{students}   ", end="", file=sys.stderr, flush=True)
@@ -147,7 +149,7 @@ def collect(runtime: str, path: Path, students: int, seed: int, passes: int, thr
                              "passes_ms": " ".join(f"{r:.4f}" for r in runs)})
 
 
-def report(measured: dict[str, list[dict[str, str]]], fit_count: int) -> None:
+def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tuple[str, ...] = SPACES) -> None:
     from hwkd.latency.calibration import breakdown, fit, median_abs_error_pct, spread_picks
     from hwkd.latency.cost_model import latency_ms
     from hwkd.latency.estimator import Estimator
@@ -164,7 +166,7 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int) -> None:
     table = []
     both = []
     noise = []
-    for name in SPACES:
+    for name in spaces:
         space = load_space(name)
         for runtime in RUNTIMES:
             mine = [r for r in measured[runtime] if r["space"] == name]
@@ -245,11 +247,16 @@ def main() -> None:
                         help="threads of both runtimes (default: this process's cores)")
     parser.add_argument("--out", default="calibrate-measurements", help="prefix of the measurement CSVs "
                         "(PREFIX-tvm.csv, PREFIX-ort.csv), reused when present")
+    parser.add_argument("--spaces", default=",".join(SPACES), help="comma-separated (default: all three)")
     parser.add_argument("--collect", choices=RUNTIMES, help=argparse.SUPPRESS)  # one runtime, in a child process
     args = parser.parse_args()
+    spaces = tuple(name.strip() for name in args.spaces.split(",") if name.strip())
+    unknown = [name for name in spaces if name not in SPACES]
+    if unknown:
+        parser.error(f"--spaces {','.join(unknown)}: choose from {', '.join(SPACES)}")
     if args.collect:
         collect(args.collect, Path(f"{args.out}-{args.collect}.csv"), args.students, args.seed, args.passes,
-                args.threads)
+                args.threads, spaces)
         return
     measured = {}
     for runtime in RUNTIMES:
@@ -258,9 +265,9 @@ def main() -> None:
             # each runtime in its own process: one runtime's thread pool never competes with the other's
             subprocess.run([sys.executable, __file__, "--collect", runtime, "--students", str(args.students),
                             "--seed", str(args.seed), "--passes", str(args.passes), "--threads", str(args.threads),
-                            "--out", args.out], check=True)
+                            "--spaces", ",".join(spaces), "--out", args.out], check=True)
         measured[runtime] = read_rows(path)
-    report(measured, args.fit)
+    report(measured, args.fit, spaces)
 
 
 if __name__ == "__main__":
