@@ -2,9 +2,10 @@
 
 Runs hwkd's own search (`hwkd.api.search`: embedded data, the default space, teacher and rpi4
 cost model) once per sampler and seed: `gp` (what hwkd's default, `auto`, runs without a budget:
-8 opening students spread over the cost range (under a budget: of those within it), then Optuna's GPSampler), `tpe` (the same opening,
-then multivariate TPE; `auto` under a budget), `nsga2` (the same opening, then NSGA-II) and
-`random` (Optuna's RandomSampler from the first trial). Prints, in one run on this machine, the
+8 opening students spread over the cost range, under a budget over those within it, then
+Optuna's GPSampler), `tpe` (the same opening, then multivariate TPE; `auto` under a budget),
+`nsga2` (the same opening, then NSGA-II) and `random` (Optuna's RandomSampler from the first
+trial). Prints, in one run on this machine, the
 hypervolume of each front after T trials (mean, median, spread, each seed) and a one-sided
 Mann-Whitney U test of each sampler against random (as Optuna's own sampler benchmarks do), and
 plots the mean hypervolume against the trials run.
