@@ -126,7 +126,7 @@ def measure_local(
 def measure_compiled(
     student: CompiledStudent, input_shape: tuple[int, ...], profile: DeviceProfile, plan: TimingPlan = TimingPlan()
 ) -> Measurement:
-    """Time a library compiled for this machine."""
+    """Time a library compiled for the profile where the profile runs (here, for `host`)."""
     with Board(profile) as board:
         return board.measure(board.load(student), input_shape, plan)
 
@@ -162,6 +162,7 @@ class Board:
         self.where = "local"
         self._remote: Any = None
         self._folder: tempfile.TemporaryDirectory[str] | None = None
+        self._uploads = 0
 
     def __enter__(self) -> Board:
         if self.profile.measure_local:
@@ -194,7 +195,8 @@ class Board:
         if self._remote is None:
             return LoadedStudent(student.executable, student.weights)
         assert self._folder is not None
-        name = f"student{len(os.listdir(self._folder.name))}.so"
+        self._uploads += 1
+        name = f"student{self._uploads}.so"
         link_library(student, Path(self._folder.name) / name, self.profile)
         with self._failures():
             self._remote.upload(str(Path(self._folder.name) / name))
