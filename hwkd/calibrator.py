@@ -177,7 +177,7 @@ def calibrate(config: CalibrateConfig, show: bool = False) -> CalibrationOutcome
         date=datetime.date.today().isoformat(), source=source,
         loo_median_abs_error_pct=round(result.loo_median_abs_error_pct, 2),
         loo_spearman=round(result.loo_spearman, 4),
-        caveat="; ".join(result.warnings) or None,
+        caveat=result.caveat,
     )
     profile = calibrated_profile(base, result, info, out.stem, keep_measuring=runtime == "tvm")
     _write_profile(out, profile_to_dict(profile))

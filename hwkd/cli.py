@@ -37,6 +37,9 @@ def _cmd_devices(args: argparse.Namespace) -> int:
             f"{row['name']:<{width}} {row['cores']:>5} {row['clock_ghz']:>5.2f} {row['peak_gflops']:>8.1f} "
             f"{row['dram_bandwidth_gb_s']:>6.1f}  {row['measures']:<10} {error:<14} {row['description']}"
         )
+    for row in rows:
+        if row["calibration"] and row["calibration"].get("caveat"):
+            print(f"{row['name']}: {row['calibration']['caveat']}")
     print("\nAdd a board with --device path/to/board.yaml (copy one of the files under "
           f"{rows[0]['path'].rsplit('/', 1)[0] if rows else 'device_profiles'}/).")
     return 0
@@ -83,8 +86,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"  leave-one-out median error {fit.loo_median_abs_error_pct:.1f} % "
           f"(uncalibrated {fit.uncalibrated_median_abs_error_pct:.1f} %), Spearman {fit.loo_spearman:.3f}")
     print(f"  multipliers of the datasheet model: {scales}")
-    for warning in fit.warnings:
-        print(f"  warning: {warning}")
+    if fit.caveat:
+        print(f"  warning: {fit.caveat}")
     print(f"wrote {outcome.path} (use it with --device {outcome.path})")
     return 0
 

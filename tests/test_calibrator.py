@@ -68,6 +68,16 @@ def test_calibrating_from_a_csv_writes_a_profile_every_command_takes(board_twice
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["calibrated"] for r in rows if r["name"] == "my-rpi4"] == [True]
     assert all(r["calibrated"] is False and r["expected_error_pct"] is None for r in rows if r["name"] != "my-rpi4")
+    # a calibration's caveat (calibration.Fit.caveat) is shown wherever its error is
+    raw = yaml.safe_load(out.read_text())
+    assert "caveat" not in raw["calibration"]  # this fit pinned every multiplier down
+    raw["calibration"]["caveat"] = "poorly determined, far from the global factor x2.00: overhead x0.10"
+    warned = tmp_path / "warned.yaml"
+    warned.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["devices", str(warned)]) == 0
+    assert "warned: poorly determined, far from the global factor x2.00: overhead x0.10" in capsys.readouterr().out
+    assert main(["estimate", "--device", str(warned), "--space", SPACE, "--arch", NEW]) == 0
+    assert "caveat of that calibration: poorly determined" in capsys.readouterr().out
 
 
 def test_onnx_measurements_relative_to_the_csv(tmp_path, capsys) -> None:

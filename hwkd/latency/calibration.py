@@ -90,19 +90,25 @@ class Fit:
     standard_errors: dict[str, float] = field(default_factory=dict)  # PARAMETERS -> of its multiplier
 
     @property
-    def warnings(self) -> tuple[str, ...]:
-        """One line per multiplier far from the global factor that the measurements pin down poorly."""
-        out = []
+    def poorly_determined(self) -> tuple[str, ...]:
+        """Multipliers far from the global factor that the measurements pin down poorly."""
         g = self.global_factor
-        for name in PARAMETERS:
-            value, se = self.multipliers[name], self.standard_errors.get(name, 0.0)
-            if not (value > WILD_RATIO * g or value < g / WILD_RATIO) or se <= LOOSE_RELATIVE_SE * value:
-                continue
-            out.append(f"{name} x{value:.2f} is {value / g:.2g} times the global factor x{g:.2f} but poorly "
-                       f"determined (standard error {se:.2f}): the measured students hardly differ in their "
-                       f"share of {name} time, so students with another mix of kernels may be off; "
-                       "measure a few such students too")
-        return tuple(out)
+        return tuple(name for name in PARAMETERS
+                     if (self.multipliers[name] > WILD_RATIO * g or self.multipliers[name] < g / WILD_RATIO)
+                     and self.standard_errors.get(name, 0.0) > LOOSE_RELATIVE_SE * self.multipliers[name])
+
+    @property
+    def caveat(self) -> str | None:
+        """One line on the poorly determined multipliers, None when there are none."""
+        names = self.poorly_determined
+        if not names:
+            return None
+        g = self.global_factor
+        listed = ", ".join(f"{n} x{self.multipliers[n]:.2f} (standard error {self.standard_errors[n]:.2f})"
+                           for n in names)
+        return (f"poorly determined, far from the global factor x{g:.2f}: {listed}; the measured students hardly "
+                "differ in the share of the time these take, so students with another mix of kernels may be off; "
+                "measure a few such students too")
 
     def predict_ms(self, part: CostBreakdown) -> float:
         return float(part.vector() @ np.array([self.multipliers[p] for p in PARAMETERS]))
