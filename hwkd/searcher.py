@@ -325,9 +325,10 @@ class Search:
         """Params of the study's first trials: students spread evenly over the space's range of MACs
         (under budgets: over the students the cost model puts within them).
 
-        The plan depends only on the space, the data's shape, the seed and the budgets, so a continued study
-        recomputes the same one; it is skipped once the study has that many trials and none of
-        its planned trials was cut off (a cut-off planned student is tried again).
+        The plan depends only on the space, the data's shape, the seed and the budgets (with the
+        profile's cost model), so a continued study recomputes the same one; it is skipped once the
+        study has that many trials and none of its planned trials was cut off (a cut-off planned
+        student is tried again).
         """
         from hwkd.initial_design import spread_by_cost
 
@@ -339,6 +340,8 @@ class Search:
             return []
         budgets = self.config.budgets
         fits = self._meets_budgets if budgets.active() else None
+        if fits is not None:
+            log.info("costing random students against the budgets for the opening trials")
         picks = spread_by_cost(self.space, self.num_classes, self.input_shape, STARTUP_TRIALS, self.config.seed,
                                fits=fits)
         if picks and not trials:
