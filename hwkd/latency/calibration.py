@@ -130,7 +130,7 @@ def fit(parts: Sequence[CostBreakdown], measured_ms: Sequence[float]) -> Fit:
     lowest = min(error for error, _, _ in tried)
     error, ridge, loo = max((t for t in tried if t[0] <= 1.1 * lowest + 0.002), key=lambda t: t[1])
     theta = _solve(x, y, ridge)
-    g = float(np.median(y / x.sum(1)))
+    g = _global_factor(x, y)
     return Fit(
         multipliers={p: float(v) for p, v in zip(PARAMETERS, theta)},
         ridge=ridge,
@@ -149,15 +149,26 @@ def _standard_errors(x: np.ndarray, y: np.ndarray, theta: np.ndarray, ridge: flo
     (at least 1 %, as in the fit). A class whose share barely varies has a nearly flat direction."""
     a = x / y[:, None]
     residuals = a @ theta - 1.0
-    sigma = max(1.4826 * float(np.median(np.abs(residuals))), 0.01)
+    sigma = _robust_scale(residuals)
     precision = a.T @ a + ridge / g**2 * np.eye(x.shape[1])
     covariance = sigma**2 * np.linalg.pinv(precision)
     return np.sqrt(np.maximum(np.diag(covariance), 0.0))
 
 
+def _global_factor(x: np.ndarray, y: np.ndarray) -> float:
+    """Median of measured / modeled: robust to a few bad measurements."""
+    return float(np.median(y / x.sum(1)))
+
+
+def _robust_scale(residuals: np.ndarray) -> float:
+    """The residuals' MAD as a standard deviation; residuals within a percent are measurement noise
+    on any machine, so never less than 1 %."""
+    return max(1.4826 * float(np.median(np.abs(residuals))), 0.01)
+
+
 def _solve(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
     """Ridge-to-the-global-factor least squares on relative errors, Huber-reweighted, bounded below."""
-    g = float(np.median(y / x.sum(1)))
+    g = _global_factor(x, y)
     k = x.shape[1]
     free = np.ones(k, dtype=bool)
     theta = np.full(k, g)
@@ -180,8 +191,7 @@ def _solve(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
             theta[low] = _FLOOR * g
             free &= ~low
         residuals = (x @ theta - y) / y
-        # residuals within a percent are measurement noise on any machine: never down-weighted
-        scale = max(1.4826 * float(np.median(np.abs(residuals))), 0.01)
+        scale = _robust_scale(residuals)
         new = np.minimum(1.0, _HUBER_K * scale / np.maximum(np.abs(residuals), 1e-12))
         if np.allclose(new, weights, atol=1e-4):
             break

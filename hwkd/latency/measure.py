@@ -169,12 +169,9 @@ class Board:
             return self
         from tvm import rpc
 
+        self.where = check_reachable(self.profile)
         spec = self.profile.rpc
-        if spec is None:
-            raise MeasureError(f"device {self.profile.name} has no rpc section; add host and port to measure on a "
-                               "board")
-        self.where = f"rpc {spec.host}:{spec.port}"
-        _check_reachable(spec.host, spec.port, spec.timeout_s, self.profile.name)
+        assert spec is not None  # check_reachable refuses a profile without one
         with self._failures():
             if spec.key:
                 tracker = rpc.connect_tracker(spec.host, spec.port)
