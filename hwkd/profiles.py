@@ -100,7 +100,7 @@ class CalibrationInfo:
     source: str  # the CSV file, or "rpc HOST:PORT" / "local" for hwkd's own measurements
     loo_median_abs_error_pct: float  # leave-one-out median |estimate - measured| / measured, in %
     loo_spearman: float  # leave-one-out rank correlation of estimate and measurement
-    caveat: str | None = None  # multipliers the measurements pinned down poorly (calibration.Fit.warnings)
+    caveat: str | None = None  # multipliers the measurements pinned down poorly (calibration.Fit.caveat)
 
 
 @dataclass(frozen=True)
