@@ -31,7 +31,7 @@ from hwkd.files import sha256_file
 from hwkd.latency.cost_model import latency_ms as model_latency_ms
 from hwkd.latency.lowered import LoweredGraph
 from hwkd.latency.lowered_cache import LoweredCache, graph_key
-from hwkd.latency.lowering import Lowerer
+from hwkd.latency.lowering import Lowerer, gc_paused
 from hwkd.latency.measure import Measurement, TimingPlan, measure_local, measure_rpc
 from hwkd.latency.relax_import import RelaxGraph, onnx_to_relax, torch_to_relax
 from hwkd.latency.tuning import TuningPlan, tune_student
@@ -155,7 +155,8 @@ class Estimator:
     def _lowered_by_key(self, key: str, make_graph: Any) -> LoweredGraph:
         lowered = self._lowered.get(key) or self.disk_cache.get(key)
         if lowered is None:
-            lowered = self.lowerer.lower(make_graph())
+            with gc_paused():
+                lowered = self.lowerer.lower(make_graph())
             self.disk_cache.put(key, lowered)
         self._lowered[key] = lowered
         return lowered

@@ -10,7 +10,9 @@ weights alone (a transposed linear weight) are set apart: a deployed library com
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hwkd.errors import CompileError, error_line
@@ -20,6 +22,24 @@ from hwkd.latency.relax_import import RelaxGraph
 from hwkd.latency.schedule import schedule_primfunc
 from hwkd.latency.tir_analysis import kernel_kind, loop_bodies
 from hwkd.latency.type_inference import memoize_layout_ops
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while one student is imported and lowered.
+
+    Tracing and importing allocate many objects (torch.fx nodes link to each other in cycles), so
+    the collector runs several times per student, and its full collections walk every object of
+    torch and TVM: 8-10 ms of a new nb201 student's 0.09 s (benchmarks/estimate.py). Paused, the
+    student's garbage is collected once, by the first collection after it.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class Lowerer:
@@ -45,8 +65,7 @@ class Lowerer:
                 [
                     relax.transform.AnnotateTIROpPattern(),
                     relax.transform.FuseOps(),
-                    relax.transform.FuseTIR(),
-                    relax.transform.DeadCodeElimination(),
+                    relax.transform.FuseTIR(),  # ends with DeadCodeElimination itself
                 ]
             )(mod)
         except Exception as exc:  # noqa: BLE001 - TVM raises many types

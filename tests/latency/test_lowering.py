@@ -71,3 +71,24 @@ def test_fbnet_kernels_cover_grouped_and_skip_blocks(digits: str) -> None:
     kinds = {k.features.kind for k in graph.kernels}
     assert "conv" in kinds and "matmul" in kinds
     assert all(k.features.strategy != "default" for k in graph.kernels)
+
+
+def test_the_collector_is_paused_while_a_student_is_lowered_and_restored_after() -> None:
+    import gc
+
+    from hwkd.latency.lowering import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError), gc_paused():
+        raise ValueError("a failed import")
+    assert gc.isenabled()  # back on after an error too
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller's own choice is kept
+    finally:
+        gc.enable()

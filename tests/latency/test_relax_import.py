@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +107,24 @@ def test_bad_onnx_files_are_one_line_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"\x08\x01garbage that is not protobuf" * 10)
     with pytest.raises(CompileError, match="junk.onnx: not an ONNX model|junk.onnx: TVM cannot import"):
         onnx_to_relax(junk)
+
+
+@pytest.mark.parametrize("space", ["nb201-widths", "fbnet", "mbconv-small"])
+def test_the_prepared_view_imports_what_a_graph_module_would(space: str) -> None:
+    """`prepare_for_tvm` returns a view that skips a GraphModule's code generation; TVM must import
+    from it exactly what it imports from a GraphModule of the same graph and attributes."""
+    import tvm_ffi
+    from torch import fx
+    from tvm.relax.frontend.torch import from_fx
+
+    from hwkd.latency.relax_import import _get_attr, prepare_for_tvm
+
+    search_space = load_space(space)
+    shape = search_space.default_input_shape
+    module = randomize_batchnorm(search_space.build(search_space.sample(random.Random(2)), 10, shape))
+    view = prepare_for_tvm(module, fx.Tracer().trace(module))
+    targets = [n.target for n in view.graph.nodes if n.op in ("call_module", "get_attr")]
+    graph_module = fx.GraphModule({t: _get_attr(view, t) for t in targets}, view.graph)
+    imported = from_fx(view, [(shape, "float32")], keep_params_as_input=True)
+    assert tvm_ffi.structural_equal(imported, from_fx(graph_module, [(shape, "float32")], keep_params_as_input=True))
+    assert len(targets) > 10
