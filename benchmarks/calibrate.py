@@ -166,6 +166,8 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
     table = []
     both = []
     noise = []
+    measured_by: dict[tuple[str, str], dict[str, float]] = {}  # (space, runtime) -> arch -> latency_ms
+    ceiling = []
     for name in spaces:
         space = load_space(name)
         for runtime in RUNTIMES:
@@ -183,6 +185,8 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
             both.append((name, runtime, *(spearman([latency_ms(low.kernels, m) for low in lowered], y)
                                           for m in (schedule, roofline))))
             noise.append((name, runtime, statistics.median(float(r["pass_spread_pct"]) for r in mine)))
+            measured_by[name, runtime] = {r["arch"]: float(r["latency_ms"]) for r in mine}
+            ceiling.append((name, runtime, best_weighting_spearman(parts, y)))
             result = fit([parts[i] for i in picks], [y[i] for i in picks])
             calibrated = [result.predict_ms(parts[i]) for i in rest]
             a, b = np.polyfit(macs[picks], np.array(y)[picks], 1)
@@ -221,6 +225,22 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
     print("|---|---|---:|")
     for name, runtime, spread in noise:
         print(f"| {name} | {runtime} | {spread:.1f} % |")
+    print("\nHow alike the two runtimes rank the same students (Spearman of their measured latencies), how MACs "
+          "rank each, and how the weighting of the model's parts that fits all students best ranks them "
+          "(non-negative least relative squares, in-sample: what the parts can say, not a calibration):\n")
+    print("| space | TVM vs ONNX Runtime | MACs vs TVM | MACs vs ONNX Runtime | best weighting, TVM | "
+          "best weighting, ONNX Runtime |")
+    print("|---|---:|---:|---:|---:|---:|")
+    best = {(name, runtime): value for name, runtime, value in ceiling}
+    by_macs_rank = {(row[0], row[1]): row[10] for row in table}
+    for name in spaces:
+        tvm, ort = measured_by.get((name, "tvm")), measured_by.get((name, "ort"))
+        if not tvm or not ort:
+            continue
+        common = sorted(set(tvm) & set(ort))
+        print(f"| {name} | {spearman([tvm[a] for a in common], [ort[a] for a in common]):.3f} | "
+              f"{by_macs_rank[name, 'tvm']:.3f} | {by_macs_rank[name, 'ort']:.3f} | {best[name, 'tvm']:.3f} | "
+              f"{best[name, 'ort']:.3f} |")
     print("\nFitted multipliers (on the host profile's datasheet constants) and leave-one-out error of each fit:\n")
     print("| space | runtime | " + " | ".join(PARAMS) + " | ridge | LOO error |")
     print("|---|---|" + "---:|" * (len(PARAMS) + 2))
@@ -228,6 +248,20 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
         result = row[-1]
         print(f"| {row[0]} | {row[1]} | " + " | ".join(f"{result.multipliers[p]:.2f}" for p in PARAMS)
               + f" | {result.ridge:g} | {result.loo_median_abs_error_pct:.1f} % |")
+
+
+def best_weighting_spearman(parts: list, measured_ms: list[float]) -> float:
+    """Spearman of the non-negative weighting of each student's cost parts (kernel classes, per-call
+    overhead) that fits all of `measured_ms` best in relative terms: near the best ranking that any
+    weighting of the model's parts, so any calibration of it, could give these students."""
+    from scipy.optimize import nnls
+
+    from hwkd.stats import spearman
+
+    x = np.array([[*p.class_ms, p.overhead_ms] for p in parts])
+    y = np.array(measured_ms)
+    weights, _ = nnls(x / y[:, None], np.ones(len(y)))
+    return spearman(list(x @ weights), list(y))
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
