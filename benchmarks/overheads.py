@@ -1,12 +1,14 @@
 """Benchmark of the per-kernel overheads the cost model adds: a TVM Relax VM call, and a thread-pool fork/join.
 
 The `host` profile's `cost_model.kernel_overhead_us` and `parallel_overhead_us` come from this script.
+It also times ONNX Runtime's cost per node (`--onnxruntime`): chains of `--kernels` tiny nodes (an
+elementwise Add; a 1x1 convolution over 8 channels of a 4x4 image), minus a chain of 8, per node.
 It compiles two Relax functions that chain `--kernels` tiny kernels (64 floats each, too little work
 to measure anything but the call): in one every kernel's loop is serial, in the other parallel over
 the thread pool. The VM runs each whole chain with TVM's time evaluator; per kernel, the serial chain
 is the call overhead and the difference is the fork/join. Run it with nothing else on the machine.
 
-    python benchmarks/overheads.py [--kernels 64] [--threads N] [--rounds 3]
+    python benchmarks/overheads.py [--kernels 64] [--threads N] [--rounds 3] [--onnxruntime]
 """
 
 from __future__ import annotations
@@ -64,11 +66,66 @@ def chain_us_per_kernel(kind: str, kernels: int, folder: Path) -> float:
     return min(timer("main").results) / kernels * 1e6
 
 
+def onnxruntime_us_per_node(op: str, nodes: int, threads: int) -> float:
+    """Microseconds per node of a chain of `nodes` tiny `op` nodes ("Add" or "Conv") run by ONNX Runtime,
+    all graph optimizations on, `threads` intra-op threads: the fastest of 7 runs of at least 50 ms."""
+    import time
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = [1, 8, 4, 4]
+    initializers = [numpy_helper.from_array(np.full((8, 8, 1, 1), 0.1, np.float32), "w") if op == "Conv"
+                    else numpy_helper.from_array(np.full(shape, 0.1, np.float32), "c")]
+    graph_nodes = [helper.make_node("Conv", [f"y{k}", "w"], [f"y{k + 1}"]) if op == "Conv"
+                   else helper.make_node("Add", [f"y{k}", "c"], [f"y{k + 1}"]) for k in range(nodes)]
+    graph = helper.make_graph(graph_nodes, "chain", [helper.make_tensor_value_info("y0", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info(f"y{nodes}", TensorProto.FLOAT, shape)], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feed = {"y0": np.zeros(shape, np.float32)}
+    onnx.checker.check_model(model)
+    for _ in range(20):
+        session.run(None, feed)
+    runs = []
+    for _ in range(7):
+        start, calls = time.perf_counter(), 0
+        while time.perf_counter() - start < 0.05:
+            session.run(None, feed)
+            calls += 1
+        runs.append((time.perf_counter() - start) / calls)
+    return min(runs) * 1e6
+
+
+def onnxruntime_overheads(nodes: int, threads: int, rounds: int) -> None:
+    import onnxruntime as ort
+
+    print(f"\n## Per-node cost, ONNX Runtime {ort.__version__} (CPU provider, all graph optimizations), "
+          f"{threads} threads, chains of {nodes} nodes minus chains of 8\n")
+    print("| round | Add us per node | 1x1 Conv us per node |")
+    print("|---:|---:|---:|")
+    best = {"Add": float("inf"), "Conv": float("inf")}
+    for n in range(1, rounds + 1):
+        row = {}
+        for op in ("Add", "Conv"):
+            long, short = onnxruntime_us_per_node(op, nodes, threads), onnxruntime_us_per_node(op, 8, threads)
+            row[op] = (long - short) / (nodes - 8)
+            best[op] = min(best[op], row[op])
+        print(f"| {n} | {row['Add']:.2f} | {row['Conv']:.2f} |")
+    print(f"\nfastest round: Add {best['Add']:.2f} us, Conv {best['Conv']:.2f} us per node")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernels", type=int, default=64)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--rounds", type=int, default=3, help="serial and parallel timed this many times, alternating")
+    parser.add_argument("--onnxruntime", action="store_true", help="also ONNX Runtime's cost per node")
     args = parser.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM's pool starts (see hwkd.threads)
     import tvm
@@ -88,6 +145,8 @@ def main() -> None:
     best_serial = min(r[0] for r in rows)
     best_fork = min(r[1] - r[0] for r in rows)
     print(f"\nprofile values: kernel_overhead_us {best_serial:.2f}, parallel_overhead_us {best_fork:.2f}")
+    if args.onnxruntime:
+        onnxruntime_overheads(args.kernels, args.threads, args.rounds)
 
 
 if __name__ == "__main__":

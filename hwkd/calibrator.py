@@ -98,7 +98,7 @@ class CalibrateConfig:
     threads: int | None = None
     seed: int = 0
     force: bool = False  # replace `out`
-    cost_model: str | None = None  # "schedule" or "roofline"; None: the base profile's (schedule for built-ins)
+    cost_model: str | None = None  # one of profiles.COST_MODELS; None: the base profile's (schedule for built-ins)
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,12 @@ def calibrate(config: CalibrateConfig, show: bool = False) -> CalibrationOutcome
         if config.cost_model not in COST_MODELS:
             raise HwkdError(f"--cost-model {config.cost_model!r}: choose {', '.join(COST_MODELS)}")
         base = replace(base, cost=replace(base.cost, model=config.cost_model))
+    if base.cost.model == "onnxruntime" and not base.cost.node_overhead_us:
+        raise HwkdError(f"--cost-model onnxruntime: device {base.name} has no cost_model.node_overhead_us (ONNX "
+                        "Runtime's cost per node there: python benchmarks/overheads.py --onnxruntime on the board)")
+    if base.cost.model == "onnxruntime" and config.measure is not None:
+        raise HwkdError("--cost-model onnxruntime models ONNX Runtime, and --measure times hwkd's TVM library; "
+                        "give measurements of ONNX Runtime with --measurements")
     estimator = Estimator(base, "model")
 
     if config.measurements is not None:
@@ -165,10 +171,12 @@ def calibrate(config: CalibrateConfig, show: bool = False) -> CalibrationOutcome
             try:
                 lowered = (estimator.lowered_arch(space, m.arch, shape, config.num_classes) if m.arch
                            else estimator.lowered_onnx(str(m.onnx), shape))
+                nodes = (estimator.runtime_nodes_arch(space, m.arch, shape, config.num_classes) if m.arch
+                         else estimator.runtime_nodes_onnx(str(m.onnx)))
             except HwkdError as exc:
                 where = f"{config.measurements}:{m.line}: " if m.line else ""
                 raise HwkdError(f"{where}{m.label}: {exc}") from None
-            parts.append(breakdown(lowered.kernels, base))
+            parts.append(breakdown(lowered.kernels, base, nodes))
             bar.update()
     result = fit(parts, [m.latency_ms for m in measured])
 

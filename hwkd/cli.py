@@ -429,9 +429,10 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
                    "library; default with --measure), onnxruntime, tflite, ncnn, ... A profile calibrated to "
                    "another runtime than tvm is never measured with TVM")
     p.add_argument("--cost-model", choices=COST_MODELS, default=None, help="the model fitted: "
-                   "schedule (hwkd's register-tiled kernels, loop by loop; the built-in profiles' and the best "
-                   "measured against ONNX Runtime here) or roofline (each kernel's work against the peaks) "
-                   "(default: the profile's)")
+                   "schedule (hwkd's register-tiled kernels, loop by loop; the built-in profiles'), roofline "
+                   "(each kernel's work against the peaks) or onnxruntime (the roofline plus ONNX Runtime's "
+                   "cost per node of the graph it runs; for measurements of ONNX Runtime, with a profile that "
+                   "has cost_model.node_overhead_us) (default: the profile's)")
     p.add_argument("--seed", type=int, default=0, help="which students --measure picks")
     _add_config(p)
     p.set_defaults(handler=_cmd_calibrate)

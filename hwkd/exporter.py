@@ -29,6 +29,7 @@ from hwkd.data.datasets import Dataset
 from hwkd.distill_trial import load_student
 from hwkd.errors import HwkdError, RunError
 from hwkd.files import sha256_file, write_atomic
+from hwkd.latency.onnxruntime_graph import ONNX_OPSET
 from hwkd.latency.tuning import TuningPlan, tuning_site
 from hwkd.onnx_session import cpu_session
 from hwkd.records import CompressRecord, TrainedStudent
@@ -42,7 +43,6 @@ FORMATS = ("onnx", "onnx-int8", "tvm")
 EXPORT_FILES = ("student.onnx", "student-int8.onnx", "student.so", "student.tar", "student_params.npz",
                 "manifest.json")  # the manifest last: it lists the sha256 of the others
 CALIBRATION_IMAGES = 512
-ONNX_OPSET = 17
 
 
 @dataclass

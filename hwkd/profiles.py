@@ -77,12 +77,14 @@ class CostConstants:
     # Multipliers of the modeled time of each kernel class (see hwkd.latency.cost_model.KERNEL_CLASSES):
     # 1 from datasheets alone; `hwkd calibrate` fits them to measurements of the board.
     # "schedule" models hwkd's own TVM library loop by loop (and fitted best to ONNX Runtime too, see
-    # hwkd.calibrator); "roofline" models any library by each kernel's work against the peaks.
+    # hwkd.calibrator); "roofline" models any library by each kernel's work against the peaks;
+    # "onnxruntime" is the roofline plus `node_overhead_us` per node ONNX Runtime runs.
     model: str = "schedule"
     dense_conv_scale: float = 1.0
     pointwise_conv_scale: float = 1.0
     depthwise_conv_scale: float = 1.0
     other_scale: float = 1.0
+    node_overhead_us: float = 0.0  # ONNX Runtime's fixed cost per node it runs (the onnxruntime model)
 
     def scale(self, kernel_class: str) -> float:
         return float(getattr(self, f"{kernel_class}_scale"))
@@ -200,6 +202,7 @@ _SCHEMA: dict[str, list[tuple[str, type, bool]]] = {
         ("pointwise_conv_scale", float, False),
         ("depthwise_conv_scale", float, False),
         ("other_scale", float, False),
+        ("node_overhead_us", float, False),
     ],
     "rpc": [
         ("host", str, True),
@@ -224,7 +227,7 @@ _OPTIONAL_SECTIONS = ("rpc", "calibration")
 _TOP_KEYS = {"description", "target", "measure", "sources", *_SCHEMA}
 _CITED_SECTIONS = ("cpu", "memory", "cost_model")
 _UNCITED = {"cost_model.model"}  # a choice, not a number
-COST_MODELS = ("schedule", "roofline")
+COST_MODELS = ("schedule", "roofline", "onnxruntime")
 
 
 def builtin_profile_dir() -> Path:
@@ -386,13 +389,16 @@ def _check_ranges(sections: dict[str, dict[str, Any]], problems: list[str]) -> N
     eff = sections.get("cost_model", {}).get("dram_efficiency")
     if isinstance(eff, float) and not 0 < eff <= 1:
         problems.append(f"cost_model.dram_efficiency: must be in (0, 1], got {eff}")
-    for key in ("kernel_overhead_us", "parallel_overhead_us"):
+    for key in ("kernel_overhead_us", "parallel_overhead_us", "node_overhead_us"):
         value = sections.get("cost_model", {}).get(key)
         if isinstance(value, float) and value < 0:
             problems.append(f"cost_model.{key}: must be >= 0, got {value}")
     model = sections.get("cost_model", {}).get("model")
     if isinstance(model, str) and model not in COST_MODELS:
         problems.append(f"cost_model.model: {model!r} is not one of {', '.join(COST_MODELS)}")
+    if model == "onnxruntime" and not sections.get("cost_model", {}).get("node_overhead_us"):
+        problems.append("cost_model.node_overhead_us: the onnxruntime model needs ONNX Runtime's cost per node on "
+                        "this board (python benchmarks/overheads.py --onnxruntime, run there)")
     port = sections.get("rpc", {}).get("port")
     if isinstance(port, int) and not 0 < port < 65536:
         problems.append(f"rpc.port: {port} is not a TCP port")
@@ -427,7 +433,8 @@ def profile_to_dict(profile: DeviceProfile) -> dict[str, Any]:
         "cpu": section(profile.cpu),
         "memory": section(profile.memory),
         "runtime": section(profile.runtime),
-        "cost_model": section(profile.cost),
+        # node_overhead_us is optional: a profile without it is written without it
+        "cost_model": {k: v for k, v in section(profile.cost).items() if k != "node_overhead_us" or v},
     }
     if profile.rpc is not None:
         out["rpc"] = {k: v for k, v in section(profile.rpc).items() if v is not None}

@@ -148,7 +148,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, board_twice_as_slow,
     assert "not found" in _fails(base + [csv("g.csv", "onnx,latency_ms\nnope.onnx,1\n")], capsys)
     assert "rpi4 cannot be measured" in _fails(["calibrate", "--device", "rpi4", "--measure", "5", "--out", str(out)],
                                                capsys)
-    with pytest.raises(HwkdError, match=r"^--cost-model 'fancy': choose schedule, roofline$"):  # the API's check
+    with pytest.raises(HwkdError, match=r"^--cost-model 'fancy': choose schedule, roofline, onnxruntime$"):  # the API's check
         calibrate(CalibrateConfig(device="rpi4", out=str(out), measurements=str(board_twice_as_slow), runtime="tvm",
                                   space=SPACE, cost_model="fancy"))
     assert not out.exists()
@@ -176,3 +176,29 @@ def test_a_calibrated_profile_reads_back_as_yaml_data(board_twice_as_slow, tmp_p
     raw = yaml.safe_load(out.read_text())
     assert set(raw["calibration"]) >= {"base_profile", "runtime", "loo_median_abs_error_pct", "loo_spearman"}
     assert raw["cost_model"]["dense_conv_scale"] == pytest.approx(2.0, rel=0.05)
+
+
+def test_calibrating_the_onnxruntime_model_scales_its_cost_per_node(tmp_path, capsys) -> None:
+    raw = yaml.safe_load(Path(load_profile("rpi4").path).read_text())
+    raw["cost_model"].update(model="onnxruntime", node_overhead_us=20.0)
+    raw["sources"]["cost_model.node_overhead_us"] = "a test's board"
+    board_path = tmp_path / "ort-board.yaml"
+    board_path.write_text(yaml.safe_dump(raw))
+    board = Estimator(load_profile(board_path), "model")
+    space = load_space(SPACE)
+    rows = ["arch,latency_ms"] + [f'"{a}",{1.5 * board.estimate_arch(space, a).latency_ms:.5f}' for a in archs(6)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "cal.yaml"
+    argv = ["calibrate", "--device", str(board_path), "--space", SPACE, "--measurements", str(tmp_path / "m.csv"),
+            "--runtime", "onnxruntime", "--out", str(out)]
+    assert main(argv) == 0
+    fitted = load_profile(out)
+    assert fitted.cost.model == "onnxruntime" and fitted.cost.node_overhead_us == pytest.approx(30.0, rel=0.02)
+    assert fitted.sources["cost_model.node_overhead_us"].startswith("fitted: hwkd calibrate")
+    new = Estimator(fitted, "model").estimate_arch(space, NEW).latency_ms
+    assert new == pytest.approx(1.5 * board.estimate_arch(space, NEW).latency_ms, rel=0.02)
+    # a profile that does not know ONNX Runtime's cost per node, and TVM measurements, are refused
+    assert "rpi4 has no cost_model.node_overhead_us" in _fails(
+        argv[:2] + ["rpi4"] + argv[3:] + ["--cost-model", "onnxruntime", "--force"], capsys)
+    assert "--measure times hwkd's TVM library" in _fails(
+        ["calibrate", "--device", str(board_path), "--measure", "3", "--out", str(tmp_path / "x.yaml")], capsys)

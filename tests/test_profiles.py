@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from hwkd.errors import ConfigError, UnknownNameError
-from hwkd.profiles import builtin_profiles, load_profile
+from hwkd.profiles import builtin_profiles, load_profile, profile_to_dict
 
 
 def test_builtin_profiles_are_shipped() -> None:
@@ -127,7 +127,7 @@ def test_malformed_profile_reports_every_problem_at_once(tmp_path: Path) -> None
         "runtime.threads: must be > 0",
         "cost_model.colour: unknown key",
         "cpu.cores: no public source",
-        "cost_model.model: 'fancy' is not one of schedule, roofline",
+        "cost_model.model: 'fancy' is not one of schedule, roofline, onnxruntime",
         "cost_model.depthwise_conv_scale: no public source",
         "calibration.base_profile: missing",
     ):
@@ -152,3 +152,21 @@ def test_yaml_tags_are_not_executed(tmp_path: Path) -> None:
     path.write_text("description: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_profile(path)
+
+
+def test_the_onnxruntime_model_needs_the_cost_per_node(tmp_path: Path) -> None:
+    raw = _rpi4_dict()
+    raw["cost_model"]["model"] = "onnxruntime"
+    path = tmp_path / "ort.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="cost_model.node_overhead_us: the onnxruntime model needs") as info:
+        load_profile(path)
+    assert "\n" not in str(info.value)
+    raw["cost_model"]["node_overhead_us"] = 12.0
+    raw["sources"]["cost_model.node_overhead_us"] = "measured on the board: benchmarks/overheads.py --onnxruntime"
+    path.write_text(yaml.safe_dump(raw))
+    board = load_profile(path)
+    assert board.cost.model == "onnxruntime" and board.cost.node_overhead_us == 12.0
+    # a profile without it is written without it
+    assert "node_overhead_us" not in profile_to_dict(load_profile("rpi4"))["cost_model"]
+    assert profile_to_dict(board)["cost_model"]["node_overhead_us"] == 12.0

@@ -4,7 +4,8 @@ No model from datasheets matches every runtime, clock and thread setting, so a h
 model's interpretable constants move to fit measurements, and nothing else: the modeled time of
 each kernel class (`hwkd.latency.cost_model.KERNEL_CLASSES`: dense, pointwise and depthwise or
 grouped convolutions, everything else) and the per-call overhead (`kernel_overhead_us` and
-`parallel_overhead_us` together). A measured student's latency is modeled as
+`parallel_overhead_us` together, or the onnxruntime model's `node_overhead_us`). A measured
+student's latency is modeled as
 
     y ~= sum_c s_c * T_c + s_o * O
 
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from hwkd.errors import HwkdError
-from hwkd.latency.cost_model import KERNEL_CLASSES, graph_cost, kernel_class
+from hwkd.latency.cost_model import KERNEL_CLASSES, graph_cost, kernel_class, node_overhead_ms
 from hwkd.latency.lowered import Kernel
 from hwkd.profiles import CalibrationInfo, DeviceProfile
 from hwkd.stats import spearman
@@ -69,9 +70,11 @@ class CostBreakdown:
         return np.array([*self.class_ms, self.overhead_ms], dtype=float)
 
 
-def breakdown(kernels: Iterable[Kernel], profile: DeviceProfile) -> CostBreakdown:
+def breakdown(kernels: Iterable[Kernel], profile: DeviceProfile, runtime_nodes: int = 0) -> CostBreakdown:
+    """`runtime_nodes`: ONNX Runtime's nodes of the student, for the onnxruntime model (its per-node cost
+    is part of the overhead)."""
     per_class = dict.fromkeys(KERNEL_CLASSES, 0.0)
-    overhead = 0.0
+    overhead = node_overhead_ms(runtime_nodes, profile)
     for cost in graph_cost(kernels, profile):
         per_class[kernel_class(cost.kind)] += max(cost.compute_ms, cost.memory_ms)
         overhead += cost.overhead_ms
@@ -210,6 +213,7 @@ def calibrated_profile(base: DeviceProfile, result: Fit, info: CalibrationInfo, 
     fitted = {
         "kernel_overhead_us": base.cost.kernel_overhead_us * m["overhead"],
         "parallel_overhead_us": base.cost.parallel_overhead_us * m["overhead"],
+        **({"node_overhead_us": base.cost.node_overhead_us * m["overhead"]} if base.cost.node_overhead_us else {}),
         **{f"{c}_scale": base.cost.scale(c) * m[c] for c in KERNEL_CLASSES},
     }
     cost = replace(base.cost, **{key: round(value, 6) for key, value in fitted.items()})  # type: ignore[arg-type]

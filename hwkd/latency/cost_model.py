@@ -18,6 +18,11 @@ are nothing like hwkd's) a kernel's compute is instead its FLOPs at the cores' p
 depthwise or grouped convolution at one vector load per vector FMA if that is slower (each input
 is reused only kernel-size times), and pooling, elementwise and layout kernels are memory-bound; memory and
 overheads as above, without fork/join (the library's pool is not hwkd's).
+With `cost_model.model: onnxruntime` (the runtime people ship ONNX files with) a kernel costs its
+roofline time alone, and the graph `node_overhead_us` for each node ONNX Runtime runs after its own
+graph optimizations (`hwkd.latency.onnxruntime_graph.runtime_nodes`): ONNX Runtime fuses less than
+TVM and dispatches every node to its thread pool, and on a 2-core AVX-512 VM that per-node cost,
+not its kernels' speed, was what ranked its fbnet students unlike hwkd's library.
 
 - time = scale * max(compute, memory) + `kernel_overhead_us` (+ `parallel_overhead_us` when it
   forks), where `scale` is the profile's multiplier for the kernel's class (`KERNEL_CLASSES`): 1
@@ -112,7 +117,7 @@ def kernel_cost(kernel: Kernel, profile: DeviceProfile) -> KernelCost:
     compute_s = 0.0
     forks = False
     busiest_threads = 1
-    if profile.cost.model == "roofline":
+    if profile.cost.model in ("roofline", "onnxruntime"):
         compute_s = roofline_compute_s(kernel, profile)
         busiest_threads = threads
     else:
@@ -131,6 +136,8 @@ def kernel_cost(kernel: Kernel, profile: DeviceProfile) -> KernelCost:
     memory_s = traffic / bandwidth
     scale = profile.cost.scale(kernel_class(kernel.features.kind))
     overhead_us = profile.cost.kernel_overhead_us + (profile.cost.parallel_overhead_us if forks else 0.0)
+    if profile.cost.model == "onnxruntime":
+        overhead_us = 0.0  # charged per node of ONNX Runtime's graph instead (`node_overhead_ms`)
     return KernelCost(
         name=kernel.name,
         kind=kernel.features.kind,
@@ -144,5 +151,12 @@ def graph_cost(kernels: Iterable[Kernel], profile: DeviceProfile) -> list[Kernel
     return [kernel_cost(k, profile) for k in kernels]
 
 
-def latency_ms(kernels: Iterable[Kernel], profile: DeviceProfile) -> float:
-    return sum(c.latency_ms for c in graph_cost(kernels, profile))
+def node_overhead_ms(runtime_nodes: int, profile: DeviceProfile) -> float:
+    """The per-node cost of the onnxruntime model for a graph of `runtime_nodes` nodes; 0 for the others."""
+    return runtime_nodes * profile.cost.node_overhead_us * 1e-3 if profile.cost.model == "onnxruntime" else 0.0
+
+
+def latency_ms(kernels: Iterable[Kernel], profile: DeviceProfile, runtime_nodes: int = 0) -> float:
+    """Modeled latency; `runtime_nodes`: the nodes ONNX Runtime runs of this student (the onnxruntime
+    model needs them; the others ignore them)."""
+    return sum(c.latency_ms for c in graph_cost(kernels, profile)) + node_overhead_ms(runtime_nodes, profile)

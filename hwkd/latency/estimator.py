@@ -10,6 +10,11 @@ legalized operators are cached inside the `Lowerer`; lowered students are also k
 (`hwkd.latency.lowered_cache`), so a model estimate of a student lowered before, in any process,
 compiles nothing.
 
+With the onnxruntime cost model (`cost_model.model: onnxruntime`) the estimate is of the student
+as ONNX Runtime runs the exported ONNX file: the nodes it runs are counted once per student (by
+ONNX Runtime itself, `hwkd.latency.onnxruntime_graph`) and kept beside the lowered students; such
+a profile is never measured with TVM, which would time another runtime.
+
 Every estimate says how far to trust it: `calibrated` (the profile was fitted to measurements of
 the board by `hwkd calibrate`) and `expected_error_pct` (that fit's leave-one-out median error;
 None for an uncalibrated profile, whose error nobody measured, and for a measured latency).
@@ -33,6 +38,7 @@ from hwkd.latency.lowered import LoweredGraph
 from hwkd.latency.lowered_cache import LoweredCache, graph_key
 from hwkd.latency.lowering import Lowerer, gc_paused
 from hwkd.latency.measure import Measurement, TimingPlan, measure_local, measure_rpc
+from hwkd.latency.onnxruntime_graph import runtime_nodes, student_onnx
 from hwkd.latency.relax_import import RelaxGraph, onnx_to_relax, torch_to_relax
 from hwkd.latency.tuning import TuningPlan, tune_student
 from hwkd.profiles import DeviceProfile
@@ -94,6 +100,9 @@ class Estimator:
                 f"device {profile.name} is calibrated to {calibration.runtime}, so TVM cannot measure what it "
                 f"predicts (use --latency-source model, or measure with --device {calibration.base_profile})"
             )
+        if latency_source == "measured" and profile.cost.model == "onnxruntime":
+            raise HwkdError(f"device {profile.name} models ONNX Runtime (cost_model.model: onnxruntime), so TVM "
+                            "cannot measure what it predicts (use --latency-source model)")
         if latency_source == "measured" and not profile.can_measure:
             raise HwkdError(
                 f"device {profile.name} cannot be measured: it has no rpc section and is not the host "
@@ -103,13 +112,15 @@ class Estimator:
             raise HwkdError("tuning needs --latency-source measured: it measures the kernels where the student runs")
         self.profile = profile
         self.tuning = tuning
-        self.measure = latency_source == "measured" or (latency_source == "auto" and profile.can_measure)
+        self.measure = latency_source == "measured" or (
+            latency_source == "auto" and profile.can_measure and profile.cost.model != "onnxruntime")
         self.timing = timing
         self.lowerer = Lowerer()
         self.disk_cache = disk_cache if disk_cache is not None else LoweredCache()
-        self._by_structure: dict[int, _GraphResult] = {}
+        self._by_structure: dict[tuple[int, int], _GraphResult] = {}
         self._by_arch: dict[tuple[str, str, tuple[int, ...], int], Estimate] = {}
         self._lowered: dict[str, LoweredGraph] = {}
+        self._nodes: dict[str, int] = {}
 
     def estimate_arch(
         self, space: SearchSpace, arch: str, input_shape: tuple[int, ...] | None = None, num_classes: int = 10
@@ -125,7 +136,8 @@ class Estimator:
             estimate = self._estimate(torch_to_relax(module, shape), arch=canonical)
         else:
             lowered = self.lowered_arch(space, canonical, shape, num_classes)
-            estimate = self._result_estimate(lowered, self._result(lowered), arch=canonical)
+            nodes = self.runtime_nodes_arch(space, canonical, shape, num_classes)
+            estimate = self._result_estimate(lowered, self._result(lowered, nodes=nodes), arch=canonical)
         self._by_arch[key] = estimate
         return estimate
 
@@ -136,7 +148,8 @@ class Estimator:
         so a search can cost many candidates before it chooses which to try."""
         canonical = space.parse(arch)
         lowered = self.lowered_arch(space, canonical, input_shape, num_classes)
-        result = _GraphResult(lowered, model_latency_ms(lowered.kernels, self.profile), None)
+        nodes = self.runtime_nodes_arch(space, canonical, input_shape, num_classes)
+        result = _GraphResult(lowered, model_latency_ms(lowered.kernels, self.profile, nodes), None)
         return self._result_estimate(lowered, result, arch=canonical)
 
     def lowered_arch(
@@ -147,6 +160,35 @@ class Estimator:
         shape = tuple(input_shape or space.default_input_shape)
         key = graph_key("arch", _file_digest(space.origin), space.name, canonical, shape, num_classes)
         return self._lowered_by_key(key, lambda: torch_to_relax(space.build(canonical, num_classes, shape), shape))
+
+    def runtime_nodes_arch(self, space: SearchSpace, arch: str, input_shape: tuple[int, ...] | None = None,
+                           num_classes: int = 10) -> int:
+        """Nodes ONNX Runtime runs of the student, for the onnxruntime cost model (0 for the others)."""
+        if self.profile.cost.model != "onnxruntime":
+            return 0
+        canonical = space.parse(arch)
+        shape = tuple(input_shape or space.default_input_shape)
+        key = graph_key("arch", _file_digest(space.origin), space.name, canonical, shape, num_classes)
+        return self._nodes_by_key(key, lambda: student_onnx(space.build(canonical, num_classes, shape), shape))
+
+    def runtime_nodes_onnx(self, path: str | os.PathLike[str]) -> int:
+        if self.profile.cost.model != "onnxruntime":
+            return 0
+        return self._nodes_by_key(graph_key("onnx", _file_digest(str(path))), lambda: Path(path).read_bytes())
+
+    def _nodes_by_key(self, key: str, make_onnx: Any) -> int:
+        import onnxruntime
+
+        blocked = _is_x86(self.profile)
+        key = graph_key(key, "onnxruntime", onnxruntime.__version__, "nchwc" if blocked else "plain")
+        nodes = self._nodes.get(key)
+        if nodes is None:
+            nodes = self.disk_cache.get_count(key)
+            if nodes is None:
+                nodes = runtime_nodes(make_onnx(), blocked_layout=blocked)
+                self.disk_cache.put_count(key, nodes)
+            self._nodes[key] = nodes
+        return nodes
 
     def lowered_onnx(self, path: str | os.PathLike[str], input_shape: tuple[int, ...] | None = None) -> LoweredGraph:
         key = graph_key("onnx", _file_digest(str(path)), input_shape)
@@ -162,26 +204,32 @@ class Estimator:
         return lowered
 
     def estimate_module(self, module: nn.Module, input_shape: tuple[int, ...], label: str | None = None) -> Estimate:
-        return self._estimate(torch_to_relax(module, tuple(input_shape)), arch=label)
+        nodes = 0
+        if self.profile.cost.model == "onnxruntime":
+            nodes = runtime_nodes(student_onnx(module, tuple(input_shape)), blocked_layout=_is_x86(self.profile))
+        return self._estimate(torch_to_relax(module, tuple(input_shape)), arch=label, nodes=nodes)
 
     def estimate_onnx(self, path: str | os.PathLike[str], input_shape: tuple[int, ...] | None = None) -> Estimate:
         if self.measure:
             return self._estimate(onnx_to_relax(path, input_shape), onnx=str(path))
         lowered = self.lowered_onnx(path, input_shape)
-        return self._result_estimate(lowered, self._result(lowered), onnx=str(path))
+        nodes = self.runtime_nodes_onnx(path)
+        return self._result_estimate(lowered, self._result(lowered, nodes=nodes), onnx=str(path))
 
     def lower(self, graph: RelaxGraph) -> LoweredGraph:
         return self.lowerer.lower(graph)
 
-    def _estimate(self, graph: RelaxGraph, arch: str | None = None, onnx: str | None = None) -> Estimate:
+    def _estimate(self, graph: RelaxGraph, arch: str | None = None, onnx: str | None = None,
+                  nodes: int = 0) -> Estimate:
         lowered = self.lowerer.lower(graph)
-        return self._result_estimate(lowered, self._result(lowered, graph), arch=arch, onnx=onnx)
+        return self._result_estimate(lowered, self._result(lowered, graph, nodes), arch=arch, onnx=onnx)
 
-    def _result(self, lowered: LoweredGraph, graph: RelaxGraph | None = None) -> _GraphResult:
-        """Cost (and with a graph to compile, measure) a lowered student once per structure."""
-        result = self._by_structure.get(lowered.structure_hash)
+    def _result(self, lowered: LoweredGraph, graph: RelaxGraph | None = None, nodes: int = 0) -> _GraphResult:
+        """Cost (and with a graph to compile, measure) a lowered student once per structure;
+        `nodes`: ONNX Runtime's, for the onnxruntime model."""
+        result = self._by_structure.get((lowered.structure_hash, nodes))
         if result is None:
-            model_ms = model_latency_ms(lowered.kernels, self.profile)
+            model_ms = model_latency_ms(lowered.kernels, self.profile, nodes)
             measurement, tuned = None, None
             if self.measure and graph is not None:
                 schedules = None
@@ -194,7 +242,7 @@ class Estimator:
                     measurement = measure(lowered, graph.params, graph.input_shape, self.profile, self.timing,
                                           schedules)
             result = _GraphResult(lowered, model_ms, measurement, tuned)
-            self._by_structure[lowered.structure_hash] = result
+            self._by_structure[lowered.structure_hash, nodes] = result
         return result
 
     def _result_estimate(self, lowered: LoweredGraph, result: _GraphResult, arch: str | None = None,
@@ -218,6 +266,13 @@ class Estimator:
             expected_error_pct=None if measured else self.profile.expected_error_pct,
             tuned_kernels=result.tuned_kernels,
         )
+
+
+def _is_x86(profile: DeviceProfile) -> bool:
+    """Whether the profile's board is x86, where ONNX Runtime runs convolutions in its blocked layout."""
+    triple = str(profile.target.get("mtriple", ""))
+    machine = triple.split("-")[0] if triple else os.uname().machine
+    return machine in ("x86_64", "amd64", "i686", "i386")
 
 
 @functools.lru_cache(maxsize=64)

@@ -51,6 +51,7 @@ class LoweredCache:
                 db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("CREATE TABLE IF NOT EXISTS graphs (key TEXT PRIMARY KEY, record TEXT NOT NULL)")
+                db.execute("CREATE TABLE IF NOT EXISTS counts (key TEXT PRIMARY KEY, count INTEGER NOT NULL)")
                 self._db = db
             except sqlite3.Error as exc:  # a read-only or full disk: work on without the cache
                 log.warning("lowered-student cache %s unusable (%s); students are lowered anew", self.path, exc)
@@ -77,6 +78,28 @@ class LoweredCache:
             return
         try:
             db.execute("INSERT OR REPLACE INTO graphs VALUES (?, ?)", (key, json.dumps(_to_json(lowered))))
+        except sqlite3.Error as exc:
+            log.warning("lowered-student cache %s not written (%s)", self.path, exc)
+
+
+    def get_count(self, key: str) -> int | None:
+        """A count kept beside the graphs (the nodes ONNX Runtime runs of a student), or None."""
+        db = self._connect()
+        if db is None:
+            return None
+        try:
+            row = db.execute("SELECT count FROM counts WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            log.warning("lowered-student cache %s unreadable (%s)", self.path, exc)
+            return None
+        return int(row[0]) if row else None
+
+    def put_count(self, key: str, count: int) -> None:
+        db = self._connect()
+        if db is None:
+            return
+        try:
+            db.execute("INSERT OR REPLACE INTO counts VALUES (?, ?)", (key, count))
         except sqlite3.Error as exc:
             log.warning("lowered-student cache %s not written (%s)", self.path, exc)
 

@@ -75,3 +75,17 @@ def test_roofline_model_of_a_vendor_library_by_hand() -> None:
     cost = kernel_cost(relu, rpi4)  # memory-bound: 8 MB over DRAM at 12.8 GB/s x 0.5
     assert cost.compute_ms == 0 and cost.memory_ms == pytest.approx(8e6 / 6.4e9 * 1e3)
     assert cost.overhead_ms == pytest.approx(0.004)  # the call, no fork/join of hwkd's pool
+
+
+def test_onnxruntime_model_by_hand() -> None:
+    """The roofline of every kernel without hwkd's call overheads, plus a fixed cost per node ONNX Runtime runs."""
+    rpi4 = load_profile("rpi4")
+    ort = replace(rpi4, cost=replace(rpi4.cost, model="onnxruntime", node_overhead_us=5.0))
+    roofline = replace(rpi4, cost=replace(rpi4.cost, model="roofline"))
+    gemm = Kernel("pw", KernelFeatures("pointwise_conv", flops=2 * 48_000_000, strategy="-", bodies=()), 1000, 1000)
+    relu = Kernel("relu", KernelFeatures("elementwise", flops=10**6, strategy="-", bodies=()), 4_000_000, 4_000_000)
+    work_ms = 48e6 / (4 * 1.5e9 * 4) * 1e3 + 8e6 / 6.4e9 * 1e3  # the FMA-bound GEMM, the DRAM-bound ReLU
+    assert latency_ms([gemm, relu], ort) == pytest.approx(work_ms)  # no node: no per-call cost at all
+    assert latency_ms([gemm, relu], ort, runtime_nodes=40) == pytest.approx(work_ms + 40 * 0.005)
+    assert latency_ms([gemm, relu], roofline) == pytest.approx(work_ms + 2 * 0.004)  # hwkd's calls instead
+    assert latency_ms([gemm, relu], roofline, runtime_nodes=40) == latency_ms([gemm, relu], roofline)  # ignored

@@ -135,3 +135,34 @@ def test_a_student_lowered_before_is_re_costed_from_disk_without_tvm(tmp_path) -
 def test_an_uncalibrated_profile_says_its_error_is_unknown() -> None:
     estimate = Estimator(load_profile("rpi4")).estimate_arch(load_space("nb201"), SMALL)
     assert estimate.calibrated is False and estimate.expected_error_pct is None
+
+
+def test_the_onnxruntime_model_costs_the_nodes_onnxruntime_runs(tmp_path, monkeypatch) -> None:
+    from dataclasses import replace
+
+    from hwkd.latency.cost_model import latency_ms
+    from hwkd.latency.onnxruntime_graph import runtime_nodes, student_onnx
+
+    rpi4 = load_profile("rpi4")
+    ort = replace(rpi4, cost=replace(rpi4.cost, model="onnxruntime", node_overhead_us=10.0))
+    space = load_space("fbnet")
+    arch = "3" * 22
+    estimator = Estimator(ort, disk_cache=LoweredCache(tmp_path))
+    estimate = estimator.estimate_arch(space, arch)
+    # rpi4 is an ARM board: its ONNX Runtime has no blocked layout, so no reorder nodes are counted
+    nodes = runtime_nodes(student_onnx(space.build(arch, 10), space.default_input_shape), blocked_layout=False)
+    assert nodes > 22  # a node or more per block, plus the stem and the head
+    kernels = estimator.lowered_arch(space, arch).kernels
+    assert estimate.source == "model"
+    assert estimate.latency_ms == pytest.approx(latency_ms(kernels, ort, nodes), abs=1e-4)
+    assert estimate.latency_ms == pytest.approx(latency_ms(kernels, ort) + nodes * 0.010, abs=1e-4)
+    assert estimator.model_estimate(space, arch).latency_ms == estimate.latency_ms
+    # a new process exports and counts nothing again: the count is kept beside the lowered students
+    import hwkd.latency.estimator as estimator_module
+
+    monkeypatch.setattr(estimator_module, "runtime_nodes", lambda *a, **k: pytest.fail("counted again"))
+    assert Estimator(ort, disk_cache=LoweredCache(tmp_path)).runtime_nodes_arch(space, arch) == nodes
+    # ONNX Runtime is what the profile predicts: TVM never measures it
+    with pytest.raises(HwkdError, match="models ONNX Runtime .* so TVM cannot measure what it predicts"):
+        Estimator(replace(load_profile("host"), cost=ort.cost), "measured")
+    assert Estimator(replace(load_profile("host"), cost=ort.cost)).measure is False
