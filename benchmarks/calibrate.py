@@ -4,7 +4,8 @@ For `nb201`, `fbnet` and `mbconv-small`, N random students per space are measure
 runtimes on the same graphs and threads: hwkd's TVM library (the `host` profile's measurement)
 and ONNX Runtime (the file `hwkd export` writes). Then, per space and runtime, it prints:
 
-- the uncalibrated `host` cost model: Spearman and median absolute error against all students;
+- the uncalibrated `host` cost model (for ONNX Runtime its onnxruntime model): Spearman and median
+  absolute error against all students;
 - the model calibrated from `--fit` students (picked as `hwkd calibrate --measure` picks them:
   spread over the model's latency range), scored on the others;
 - MACs with a least-squares affine fit on the same students, the baseline to beat.
@@ -159,10 +160,14 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
 
     schedule = load_profile("host")
     roofline = replace(schedule, cost=replace(schedule.cost, model="roofline"))
-    # both runtimes by hwkd's schedule model, as `hwkd calibrate` fits them by default (the roofline's
-    # ranking is printed beside it)
-    models = {"tvm": schedule, "ort": schedule}
+    onnxruntime = replace(schedule, cost=replace(schedule.cost, model="onnxruntime"))
+    if not schedule.cost.node_overhead_us:
+        sys.exit("the host profile has no cost_model.node_overhead_us (benchmarks/overheads.py --onnxruntime)")
+    # each runtime by its own model: hwkd's library by the schedule model, ONNX Runtime by the
+    # onnxruntime model (the others' rankings are printed beside them)
+    models = {"tvm": schedule, "ort": onnxruntime}
     estimator = Estimator(schedule, "model")
+    counting = Estimator(onnxruntime, "model")  # ONNX Runtime's nodes of each student
     table = []
     both = []
     noise = []
@@ -175,15 +180,16 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
             if len(mine) <= fit_count + 2:
                 continue
             lowered = [estimator.lowered_arch(space, r["arch"]) for r in mine]
+            nodes = [counting.runtime_nodes_arch(space, r["arch"]) for r in mine]
             host = models[runtime]
-            parts = [breakdown(low.kernels, host) for low in lowered]
+            parts = [breakdown(low.kernels, host, n) for low, n in zip(lowered, nodes)]
             model = [p.total_ms for p in parts]
             macs = np.array([float(low.macs) for low in lowered])
             picks = spread_picks(model, fit_count)
             rest = [i for i in range(len(mine)) if i not in picks]
             y = [float(r["latency_ms"]) for r in mine]
-            both.append((name, runtime, *(spearman([latency_ms(low.kernels, m) for low in lowered], y)
-                                          for m in (schedule, roofline))))
+            both.append((name, runtime, *(spearman([latency_ms(low.kernels, m, n) for low, n in zip(lowered, nodes)], y)
+                                          for m in (schedule, roofline, onnxruntime))))
             noise.append((name, runtime, statistics.median(float(r["pass_spread_pct"]) for r in mine)))
             measured_by[name, runtime] = {r["arch"]: float(r["latency_ms"]) for r in mine}
             ceiling.append((name, runtime, best_weighting_spearman(parts, y)))
@@ -198,7 +204,8 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
                           spearman(by_macs, held), median_abs_error_pct(by_macs, held),
                           spearman(list(macs), y), result))
     print(f"\n## Cost model against two runtimes on this machine (host profile, {schedule.runtime.threads} threads; "
-          "both by the schedule model)\n")
+          "hwkd's TVM library by the schedule model, ONNX Runtime by the onnxruntime model, "
+          f"{schedule.cost.node_overhead_us:g} us per node)\n")
     print(f"Calibrated: fitted on {fit_count} students spread over the model's latency range, scored on the rest. "
           f"MACs baseline: least-squares affine fit on the same {fit_count}.\n")
     print("| space | runtime | students | scored | uncalibrated Spearman | uncalibrated median error | "
@@ -215,11 +222,11 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
         name, runtime, _, _, s0, _, _, e1, _, e2 = row[:10]
         print(f"| {name} | {runtime} | {'met' if s0 >= 0.95 else 'NOT met'} | {'met' if e1 <= 5 else 'NOT met'} | "
               f"{'met' if e1 < e2 else 'NOT met'} |")
-    print("\nUncalibrated Spearman of both cost models against both runtimes:\n")
-    print("| space | runtime | schedule model | roofline model |")
-    print("|---|---|---:|---:|")
-    for name, runtime, s_schedule, s_roofline in both:
-        print(f"| {name} | {runtime} | {s_schedule:.3f} | {s_roofline:.3f} |")
+    print("\nUncalibrated Spearman of the three cost models against both runtimes:\n")
+    print("| space | runtime | schedule model | roofline model | onnxruntime model |")
+    print("|---|---|---:|---:|---:|")
+    for name, runtime, s_schedule, s_roofline, s_ort in both:
+        print(f"| {name} | {runtime} | {s_schedule:.3f} | {s_roofline:.3f} | {s_ort:.3f} |")
     print("\nMeasurement noise: median over students of (slowest - fastest pass) / fastest pass:\n")
     print("| space | runtime | pass spread |")
     print("|---|---|---:|")
@@ -282,6 +289,7 @@ def main() -> None:
     parser.add_argument("--out", default="calibrate-measurements", help="prefix of the measurement CSVs "
                         "(PREFIX-tvm.csv, PREFIX-ort.csv), reused when present")
     parser.add_argument("--spaces", default=",".join(SPACES), help="comma-separated (default: all three)")
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated (default: both)")
     parser.add_argument("--collect", choices=RUNTIMES, help=argparse.SUPPRESS)  # one runtime, in a child process
     args = parser.parse_args()
     spaces = tuple(name.strip() for name in args.spaces.split(",") if name.strip())
@@ -292,8 +300,11 @@ def main() -> None:
         collect(args.collect, Path(f"{args.out}-{args.collect}.csv"), args.students, args.seed, args.passes,
                 args.threads, spaces)
         return
-    measured = {}
-    for runtime in RUNTIMES:
+    runtimes = [name.strip() for name in args.runtimes.split(",") if name.strip()]
+    if any(name not in RUNTIMES for name in runtimes):
+        parser.error(f"--runtimes {args.runtimes}: choose from {', '.join(RUNTIMES)}")
+    measured: dict[str, list[dict[str, str]]] = dict.fromkeys(RUNTIMES, [])
+    for runtime in runtimes:
         path = Path(f"{args.out}-{runtime}.csv")
         if not path.exists():
             # each runtime in its own process: one runtime's thread pool never competes with the other's

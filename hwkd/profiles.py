@@ -138,7 +138,8 @@ class DeviceProfile:
 
     @property
     def can_measure(self) -> bool:
-        return self.measure_local or self.rpc is not None
+        """Whether TVM can time what this profile predicts: a board it reaches, and not ONNX Runtime's latency."""
+        return (self.measure_local or self.rpc is not None) and self.cost.model != "onnxruntime"
 
     def tvm_target(self) -> Any:
         import tvm
@@ -163,7 +164,7 @@ class DeviceProfile:
             "peak_gflops": round(self.cpu.peak_gflops_per_core * self.runtime.threads, 2),
             "threads": self.runtime.threads,
             "dram_bandwidth_gb_s": self.memory.bandwidth_gb_s,
-            "measures": "local" if self.measure_local else ("rpc" if self.rpc else "model only"),
+            "measures": ("model only" if not self.can_measure else "local" if self.measure_local else "rpc"),
             "calibrated": self.calibration is not None,
             "expected_error_pct": self.expected_error_pct,
             "calibration": asdict(self.calibration) if self.calibration else None,

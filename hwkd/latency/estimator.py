@@ -112,8 +112,7 @@ class Estimator:
             raise HwkdError("tuning needs --latency-source measured: it measures the kernels where the student runs")
         self.profile = profile
         self.tuning = tuning
-        self.measure = latency_source == "measured" or (
-            latency_source == "auto" and profile.can_measure and profile.cost.model != "onnxruntime")
+        self.measure = latency_source == "measured" or (latency_source == "auto" and profile.can_measure)
         self.timing = timing
         self.lowerer = Lowerer()
         self.disk_cache = disk_cache if disk_cache is not None else LoweredCache()
