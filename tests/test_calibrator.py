@@ -95,7 +95,7 @@ def test_onnx_measurements_relative_to_the_csv(tmp_path, capsys) -> None:
     profile = load_profile(out)
     assert profile.calibration.measurements == 3 and profile.calibration.runtime == "onnxruntime"
     assert profile.calibration.base_profile == "rpi5"
-    assert profile.cost.model == "schedule"  # hwkd's kernels model ONNX Runtime best (benchmarks/calibrate.py)
+    assert profile.cost.model == "schedule"  # rpi5 does not know ONNX Runtime's cost per node
     assert main(argv + ["--runtime", "onnxruntime", "--cost-model", "roofline", "--force"]) == 0
     assert load_profile(out).cost.model == "roofline"
     err = _fails(["estimate", "--device", str(out), "--space", SPACE, "--arch", NEW, "--latency-source", "measured"],
@@ -180,25 +180,33 @@ def test_a_calibrated_profile_reads_back_as_yaml_data(board_twice_as_slow, tmp_p
 
 def test_calibrating_the_onnxruntime_model_scales_its_cost_per_node(tmp_path, capsys) -> None:
     raw = yaml.safe_load(Path(load_profile("rpi4").path).read_text())
-    raw["cost_model"].update(model="onnxruntime", node_overhead_us=20.0)
+    raw["cost_model"]["node_overhead_us"] = 20.0  # the model stays the schedule model: ONNX Runtime's is chosen
     raw["sources"]["cost_model.node_overhead_us"] = "a test's board"
     board_path = tmp_path / "ort-board.yaml"
     board_path.write_text(yaml.safe_dump(raw))
-    board = Estimator(load_profile(board_path), "model")
+    plain = load_profile(board_path)
+    assert plain.cost.model == "schedule"
+    from dataclasses import replace
+
+    board = Estimator(replace(plain, cost=replace(plain.cost, model="onnxruntime")), "model")
     space = load_space(SPACE)
     rows = ["arch,latency_ms"] + [f'"{a}",{1.5 * board.estimate_arch(space, a).latency_ms:.5f}' for a in archs(6)]
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "cal.yaml"
     argv = ["calibrate", "--device", str(board_path), "--space", SPACE, "--measurements", str(tmp_path / "m.csv"),
             "--runtime", "onnxruntime", "--out", str(out)]
-    assert main(argv) == 0
+    assert main(argv) == 0  # measurements of ONNX Runtime fit the onnxruntime model by default
     fitted = load_profile(out)
     assert fitted.cost.model == "onnxruntime" and fitted.cost.node_overhead_us == pytest.approx(30.0, rel=0.02)
     assert fitted.sources["cost_model.node_overhead_us"].startswith("fitted: hwkd calibrate")
     new = Estimator(fitted, "model").estimate_arch(space, NEW).latency_ms
     assert new == pytest.approx(1.5 * board.estimate_arch(space, NEW).latency_ms, rel=0.02)
+    # measurements of another runtime fit the profile's own model
+    assert main(argv[:-3] + ["tvm", "--out", str(tmp_path / "tvm.yaml")]) == 0
+    assert load_profile(tmp_path / "tvm.yaml").cost.model == "schedule"
     # a profile that does not know ONNX Runtime's cost per node, and TVM measurements, are refused
     assert "rpi4 has no cost_model.node_overhead_us" in _fails(
         argv[:2] + ["rpi4"] + argv[3:] + ["--cost-model", "onnxruntime", "--force"], capsys)
     assert "--measure times hwkd's TVM library" in _fails(
-        ["calibrate", "--device", str(board_path), "--measure", "3", "--out", str(tmp_path / "x.yaml")], capsys)
+        ["calibrate", "--device", str(board_path), "--measure", "3", "--cost-model", "onnxruntime",
+         "--out", str(tmp_path / "x.yaml")], capsys)
