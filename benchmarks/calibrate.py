@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -151,7 +152,7 @@ def collect(runtime: str, path: Path, students: int, seed: int, passes: int, thr
 
 
 def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tuple[str, ...] = SPACES) -> None:
-    from hwkd.latency.calibration import breakdown, fit, median_abs_error_pct, spread_picks
+    from hwkd.latency.calibration import breakdown, median_abs_error_pct
     from hwkd.latency.estimator import Estimator
     from hwkd.profiles import load_profile
     from hwkd.spaces import load_space
@@ -180,27 +181,22 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
                 continue
             lowered = [estimator.lowered_arch(space, r["arch"]) for r in mine]
             nodes = [counting.runtime_nodes_arch(space, r["arch"]) for r in mine]
-            host = models[runtime]
-            parts = [breakdown(low.kernels, host, n) for low, n in zip(lowered, nodes)]
-            model = [p.total_ms for p in parts]
-            macs = np.array([float(low.macs) for low in lowered])
-            picks = spread_picks(model, fit_count)
-            rest = [i for i in range(len(mine)) if i not in picks]
             y = [float(r["latency_ms"]) for r in mine]
-            picks_of = {}
+            fits = {}  # each model: its parts, the picks it is fitted on, the held-out rest, the fit
             for m in (schedule, roofline, onnxruntime):
                 m_parts = [breakdown(low.kernels, m, n) for low, n in zip(lowered, nodes)]
-                m_model = [p.total_ms for p in m_parts]
-                m_picks = spread_picks(m_model, fit_count)
-                m_rest = [i for i in range(len(y)) if i not in m_picks]
-                m_fit = fit([m_parts[i] for i in m_picks], [y[i] for i in m_picks])
-                picks_of[m.cost.model] = (spearman(m_model, y), median_abs_error_pct(
-                    [m_fit.predict_ms(m_parts[i]) for i in m_rest], [y[i] for i in m_rest]))
-            both.append((name, runtime, picks_of))
+                fits[m.cost.model] = (m_parts, *fitted_split(m_parts, y, fit_count))
+            both.append((name, runtime, {
+                model_name: (spearman([p.total_ms for p in m_parts], y),
+                             median_abs_error_pct([m_fit.predict_ms(m_parts[i]) for i in m_rest],
+                                                  [y[i] for i in m_rest]))
+                for model_name, (m_parts, _, m_rest, m_fit) in fits.items()}))
+            parts, picks, rest, result = fits[models[runtime].cost.model]
+            model = [p.total_ms for p in parts]
+            macs = np.array([float(low.macs) for low in lowered])
             noise.append((name, runtime, statistics.median(float(r["pass_spread_pct"]) for r in mine)))
             measured_by[name, runtime] = {r["arch"]: float(r["latency_ms"]) for r in mine}
             ceiling.append((name, runtime, best_weighting_spearman(parts, y)))
-            result = fit([parts[i] for i in picks], [y[i] for i in picks])
             calibrated = [result.predict_ms(parts[i]) for i in rest]
             a, b = np.polyfit(macs[picks], np.array(y)[picks], 1)
             by_macs = [a * macs[i] + b for i in rest]
@@ -263,6 +259,16 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
         result = row[-1]
         print(f"| {row[0]} | {row[1]} | " + " | ".join(f"{result.multipliers[p]:.2f}" for p in PARAMS)
               + f" | {result.ridge:g} | {result.loo_median_abs_error_pct:.1f} % |")
+
+
+def fitted_split(parts: list, measured_ms: list[float], fit_count: int) -> tuple[list[int], list[int], Any]:
+    """(picks, rest, fit): the calibration the benchmark scores, fitted on `fit_count` students spread
+    over the modeled range (as `hwkd calibrate --measure` picks them), the rest held out."""
+    from hwkd.latency.calibration import fit, spread_picks
+
+    picks = spread_picks([p.total_ms for p in parts], fit_count)
+    rest = [i for i in range(len(measured_ms)) if i not in picks]
+    return picks, rest, fit([parts[i] for i in picks], [measured_ms[i] for i in picks])
 
 
 def best_weighting_spearman(parts: list, measured_ms: list[float]) -> float:
