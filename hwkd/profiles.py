@@ -76,9 +76,9 @@ class CostConstants:
     parallel_overhead_us: float  # fork/join of the thread pool for one parallel kernel
     # Multipliers of the modeled time of each kernel class (see hwkd.latency.cost_model.KERNEL_CLASSES):
     # 1 from datasheets alone; `hwkd calibrate` fits them to measurements of the board.
-    # "schedule" models hwkd's own TVM library loop by loop (and fitted best to ONNX Runtime too, see
-    # hwkd.calibrator); "roofline" models any library by each kernel's work against the peaks;
-    # "onnxruntime" is the roofline plus `node_overhead_us` per node ONNX Runtime runs.
+    # "schedule" models hwkd's own TVM library loop by loop; "roofline" models any library by each
+    # kernel's work against the peaks; "onnxruntime" is the roofline plus `node_overhead_us` per node
+    # ONNX Runtime runs (what hwkd.calibrator fits to measurements of ONNX Runtime where it can).
     model: str = "schedule"
     dense_conv_scale: float = 1.0
     pointwise_conv_scale: float = 1.0

@@ -155,9 +155,7 @@ class Estimator:
         self, space: SearchSpace, arch: str, input_shape: tuple[int, ...] | None = None, num_classes: int = 10
     ) -> LoweredGraph:
         """The student's kernels, from memory, the disk cache, or TVM (then cached in both)."""
-        canonical = space.parse(arch)
-        shape = tuple(input_shape or space.default_input_shape)
-        key = graph_key("arch", _file_digest(space.origin), space.name, canonical, shape, num_classes)
+        key, canonical, shape = _arch_key(space, arch, input_shape, num_classes)
         return self._lowered_by_key(key, lambda: torch_to_relax(space.build(canonical, num_classes, shape), shape))
 
     def runtime_nodes_arch(self, space: SearchSpace, arch: str, input_shape: tuple[int, ...] | None = None,
@@ -165,9 +163,7 @@ class Estimator:
         """Nodes ONNX Runtime runs of the student, for the onnxruntime cost model (0 for the others)."""
         if self.profile.cost.model != "onnxruntime":
             return 0
-        canonical = space.parse(arch)
-        shape = tuple(input_shape or space.default_input_shape)
-        key = graph_key("arch", _file_digest(space.origin), space.name, canonical, shape, num_classes)
+        key, canonical, shape = _arch_key(space, arch, input_shape, num_classes)
         return self._nodes_by_key(key, lambda: student_onnx(space.build(canonical, num_classes, shape), shape))
 
     def runtime_nodes_onnx(self, path: str | os.PathLike[str]) -> int:
@@ -265,6 +261,15 @@ class Estimator:
             expected_error_pct=None if measured else self.profile.expected_error_pct,
             tuned_kernels=result.tuned_kernels,
         )
+
+
+def _arch_key(space: SearchSpace, arch: str, input_shape: tuple[int, ...] | None,
+              num_classes: int) -> tuple[str, str, tuple[int, ...]]:
+    """(cache key, canonical id, input shape) of a student of `space`: what its lowering and its node
+    count are kept under."""
+    canonical = space.parse(arch)
+    shape = tuple(input_shape or space.default_input_shape)
+    return graph_key("arch", _file_digest(space.origin), space.name, canonical, shape, num_classes), canonical, shape
 
 
 def _is_x86(profile: DeviceProfile) -> bool:

@@ -81,7 +81,6 @@ class LoweredCache:
         except sqlite3.Error as exc:
             log.warning("lowered-student cache %s not written (%s)", self.path, exc)
 
-
     def get_count(self, key: str) -> int | None:
         """A count kept beside the graphs (the nodes ONNX Runtime runs of a student), or None."""
         db = self._connect()
