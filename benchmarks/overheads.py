@@ -1,12 +1,13 @@
 """Benchmark of the per-kernel overheads the cost model adds: a TVM Relax VM call, and a thread-pool fork/join.
 
 The `host` profile's `cost_model.kernel_overhead_us` and `parallel_overhead_us` come from this script.
-It also times ONNX Runtime's cost per node (`--onnxruntime`): chains of `--kernels` tiny nodes (an
-elementwise Add; a 1x1 convolution over 8 channels of a 4x4 image), minus a chain of 8, per node.
 It compiles two Relax functions that chain `--kernels` tiny kernels (64 floats each, too little work
 to measure anything but the call): in one every kernel's loop is serial, in the other parallel over
 the thread pool. The VM runs each whole chain with TVM's time evaluator; per kernel, the serial chain
-is the call overhead and the difference is the fork/join. Run it with nothing else on the machine.
+is the call overhead and the difference is the fork/join. With `--onnxruntime` it also times ONNX
+Runtime's cost per node (`cost_model.node_overhead_us`): chains of `--kernels` tiny nodes (an
+elementwise Add; a 1x1 convolution over 8 channels of a 4x4 image) minus a chain of 8, per node.
+Run it with nothing else on the machine.
 
     python benchmarks/overheads.py [--kernels 64] [--threads N] [--rounds 3] [--onnxruntime]
 """
@@ -76,6 +77,8 @@ def onnxruntime_us_per_node(op: str, nodes: int, threads: int) -> float:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
+    from hwkd.latency.onnxruntime_graph import ONNX_OPSET
+
     shape = [1, 8, 4, 4]
     initializers = [numpy_helper.from_array(np.full((8, 8, 1, 1), 0.1, np.float32), "w") if op == "Conv"
                     else numpy_helper.from_array(np.full(shape, 0.1, np.float32), "c")]
@@ -83,13 +86,13 @@ def onnxruntime_us_per_node(op: str, nodes: int, threads: int) -> float:
                    else helper.make_node("Add", [f"y{k}", "c"], [f"y{k + 1}"]) for k in range(nodes)]
     graph = helper.make_graph(graph_nodes, "chain", [helper.make_tensor_value_info("y0", TensorProto.FLOAT, shape)],
                               [helper.make_tensor_value_info(f"y{nodes}", TensorProto.FLOAT, shape)], initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
+    onnx.checker.check_model(model)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     feed = {"y0": np.zeros(shape, np.float32)}
-    onnx.checker.check_model(model)
     for _ in range(20):
         session.run(None, feed)
     runs = []
