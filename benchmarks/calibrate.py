@@ -56,14 +56,9 @@ class OrtRunner:
     """One student as ONNX Runtime runs the file `hwkd export` writes (a session per timing pass)."""
 
     def __init__(self, module: object, input_shape: tuple[int, ...], threads: int) -> None:
-        import io
+        from hwkd.latency.onnxruntime_graph import student_onnx
 
-        import torch
-
-        buffer = io.BytesIO()
-        torch.onnx.export(module, (torch.zeros(input_shape),), buffer, input_names=["input"],
-                          output_names=["logits"], opset_version=17, dynamo=False)
-        self.model = buffer.getvalue()
+        self.model = student_onnx(module, input_shape)  # type: ignore[arg-type]
         self.x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
         self.threads = threads
 

@@ -5,9 +5,14 @@ It compiles two Relax functions that chain `--kernels` tiny kernels (64 floats e
 to measure anything but the call): in one every kernel's loop is serial, in the other parallel over
 the thread pool. The VM runs each whole chain with TVM's time evaluator; per kernel, the serial chain
 is the call overhead and the difference is the fork/join. With `--onnxruntime` it also times ONNX
-Runtime's cost per node (`cost_model.node_overhead_us`): chains of `--kernels` tiny nodes (an
-elementwise Add; a 1x1 convolution over 8 channels of a 4x4 image) minus a chain of 8, per node.
-Run it with nothing else on the machine.
+Runtime's cost per node: chains of `--kernels` tiny nodes (an elementwise Add; a 1x1 convolution over
+8 channels of a 4x4 image) minus a chain of 8, per node; and chains of convolutions at the sizes of
+students' layers (pointwise and depthwise, 8-192 channels, 8x8-32x32 images, each followed by a
+ReLU as in a student), whose time per node is fitted as `a + s * roofline`, `roofline` being the
+onnxruntime cost model's time of that node's kernel: `a` is the per-node cost at student sizes
+(`cost_model.node_overhead_us`: a tiny node does not reach ONNX Runtime's thread pool, a student's
+does) and `s` how far the roofline is from ONNX Runtime's kernels. Run it with nothing else on the
+machine.
 
     python benchmarks/overheads.py [--kernels 64] [--threads N] [--rounds 3] [--onnxruntime]
 """
@@ -105,6 +110,102 @@ def onnxruntime_us_per_node(op: str, nodes: int, threads: int) -> float:
     return min(runs) * 1e6
 
 
+# (kind, channels, image side, kernel size): the layers of fbnet, mbconv-small and nb201 students
+STUDENT_LAYERS = (
+    ("pointwise", 16, 32, 1), ("pointwise", 32, 32, 1), ("pointwise", 32, 16, 1), ("pointwise", 96, 16, 1),
+    ("pointwise", 192, 16, 1), ("pointwise", 64, 8, 1), ("pointwise", 192, 8, 1),
+    ("depthwise", 32, 32, 3), ("depthwise", 96, 16, 3), ("depthwise", 192, 16, 5), ("depthwise", 64, 8, 3),
+    ("depthwise", 192, 8, 5), ("dense", 16, 32, 3), ("dense", 32, 16, 3), ("dense", 64, 8, 3),
+)
+
+
+def layer_chain(kind: str, channels: int, side: int, kernel: int, nodes: int) -> object:
+    """`nodes` convolutions (each with a ReLU, which both runtimes fuse into it) of one student layer's shape."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    groups = channels if kind == "depthwise" else 1
+    return nn.Sequential(*(m for _ in range(nodes) for m in (
+        nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=groups), nn.ReLU()))).eval()
+
+
+def time_onnx_ms(model: bytes, shape: tuple[int, ...], threads: int) -> float:
+    """The fastest of 7 runs of at least 50 ms of an ONNX file, all graph optimizations on."""
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: np.zeros(shape, np.float32)}
+    for _ in range(10):
+        session.run(None, feed)
+    runs = []
+    for _ in range(7):
+        start, calls = time.perf_counter(), 0
+        while time.perf_counter() - start < 0.05:
+            session.run(None, feed)
+            calls += 1
+        runs.append((time.perf_counter() - start) / calls)
+    return min(runs) * 1e3
+
+
+def student_layer_costs(nodes: int, threads: int, rounds: int) -> None:
+    """Per-node time of chains of student-sized layers against the onnxruntime model's roofline of them."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from hwkd.latency.cost_model import latency_ms
+    from hwkd.latency.lowering import Lowerer
+    from hwkd.latency.onnxruntime_graph import runtime_nodes, student_onnx
+    from hwkd.latency.relax_import import torch_to_relax
+    from hwkd.profiles import load_profile
+
+    host = load_profile("host").with_threads(threads)
+    roofline = replace(host, cost=replace(host.cost, model="onnxruntime", node_overhead_us=0.0))
+    short = 8
+    rows = []
+    for kind, channels, side, kernel in STUDENT_LAYERS:
+        shape = (1, channels, side, side)
+        files, modeled = {}, {}
+        for length in (short, nodes):
+            module = layer_chain(kind, channels, side, kernel, length)
+            files[length] = student_onnx(module, shape)
+            modeled[length] = latency_ms(Lowerer().lower(torch_to_relax(module, shape)).kernels, roofline)
+        counted = runtime_nodes(files[nodes], blocked_layout=True) - runtime_nodes(files[short], blocked_layout=True)
+        measured = min(time_onnx_ms(files[nodes], shape, threads) - time_onnx_ms(files[short], shape, threads)
+                       for _ in range(rounds))
+        rows.append((kind, channels, side, kernel, counted, 1e3 * measured / counted,
+                     1e3 * (modeled[nodes] - modeled[short]) / (nodes - short)))
+    cycles_per_us = host.cpu.clock_ghz * 1e3 * threads  # of all threads, at the profile's clock
+    print(f"\n## Student-sized layers: chains of {nodes} minus chains of {short} (convolution + ReLU), fastest of "
+          f"{rounds} rounds\n")
+    print("| layer | channels | image | ONNX Runtime nodes more | measured us per node | roofline us per node | "
+          "flops per cycle per core |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for kind, channels, side, kernel, counted, per_node, per_roofline in rows:
+        flops = 2 * channels * (1 if kind == "depthwise" else channels) * kernel**2 * side**2
+        print(f"| {kind} {kernel}x{kernel} | {channels} | {side}x{side} | {counted} | {per_node:.2f} | "
+              f"{per_roofline:.2f} | {flops / (per_node * cycles_per_us):.1f} |")
+    print(f"\n(flops per cycle at the host profile's {host.cpu.clock_ghz:g} GHz; its peak: "
+          f"{2 * host.cpu.fma_per_cycle * host.cpu.fp32_lanes:g}, from {host.sources.get('cpu.fma_per_cycle', '?')})")
+    measured_us = np.array([r[5] * r[4] / (nodes - short) for r in rows])  # per chain link
+    roofline_us = np.array([r[6] for r in rows])
+    links = np.array([r[4] / (nodes - short) for r in rows])  # ONNX Runtime nodes per link
+    # measured per link = a * nodes per link + s * roofline per link, least squares on relative errors
+    design = np.stack([links, roofline_us], axis=1) / measured_us[:, None]
+    (a, s), *_ = np.linalg.lstsq(design, np.ones(len(rows)), rcond=None)
+    fitted = a * links + s * roofline_us
+    error = 100 * float(np.median(np.abs(fitted - measured_us) / measured_us))
+    print(f"\nfit over the {len(rows)} layers: per node {a:.2f} us + {s:.2f} x roofline "
+          f"(median error {error:.1f} %); profile value: node_overhead_us {a:.2f}")
+
+
 def onnxruntime_overheads(nodes: int, threads: int, rounds: int) -> None:
     import onnxruntime as ort
 
@@ -121,6 +222,7 @@ def onnxruntime_overheads(nodes: int, threads: int, rounds: int) -> None:
             best[op] = min(best[op], row[op])
         print(f"| {n} | {row['Add']:.2f} | {row['Conv']:.2f} |")
     print(f"\nfastest round: Add {best['Add']:.2f} us, Conv {best['Conv']:.2f} us per node")
+    student_layer_costs(nodes, threads, rounds)
 
 
 def main() -> None:
