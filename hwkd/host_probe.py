@@ -69,7 +69,7 @@ class HostProbe:
             if mcpu.startswith(prefix):
                 return values[index], f"probed: LLVM cpu {mcpu!r}; {source}"
         return _GENERIC_CORE[index], (f"probed: LLVM cpu {mcpu!r} not in hwkd's table; one vector op of each kind "
-                                      "per cycle assumed")
+                                      "per cycle and a 128-entry reorder buffer assumed")
 
     def _cpu_fma_per_cycle(self) -> tuple[float, str]:
         return self._core_table(0)
@@ -82,6 +82,10 @@ class HostProbe:
 
     def _cpu_fma_latency_cycles(self) -> tuple[float, str]:
         return self._core_table(3)
+
+    def _cpu_reorder_window(self) -> tuple[int, str]:
+        value, source = self._core_table(4)
+        return int(value), source
 
     def _cpu_simd_bits(self) -> tuple[int, str]:
         flags = self.flags()
@@ -200,26 +204,27 @@ def _copy_bandwidth_gb_s() -> float:
     return round(2 * src.nbytes / best / 1e9, 2)
 
 
-# Per-core throughput in vector ops of the full SIMD width (fma, loads, stores per cycle) and FMA
-# latency, for x86-64 cores the host profile may probe, from the vendors' optimization guides.
-_SAPPHIRE_RAPIDS = ((2.0, 2.0, 1.0, 4.0),
-                    "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle")
-_X86_CORES: list[tuple[str, tuple[float, float, float, float], str]] = [
-    ("znver5", (2, 2, 1, 4), "AMD Zen 5 optimization guide: full 512-bit FMA, load and store paths"),
-    ("znver4", (1, 1, 0.5, 4), "AMD Zen 4 optimization guide: two 256-bit FMA pipes and load paths, one 256-bit store; "
-               "512-bit ops use both halves"),
-    ("znver3", (2, 2, 1, 4),
-     "AMD Zen 3 optimization guide: two 256-bit FMA pipes, two 256-bit loads, one store per cycle"),
-    ("znver2", (2, 2, 1, 5),
-     "AMD Zen 2 optimization guide: two 256-bit FMA pipes, two 256-bit loads, one store per cycle"),
+# Per-core throughput in vector ops of the full SIMD width (fma, loads, stores per cycle), FMA
+# latency and reorder-buffer entries, for x86-64 cores the host profile may probe, from the
+# vendors' optimization guides.
+_Core = tuple[float, float, float, float, float]
+_INTEL_XEON = "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle, "
+_INTEL_CLIENT = "Intel optimization manual: two 256-bit FMA units, two loads and one store per cycle, "
+_AMD_256 = "two 256-bit FMA pipes, two 256-bit loads, one store per cycle, "
+_SAPPHIRE_RAPIDS: tuple[_Core, str] = ((2, 2, 1, 4, 512), _INTEL_XEON + "512-entry reorder buffer")
+_X86_CORES: list[tuple[str, _Core, str]] = [
+    ("znver5", (2, 2, 1, 4, 448),
+     "AMD Zen 5 optimization guide: full 512-bit FMA, load and store paths, 448-entry reorder buffer"),
+    ("znver4", (1, 1, 0.5, 4, 320),
+     "AMD Zen 4 optimization guide: two 256-bit FMA pipes and load paths, one 256-bit store; 512-bit ops use both "
+     "halves; 320-entry reorder buffer"),
+    ("znver3", (2, 2, 1, 4, 256), "AMD Zen 3 optimization guide: " + _AMD_256 + "256-entry reorder buffer"),
+    ("znver2", (2, 2, 1, 5, 224), "AMD Zen 2 optimization guide: " + _AMD_256 + "224-entry reorder buffer"),
     ("sapphirerapids", *_SAPPHIRE_RAPIDS),
-    ("icelake-server", (2, 2, 1, 4),
-     "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
-    ("cascadelake", (2, 2, 1, 4),
-     "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
-    ("skylake-avx512", (2, 2, 1, 4),
-     "Intel optimization manual: two 512-bit FMA units on Xeon, two loads and one store per cycle"),
-    ("skylake", (2, 2, 1, 4), "Intel optimization manual: two 256-bit FMA units, two loads and one store per cycle"),
-    ("haswell", (2, 2, 1, 5), "Intel optimization manual: two 256-bit FMA units, two loads and one store per cycle"),
+    ("icelake-server", (2, 2, 1, 4, 352), _INTEL_XEON + "352-entry reorder buffer"),
+    ("cascadelake", (2, 2, 1, 4, 224), _INTEL_XEON + "224-entry reorder buffer"),
+    ("skylake-avx512", (2, 2, 1, 4, 224), _INTEL_XEON + "224-entry reorder buffer"),
+    ("skylake", (2, 2, 1, 4, 224), _INTEL_CLIENT + "224-entry reorder buffer"),
+    ("haswell", (2, 2, 1, 5, 192), _INTEL_CLIENT + "192-entry reorder buffer"),
 ]
-_GENERIC_CORE = (1.0, 1.0, 1.0, 4.0)
+_GENERIC_CORE: _Core = (1.0, 1.0, 1.0, 4.0, 128.0)

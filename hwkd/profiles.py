@@ -40,6 +40,10 @@ class CpuSpec:
     l1d_kib: int
     l2_kib: int  # the L2 one core can use (a shared L2 counts whole)
     l3_kib: int  # 0 when there is none
+    # instructions an out-of-order core keeps in flight (its reorder buffer): how many independent
+    # reduction chains overlap (hwkd.latency.cost_model.body_cycles); 128, the Cortex-A72's, when a
+    # profile does not say
+    reorder_window: int = 128
 
     @property
     def fp32_lanes(self) -> int:
@@ -185,6 +189,7 @@ _SCHEMA: dict[str, list[tuple[str, type, bool]]] = {
         ("l1d_kib", int, True),
         ("l2_kib", int, True),
         ("l3_kib", int, True),
+        ("reorder_window", int, False),
     ],
     "memory": [("bandwidth_gb_s", float, True), ("size_mib", int, True)],
     "runtime": [
@@ -374,7 +379,7 @@ def _check_ranges(sections: dict[str, dict[str, Any]], problems: list[str]) -> N
     positive = [
         ("cpu", "cores"), ("cpu", "clock_ghz"), ("cpu", "fma_per_cycle"),
         ("cpu", "loads_per_cycle"), ("cpu", "stores_per_cycle"), ("cpu", "fma_latency_cycles"),
-        ("cpu", "l1d_kib"),
+        ("cpu", "l1d_kib"), ("cpu", "reorder_window"),
         ("cpu", "l2_kib"), ("memory", "bandwidth_gb_s"), ("runtime", "threads"),
         ("cost_model", "cache_bytes_per_cycle"), ("cost_model", "dense_conv_scale"),
         ("cost_model", "pointwise_conv_scale"), ("cost_model", "depthwise_conv_scale"), ("cost_model", "other_scale"),

@@ -15,6 +15,7 @@ def test_core_throughput_comes_from_the_llvm_cpu_table() -> None:
     unknown = probe_of("someday-core", "")
     assert unknown.value("cpu.fma_per_cycle") == (1.0, unknown.value("cpu.fma_per_cycle")[1])
     assert "not in hwkd's table" in unknown.value("cpu.fma_per_cycle")[1]
+    assert zen4.value("cpu.reorder_window")[0] == 320 and unknown.value("cpu.reorder_window")[0] == 128
 
 
 def test_amx_flags_mean_two_512_bit_fma_units_whatever_model_a_hypervisor_names() -> None:
@@ -22,5 +23,6 @@ def test_amx_flags_mean_two_512_bit_fma_units_whatever_model_a_hypervisor_names(
     vm = probe_of("rocketlake", "amx_tile amx_bf16 amx_int8")
     fma, source = vm.value("cpu.fma_per_cycle")
     assert (fma, vm.value("cpu.loads_per_cycle")[0], vm.value("cpu.stores_per_cycle")[0]) == (2, 2, 1)
+    assert vm.value("cpu.reorder_window")[0] == 512
     assert "amx_tile" in source and "rocketlake" in source
     assert probe_of("rocketlake", "").value("cpu.fma_per_cycle")[0] == 1.0

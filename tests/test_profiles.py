@@ -170,3 +170,17 @@ def test_the_onnxruntime_model_needs_the_cost_per_node(tmp_path: Path) -> None:
     # a profile without it is written without it
     assert "node_overhead_us" not in profile_to_dict(load_profile("rpi4"))["cost_model"]
     assert profile_to_dict(board)["cost_model"]["node_overhead_us"] == 12.0
+
+
+def test_a_board_file_without_a_reorder_window_gets_the_smallest_shipped_one(tmp_path: Path) -> None:
+    raw = _rpi4_dict()
+    del raw["cpu"]["reorder_window"]
+    del raw["sources"]["cpu.reorder_window"]
+    path = tmp_path / "older-board.yaml"  # written before hwkd had the key
+    path.write_text(yaml.safe_dump(raw))
+    assert load_profile(path).cpu.reorder_window == 128 == load_profile("rpi4").cpu.reorder_window
+    raw["cpu"]["reorder_window"] = 0
+    raw["sources"]["cpu.reorder_window"] = "a test"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="cpu.reorder_window: must be > 0, got 0"):
+        load_profile(path)

@@ -8,9 +8,12 @@ latencies. For each fused kernel:
   its vector loads (a gather costs one load per element), one broadcast per invariant load and its
   stores. Its cycles are the largest of arithmetic / `fma_per_cycle`, loads / `loads_per_cycle`,
   stores / `stores_per_cycle` and, for a reduction step, `fma_latency_cycles` (it waits for the
-  previous step's accumulator, shared by the independent accumulators of a register tile). A
-  parallel body spreads its executions over the profile's threads
-  in `ceil(parallel_extent / threads)` rounds.
+  previous step's accumulator), shared by the independent accumulators of a register tile and by
+  the tiles an out-of-order core overlaps: the next outputs' chains do not wait for this one's, so
+  the core runs as many tiles at once as its `reorder_window` holds instructions of whole tiles
+  (a 5x5 depthwise convolution's 25-step chains overlap about six deep on a 512-entry window; a
+  chain of a thousand steps does not overlap). A parallel body spreads its executions over the
+  profile's threads in `ceil(parallel_extent / threads)` rounds.
 - memory: the bytes the kernel reads and writes, from L2 when they fit (`cache_bytes_per_cycle`
   per core) or else from DRAM (`bandwidth_gb_s * dram_efficiency`).
 With `cost_model.model: roofline` (`hwkd calibrate --cost-model roofline`: a library whose loops
@@ -85,10 +88,21 @@ def body_cycles(body: LoopBody, profile: DeviceProfile) -> float:
         vector_ops * body.alu_ops / cpu.fma_per_cycle,
         loads / cpu.loads_per_cycle,
         vector_ops * body.stores / cpu.stores_per_cycle,
-        cpu.fma_latency_cycles / body.chains if body.carried else 0.0,
+        _waiting_cycles(body, vector_ops * (body.alu_ops + body.stores) + loads, cpu.fma_latency_cycles,
+                        cpu.reorder_window),
         1.0 / body.unrolled,  # at least one issue slot per loop iteration (loop control)
     )
     return body.iterations * cycles
+
+
+def _waiting_cycles(body: LoopBody, instructions: float, latency_cycles: float, window: int) -> float:
+    """Cycles per execution that a reduction step waits for its accumulator: the FMA latency shared
+    by the tile's independent chains and by the tiles in flight at once, as many as the reorder
+    window holds (at least one; a tile is `chains * chain_steps` executions of `instructions`)."""
+    if not body.carried:
+        return 0.0
+    tiles = max(1.0, window / (body.chains * body.chain_steps * max(instructions, 1.0)))
+    return latency_cycles / (body.chains * tiles)
 
 
 def parallel_rounds(parallel_extent: int, threads: int) -> float:

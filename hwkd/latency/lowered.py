@@ -12,7 +12,7 @@ from typing import Any
 # Bump when lowering, hwkd's schedule or the kernel descriptions change: it names the on-disk
 # cache of lowered students (hwkd.latency.lowered_cache), which then starts afresh; so does a change
 # of that cache's record format.
-LOWERING_VERSION = 6
+LOWERING_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class LoopBody:
     carried: bool  # a reduction step: each execution waits for the previous one's result
     unrolled: int = 1  # executions in one iteration of the innermost loop that is not unrolled
     chains: int = 1  # independent accumulators among them (a register tile's outputs)
+    chain_steps: int = 1  # executions one accumulator takes (its reduction loops' extents); 1 unless carried
 
 
 @dataclass(frozen=True)

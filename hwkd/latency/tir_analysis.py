@@ -119,6 +119,8 @@ def _body(store: Any, loops: list[_Loop], bindings: dict[Any, Any], block: str) 
     reduction_inside = any(kind not in (_VECTORIZED, _PARALLEL, _UNROLLED) for _, _, kind in loops)
     carried = accumulates and reduction_inside
     chains = math.prod(ext for var, ext in unrolled if any(env.depends_on(i, var) for i in store.indices))
+    steps = math.prod(ext for var, ext, _ in loops
+                      if var is not lane_var and not any(env.depends_on(i, var) for i in store.indices))
     return LoopBody(
         block=block,
         iterations=int(iterations),
@@ -132,6 +134,7 @@ def _body(store: Any, loops: list[_Loop], bindings: dict[Any, Any], block: str) 
         carried=carried,
         unrolled=math.prod(ext for _, ext in unrolled),
         chains=chains,
+        chain_steps=int(steps) if carried else 1,
     )
 
 

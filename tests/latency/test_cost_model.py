@@ -25,9 +25,16 @@ def test_a_reduction_step_by_hand() -> None:
                     gather_loads=0, invariant_loads=1, stores=0, carried=True)
     # 8 vector FMAs and 8 + 1 loads per step: load-bound at 9 cycles (the latency of 4 is hidden)
     assert body_cycles(step, rpi4) == pytest.approx(1000 * 9)
-    narrow = replace(step, lanes=4)
-    # one FMA per step must wait for the previous one: latency-bound at 4 cycles
+    narrow = replace(step, lanes=4, chain_steps=1000)
+    # one FMA per step must wait for the previous one, and a chain of 1000 steps (3000 instructions)
+    # is more than the 128-entry reorder window holds: latency-bound at 4 cycles
     assert body_cycles(narrow, rpi4) == pytest.approx(1000 * 4)
+    # a 5x5 depthwise accumulator: 25 steps of 3 instructions, so the window holds 128 / 75 of
+    # these chains and the next output's chain overlaps this one's wait
+    tap = replace(narrow, chain_steps=25)
+    assert body_cycles(tap, rpi4) == pytest.approx(1000 * 4 * 75 / 128)
+    wide_window = replace(rpi4, cpu=replace(rpi4.cpu, reorder_window=512))
+    assert body_cycles(tap, wide_window) == pytest.approx(1000 * 2)  # now load-bound: 2 loads per step
 
 
 def test_parallel_rounds() -> None:

@@ -35,6 +35,14 @@ def test_every_conv_is_fused_with_its_epilogue_and_scheduled() -> None:
     assert (update.vector_loads, update.invariant_loads) == (0.25, 0.5)
     assert update.parallel_extent == 16 // 4 * 32 // 2  # channel tiles x row tiles
     assert update.iterations == 16 * 32 * 32 // 8 * 16 * 9  # output vectors x (input channels x 3 x 3)
+    assert update.chain_steps == 16 * 9  # each accumulator sums input channels x 3 x 3
+
+
+def test_a_depthwise_accumulator_takes_one_step_per_kernel_tap() -> None:
+    graph = lower("fbnet", "7777777777777777777777")  # every block k5_e6: 5x5 depthwise convolutions
+    steps = [b for k in graph.kernels if k.features.kind == "group_conv" for b in k.features.bodies if b.carried]
+    assert steps and all((b.chains, b.chain_steps) == (1, 25) for b in steps)
+    assert all(b.chain_steps == 1 for k in graph.kernels for b in k.features.bodies if not b.carried)
 
 
 def test_weight_only_kernels_are_set_apart() -> None:
