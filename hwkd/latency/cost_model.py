@@ -88,14 +88,14 @@ def body_cycles(body: LoopBody, profile: DeviceProfile) -> float:
         vector_ops * body.alu_ops / cpu.fma_per_cycle,
         loads / cpu.loads_per_cycle,
         vector_ops * body.stores / cpu.stores_per_cycle,
-        _waiting_cycles(body, vector_ops * (body.alu_ops + body.stores) + loads, cpu.fma_latency_cycles,
-                        cpu.reorder_window),
+        reduction_wait_cycles(body, vector_ops * (body.alu_ops + body.stores) + loads, cpu.fma_latency_cycles,
+                              cpu.reorder_window),
         1.0 / body.unrolled,  # at least one issue slot per loop iteration (loop control)
     )
     return body.iterations * cycles
 
 
-def _waiting_cycles(body: LoopBody, instructions: float, latency_cycles: float, window: int) -> float:
+def reduction_wait_cycles(body: LoopBody, instructions: float, latency_cycles: float, window: int) -> float:
     """Cycles per execution that a reduction step waits for its accumulator: the FMA latency shared
     by the tile's independent chains and by the tiles in flight at once, as many as the reorder
     window holds (at least one; a tile is `chains * chain_steps` executions of `instructions`)."""
