@@ -233,6 +233,11 @@ _OPTIONAL_SECTIONS = ("rpc", "calibration")
 _TOP_KEYS = {"description", "target", "measure", "sources", *_SCHEMA}
 _CITED_SECTIONS = ("cpu", "memory", "cost_model")
 _UNCITED = {"cost_model.model"}  # a choice, not a number
+# optional facts with a default (the dataclass field's), and the citation of that default
+_DEFAULT_SOURCES = {
+    "cpu.reorder_window": "default: 128, the Cortex-A72's reorder buffer (the smallest of hwkd's profiles); "
+                          "the profile does not say",
+}
 COST_MODELS = ("schedule", "roofline", "onnxruntime")
 
 
@@ -301,6 +306,8 @@ def profile_from_dict(name: str, raw: object, origin: str) -> DeviceProfile:
             if key not in body:
                 if required:
                     problems.append(f"{dotted}: missing")
+                elif dotted in _DEFAULT_SOURCES:  # a profile written from this one then cites it
+                    sources.setdefault(dotted, _DEFAULT_SOURCES[dotted])
                 continue
             value = body[key]
             if value == "auto" and section != "calibration":

@@ -178,7 +178,12 @@ def test_a_board_file_without_a_reorder_window_gets_the_smallest_shipped_one(tmp
     del raw["sources"]["cpu.reorder_window"]
     path = tmp_path / "older-board.yaml"  # written before hwkd had the key
     path.write_text(yaml.safe_dump(raw))
-    assert load_profile(path).cpu.reorder_window == 128 == load_profile("rpi4").cpu.reorder_window
+    older = load_profile(path)
+    assert older.cpu.reorder_window == 128 == load_profile("rpi4").cpu.reorder_window
+    assert older.sources["cpu.reorder_window"].startswith("default: 128")
+    # a profile written from it (`hwkd calibrate`) has the value and its citation
+    written = profile_to_dict(older)
+    assert written["cpu"]["reorder_window"] == 128 and written["sources"]["cpu.reorder_window"].startswith("default")
     raw["cpu"]["reorder_window"] = 0
     raw["sources"]["cpu.reorder_window"] = "a test"
     path.write_text(yaml.safe_dump(raw))
