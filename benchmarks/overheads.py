@@ -75,11 +75,8 @@ def chain_us_per_kernel(kind: str, kernels: int, folder: Path) -> float:
 def onnxruntime_us_per_node(op: str, nodes: int, threads: int) -> float:
     """Microseconds per node of a chain of `nodes` tiny `op` nodes ("Add" or "Conv") run by ONNX Runtime,
     all graph optimizations on, `threads` intra-op threads: the fastest of 7 runs of at least 50 ms."""
-    import time
-
     import numpy as np
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     from hwkd.latency.onnxruntime_graph import ONNX_OPSET
@@ -93,21 +90,7 @@ def onnxruntime_us_per_node(op: str, nodes: int, threads: int) -> float:
                               [helper.make_tensor_value_info(f"y{nodes}", TensorProto.FLOAT, shape)], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
     onnx.checker.check_model(model)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    feed = {"y0": np.zeros(shape, np.float32)}
-    for _ in range(20):
-        session.run(None, feed)
-    runs = []
-    for _ in range(7):
-        start, calls = time.perf_counter(), 0
-        while time.perf_counter() - start < 0.05:
-            session.run(None, feed)
-            calls += 1
-        runs.append((time.perf_counter() - start) / calls)
-    return min(runs) * 1e6
+    return time_onnx_ms(model.SerializeToString(), tuple(shape), threads) * 1e3
 
 
 # (kind, channels, image side, kernel size): the layers of fbnet, mbconv-small and nb201 students
