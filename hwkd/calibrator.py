@@ -136,9 +136,9 @@ def calibrate(config: CalibrateConfig, show: bool = False) -> CalibrationOutcome
     space = load_space(config.space)
     # Measurements of ONNX Runtime fit the onnxruntime model where the profile knows ONNX Runtime's cost
     # per node: on a 2-core AVX-512 VM (110 students of each of nb201, fbnet, mbconv-small;
-    # benchmarks/calibrate.py) it ranked them 0.971, 0.896 and 0.957 uncalibrated against the schedule
-    # model's 0.962, 0.804 and 0.901, and calibrated from 10 to 4.5, 3.5 and 5.7 % median error against
-    # 6.6, 4.9 and 5.3 %. Every other runtime, and a profile without that cost, fits the schedule model.
+    # benchmarks/calibrate.py) it ranked them 0.988, 0.951 and 0.956 uncalibrated against the schedule
+    # model's 0.950, 0.785 and 0.889, and calibrated from 10 to 3.9, 3.1 and 4.2 % median error against
+    # 6.7, 6.2 and 7.0 %. Every other runtime, and a profile without that cost, fits the schedule model.
     if config.cost_model is None and config.runtime in ORT_NAMES and base.cost.node_overhead_us:
         base = replace(base, cost=replace(base.cost, model="onnxruntime"))
     if config.cost_model is not None:

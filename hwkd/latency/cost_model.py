@@ -79,23 +79,31 @@ class KernelCost:
 
 def body_cycles(body: LoopBody, profile: DeviceProfile) -> float:
     """Cycles one core spends on all executions of `body` (before spreading over threads)."""
+    return body.iterations * max(body_bounds(body, profile))
+
+
+BODY_BOUNDS = ("arithmetic", "loads", "stores", "accumulator latency", "loop control")
+
+
+def body_bounds(body: LoopBody, profile: DeviceProfile) -> tuple[float, ...]:
+    """Cycles of one execution of `body` by each limit of the core (`BODY_BOUNDS`, in that order; a
+    tuple, not a dict: costing a student runs this for every loop body); the largest is its cost."""
     cpu = profile.cpu
     hw_lanes = cpu.fp32_lanes if body.lanes > 1 else 1
     vector_ops = math.ceil(body.lanes / hw_lanes)
     gathered = body.gather_loads * body.lanes  # one element load per lane
     loads = vector_ops * body.vector_loads + gathered + body.invariant_loads
-    cycles = max(
+    instructions = vector_ops * (body.alu_ops + body.stores) + loads
+    return (
         vector_ops * body.alu_ops / cpu.fma_per_cycle,
         loads / cpu.loads_per_cycle,
         vector_ops * body.stores / cpu.stores_per_cycle,
-        reduction_wait_cycles(body, vector_ops * (body.alu_ops + body.stores) + loads, cpu.fma_latency_cycles,
-                              cpu.reorder_window),
-        1.0 / body.unrolled,  # at least one issue slot per loop iteration (loop control)
+        _reduction_wait_cycles(body, instructions, cpu.fma_latency_cycles, cpu.reorder_window),
+        1.0 / body.unrolled,  # at least one issue slot per loop iteration
     )
-    return body.iterations * cycles
 
 
-def reduction_wait_cycles(body: LoopBody, instructions: float, latency_cycles: float, window: int) -> float:
+def _reduction_wait_cycles(body: LoopBody, instructions: float, latency_cycles: float, window: int) -> float:
     """Cycles per execution that a reduction step waits for its accumulator: the FMA latency shared
     by the tile's independent chains and by the tiles in flight at once, as many as the reorder
     window holds (at least one; a tile is `chains * chain_steps` executions of `instructions`)."""
