@@ -137,34 +137,46 @@ def time_onnx_ms(model: bytes, shape: tuple[int, ...], threads: int) -> float:
     return min(runs) * 1e3
 
 
-def student_layer_costs(nodes: int, threads: int, rounds: int) -> None:
-    """Per-node time of chains of student-sized layers against the onnxruntime model's roofline of them."""
+def node_parts_us(model: bytes, threads: int) -> tuple[int, float, int, float]:
+    """(compute nodes, their roofline us, light nodes, their bytes' time us at 1 byte per cycle per core)
+    of an ONNX file as ONNX Runtime runs it on x86, by the host profile's onnxruntime model."""
     from dataclasses import replace
 
-    import numpy as np
-
-    from hwkd.latency.cost_model import latency_ms
-    from hwkd.latency.lowering import Lowerer
-    from hwkd.latency.onnxruntime_graph import runtime_nodes, student_onnx
-    from hwkd.latency.relax_import import torch_to_relax
+    from hwkd.latency.cost_model import ALIAS_OPS, COMPUTE_OPS, node_cost
+    from hwkd.latency.onnxruntime_graph import runtime_nodes
     from hwkd.profiles import load_profile
 
     host = load_profile("host").with_threads(threads)
-    roofline = replace(host, cost=replace(host.cost, model="onnxruntime", node_overhead_us=0.0))
+    bare = replace(host, cost=replace(host.cost, model="onnxruntime", node_overhead_us=0.0))
+    nodes = runtime_nodes(model, blocked_layout=True)
+    compute = [n for n in nodes if n.op in COMPUTE_OPS]
+    light = [n for n in nodes if n.op not in COMPUTE_OPS]
+    roofline_us = sum(max(c.compute_ms, c.memory_ms) for c in (node_cost(n, bare) for n in compute)) * 1e3
+    byte_us = sum(n.bytes_read + n.bytes_written for n in light if n.op not in ALIAS_OPS) / (
+        host.cpu.clock_ghz * 1e3 * threads)
+    return len(compute), roofline_us, len(light), byte_us
+
+
+def student_layer_costs(nodes: int, threads: int, rounds: int) -> None:
+    """Per-node time of chains of student-sized layers against the onnxruntime model's roofline of them."""
+    import numpy as np
+
+    from hwkd.latency.onnxruntime_graph import student_onnx
+    from hwkd.profiles import load_profile
+
+    host = load_profile("host").with_threads(threads)
     short = 8
     rows = []
     for kind, channels, side, kernel in STUDENT_LAYERS:
         shape = (1, channels, side, side)
-        files, modeled = {}, {}
-        for length in (short, nodes):
-            module = layer_chain(kind, channels, side, kernel, length)
-            files[length] = student_onnx(module, shape)
-            modeled[length] = latency_ms(Lowerer().lower(torch_to_relax(module, shape)).kernels, roofline)
-        counted = runtime_nodes(files[nodes], blocked_layout=True) - runtime_nodes(files[short], blocked_layout=True)
+        files = {length: student_onnx(layer_chain(kind, channels, side, kernel, length), shape)
+                 for length in (short, nodes)}
+        parts = {length: node_parts_us(files[length], threads) for length in (short, nodes)}
+        counted = parts[nodes][0] - parts[short][0]
+        roofline_us = parts[nodes][1] - parts[short][1]
         measured = min(time_onnx_ms(files[nodes], shape, threads) - time_onnx_ms(files[short], shape, threads)
                        for _ in range(rounds))
-        rows.append((kind, channels, side, kernel, counted, 1e3 * measured / counted,
-                     1e3 * (modeled[nodes] - modeled[short]) / (nodes - short)))
+        rows.append((kind, channels, side, kernel, counted, 1e3 * measured / counted, roofline_us / counted))
     cycles_per_us = host.cpu.clock_ghz * 1e3 * threads  # of all threads, at the profile's clock
     print(f"\n## Student-sized layers: chains of {nodes} minus chains of {short} (convolution + ReLU), fastest of "
           f"{rounds} rounds\n")
@@ -177,16 +189,93 @@ def student_layer_costs(nodes: int, threads: int, rounds: int) -> None:
               f"{per_roofline:.2f} | {flops / (per_node * cycles_per_us):.1f} |")
     print(f"\n(flops per cycle at the host profile's {host.cpu.clock_ghz:g} GHz; its peak: "
           f"{2 * host.cpu.fma_per_cycle * host.cpu.fp32_lanes:g}, from {host.sources.get('cpu.fma_per_cycle', '?')})")
-    measured_us = np.array([r[5] * r[4] / (nodes - short) for r in rows])  # per chain link
+    measured_us = np.array([r[5] for r in rows])
     roofline_us = np.array([r[6] for r in rows])
-    links = np.array([r[4] / (nodes - short) for r in rows])  # ONNX Runtime nodes per link
-    # measured per link = a * nodes per link + s * roofline per link, least squares on relative errors
-    design = np.stack([links, roofline_us], axis=1) / measured_us[:, None]
+    # measured per node = a + s * roofline per node, least squares on relative errors
+    design = np.stack([np.ones(len(rows)), roofline_us], axis=1) / measured_us[:, None]
     (a, s), *_ = np.linalg.lstsq(design, np.ones(len(rows)), rcond=None)
-    fitted = a * links + s * roofline_us
+    fitted = a + s * roofline_us
     error = 100 * float(np.median(np.abs(fitted - measured_us) / measured_us))
     print(f"\nfit over the {len(rows)} layers: per node {a:.2f} us + {s:.2f} x roofline "
           f"(median error {error:.1f} %); profile value: node_overhead_us {a:.2f}")
+
+
+def light_link(extra: str, channels: int) -> object:
+    """One link of a light-node chain: a pointwise convolution + ReLU, then `extra` ("shuffle", "avgpool"
+    or "none")."""
+    import torch
+    from torch import nn
+
+    class Shuffle(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            n, c, h, w = x.shape
+            return x.reshape(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+    parts: list[nn.Module] = [nn.Conv2d(channels, channels, 1), nn.ReLU()]
+    if extra == "shuffle":
+        parts.append(Shuffle())
+    elif extra == "avgpool":
+        parts.append(nn.AvgPool2d(3, 1, 1, count_include_pad=False))
+    return nn.Sequential(*parts)
+
+
+# (channels, image side) of the light-node chains: students' activation sizes, 16 KiB to 384 KiB
+LIGHT_SHAPES = ((16, 32), (48, 32), (32, 16), (96, 16), (192, 16), (64, 8), (192, 8))
+
+
+def light_node_costs(nodes: int, threads: int, rounds: int) -> None:
+    """Per-link time of the nodes ONNX Runtime adds for a channel shuffle (a reorder out of its blocked
+    layout, reshape, transpose, reshape, a reorder back) or a 3x3 average pooling between pointwise
+    convolutions, fitted as `a * nodes + bytes / (b * cycles)`: `a` is light_node_overhead_us, `b`
+    light_node_bytes_per_cycle (bytes read and written per cycle per core)."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from hwkd.latency.onnxruntime_graph import student_onnx
+
+    short = 8
+    rows = []
+    for channels, side in LIGHT_SHAPES:
+        shape = (1, channels, side, side)
+        per_link = {}
+        for extra in ("none", "shuffle", "avgpool"):
+            torch.manual_seed(0)
+            files = {n: student_onnx(nn.Sequential(*(light_link(extra, channels) for _ in range(n))).eval(), shape)
+                     for n in (short, nodes)}
+            parts = {n: node_parts_us(files[n], threads) for n in (short, nodes)}
+            measured = min(time_onnx_ms(files[nodes], shape, threads) - time_onnx_ms(files[short], shape, threads)
+                           for _ in range(rounds))
+            links = nodes - short
+            per_link[extra] = (1e3 * measured / links, (parts[nodes][2] - parts[short][2]) / links,
+                               (parts[nodes][3] - parts[short][3]) / links)
+        for extra in ("shuffle", "avgpool"):
+            time_us = per_link[extra][0] - per_link["none"][0]
+            light = per_link[extra][1] - per_link["none"][1]
+            byte_us = per_link[extra][2] - per_link["none"][2]
+            rows.append((extra, channels, side, light, byte_us, time_us))
+    print(f"\n## Light nodes: chains of {nodes} minus chains of {short} links (pointwise convolution + ReLU + "
+          f"the op), minus the same chains without the op, fastest of {rounds} rounds\n")
+    print("| op | channels | image | light nodes per link | KiB moved per link | measured us per link |")
+    print("|---|---:|---:|---:|---:|---:|")
+    cycles_per_us = load_host_clock_ghz() * 1e3 * threads
+    for extra, channels, side, light, byte_us, time_us in rows:
+        print(f"| {extra} | {channels} | {side}x{side} | {light:.1f} | {byte_us * cycles_per_us / 1024:.0f} | "
+              f"{time_us:.2f} |")
+    measured_us = np.array([r[5] for r in rows])
+    design = np.array([[r[3], r[4]] for r in rows]) / measured_us[:, None]
+    (a, inverse_rate), *_ = np.linalg.lstsq(design, np.ones(len(rows)), rcond=None)
+    fitted = np.array([a * r[3] + inverse_rate * r[4] for r in rows])
+    error = 100 * float(np.median(np.abs(fitted - measured_us) / measured_us))
+    print(f"\nfit over the {len(rows)} chains: per light node {a:.2f} us + its bytes at {1 / inverse_rate:.1f} bytes "
+          f"per cycle per core (median error {error:.1f} %); profile values: light_node_overhead_us {a:.2f}, "
+          f"light_node_bytes_per_cycle {1 / inverse_rate:.1f}")
+
+
+def load_host_clock_ghz() -> float:
+    from hwkd.profiles import load_profile
+
+    return load_profile("host").cpu.clock_ghz
 
 
 def onnxruntime_overheads(nodes: int, threads: int, rounds: int) -> None:
@@ -206,6 +295,7 @@ def onnxruntime_overheads(nodes: int, threads: int, rounds: int) -> None:
         print(f"| {n} | {row['Add']:.2f} | {row['Conv']:.2f} |")
     print(f"\nfastest round: Add {best['Add']:.2f} us, Conv {best['Conv']:.2f} us per node")
     student_layer_costs(nodes, threads, rounds)
+    light_node_costs(nodes, threads, rounds)
 
 
 def main() -> None:

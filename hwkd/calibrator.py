@@ -180,7 +180,7 @@ def calibrate(config: CalibrateConfig, show: bool = False) -> CalibrationOutcome
                 lowered = (estimator.lowered_arch(space, m.arch, shape, config.num_classes) if m.arch
                            else estimator.lowered_onnx(str(m.onnx), shape))
                 nodes = (estimator.runtime_nodes_arch(space, m.arch, shape, config.num_classes) if m.arch
-                         else estimator.runtime_nodes_onnx(str(m.onnx)))
+                         else estimator.runtime_nodes_onnx(str(m.onnx), shape))
             except HwkdError as exc:
                 where = f"{config.measurements}:{m.line}: " if m.line else ""
                 raise HwkdError(f"{where}{m.label}: {exc}") from None

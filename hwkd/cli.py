@@ -430,8 +430,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
                    "another runtime than tvm is never measured with TVM")
     p.add_argument("--cost-model", choices=COST_MODELS, default=None, help="the model fitted: "
                    "schedule (hwkd's register-tiled kernels, loop by loop; the built-in profiles'), roofline "
-                   "(each kernel's work against the peaks) or onnxruntime (the roofline plus ONNX Runtime's "
-                   "cost per node of the graph it runs; needs the profile's cost_model.node_overhead_us) (default: "
+                   "(each kernel's work against the peaks) or onnxruntime (the nodes ONNX Runtime runs, each its "
+                   "roofline plus a fixed cost; needs the profile's cost_model.node_overhead_us) (default: "
                    "onnxruntime for --runtime onnxruntime where the profile has that cost, else the profile's)")
     p.add_argument("--seed", type=int, default=0, help="which students --measure picks")
     _add_config(p)

@@ -81,17 +81,29 @@ class CostConstants:
     # Multipliers of the modeled time of each kernel class (see hwkd.latency.cost_model.KERNEL_CLASSES):
     # 1 from datasheets alone; `hwkd calibrate` fits them to measurements of the board.
     # "schedule" models hwkd's own TVM library loop by loop; "roofline" models any library by each
-    # kernel's work against the peaks; "onnxruntime" is the roofline plus `node_overhead_us` per node
-    # ONNX Runtime runs (what hwkd.calibrator fits to measurements of ONNX Runtime where it can).
+    # kernel's work against the peaks; "onnxruntime" costs the nodes ONNX Runtime runs, each its roofline
+    # plus a fixed cost (what hwkd.calibrator fits to measurements of ONNX Runtime where it can).
     model: str = "schedule"
     dense_conv_scale: float = 1.0
     pointwise_conv_scale: float = 1.0
     depthwise_conv_scale: float = 1.0
     other_scale: float = 1.0
-    node_overhead_us: float = 0.0  # ONNX Runtime's fixed cost per node it runs (the onnxruntime model)
+    # The onnxruntime model's costs per node ONNX Runtime runs, measured on the board:
+    node_overhead_us: float = 0.0  # a convolution or matrix product (a dispatch to the thread pool)
+    light_node_overhead_us: float | None = None  # a node that only moves data; None: node_overhead_us
+    light_node_bytes_per_cycle: float | None = None  # per core, such a node's bytes; None: cache_bytes_per_cycle
 
     def scale(self, kernel_class: str) -> float:
         return float(getattr(self, f"{kernel_class}_scale"))
+
+    @property
+    def light_overhead_us(self) -> float:
+        return self.node_overhead_us if self.light_node_overhead_us is None else self.light_node_overhead_us
+
+    @property
+    def light_bytes_per_cycle(self) -> float:
+        rate = self.light_node_bytes_per_cycle
+        return self.cache_bytes_per_cycle if rate is None else rate
 
 
 @dataclass(frozen=True)
@@ -209,6 +221,8 @@ _SCHEMA: dict[str, list[tuple[str, type, bool]]] = {
         ("depthwise_conv_scale", float, False),
         ("other_scale", float, False),
         ("node_overhead_us", float, False),
+        ("light_node_overhead_us", float, False),
+        ("light_node_bytes_per_cycle", float, False),
     ],
     "rpc": [
         ("host", str, True),
@@ -230,6 +244,8 @@ _SCHEMA: dict[str, list[tuple[str, type, bool]]] = {
     ],
 }
 _OPTIONAL_SECTIONS = ("rpc", "calibration")
+# absent from a profile: 0 or None; an absent one is written as absent
+_OPTIONAL_COSTS = ("node_overhead_us", "light_node_overhead_us", "light_node_bytes_per_cycle")
 _TOP_KEYS = {"description", "target", "measure", "sources", *_SCHEMA}
 _CITED_SECTIONS = ("cpu", "memory", "cost_model")
 _UNCITED = {"cost_model.model"}  # a choice, not a number
@@ -390,7 +406,7 @@ def _check_ranges(sections: dict[str, dict[str, Any]], problems: list[str]) -> N
         ("cpu", "l2_kib"), ("memory", "bandwidth_gb_s"), ("runtime", "threads"),
         ("cost_model", "cache_bytes_per_cycle"), ("cost_model", "dense_conv_scale"),
         ("cost_model", "pointwise_conv_scale"), ("cost_model", "depthwise_conv_scale"), ("cost_model", "other_scale"),
-        ("calibration", "threads"), ("calibration", "measurements"),
+        ("cost_model", "light_node_bytes_per_cycle"), ("calibration", "threads"), ("calibration", "measurements"),
     ]
     for section, key in positive:
         value = sections.get(section, {}).get(key)
@@ -402,7 +418,7 @@ def _check_ranges(sections: dict[str, dict[str, Any]], problems: list[str]) -> N
     eff = sections.get("cost_model", {}).get("dram_efficiency")
     if isinstance(eff, float) and not 0 < eff <= 1:
         problems.append(f"cost_model.dram_efficiency: must be in (0, 1], got {eff}")
-    for key in ("kernel_overhead_us", "parallel_overhead_us", "node_overhead_us"):
+    for key in ("kernel_overhead_us", "parallel_overhead_us", "node_overhead_us", "light_node_overhead_us"):
         value = sections.get("cost_model", {}).get(key)
         if isinstance(value, float) and value < 0:
             problems.append(f"cost_model.{key}: must be >= 0, got {value}")
@@ -446,8 +462,8 @@ def profile_to_dict(profile: DeviceProfile) -> dict[str, Any]:
         "cpu": section(profile.cpu),
         "memory": section(profile.memory),
         "runtime": section(profile.runtime),
-        # node_overhead_us is optional: a profile without it is written without it
-        "cost_model": {k: v for k, v in section(profile.cost).items() if k != "node_overhead_us" or v},
+        # the onnxruntime model's costs are optional: a profile without them is written without them
+        "cost_model": {k: v for k, v in section(profile.cost).items() if k not in _OPTIONAL_COSTS or v},
     }
     if profile.rpc is not None:
         out["rpc"] = {k: v for k, v in section(profile.rpc).items() if v is not None}

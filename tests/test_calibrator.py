@@ -182,6 +182,10 @@ def test_calibrating_the_onnxruntime_model_scales_its_cost_per_node(tmp_path, ca
     raw = yaml.safe_load(Path(load_profile("rpi4").path).read_text())
     raw["cost_model"]["node_overhead_us"] = 20.0  # the model stays the schedule model: ONNX Runtime's is chosen
     raw["sources"]["cost_model.node_overhead_us"] = "a test's board"
+    raw["cost_model"]["light_node_overhead_us"] = 2.0
+    raw["sources"]["cost_model.light_node_overhead_us"] = "a test's board"
+    raw["cost_model"]["light_node_bytes_per_cycle"] = 8.0
+    raw["sources"]["cost_model.light_node_bytes_per_cycle"] = "a test's board"
     board_path = tmp_path / "ort-board.yaml"
     board_path.write_text(yaml.safe_dump(raw))
     plain = load_profile(board_path)
@@ -198,6 +202,8 @@ def test_calibrating_the_onnxruntime_model_scales_its_cost_per_node(tmp_path, ca
     assert main(argv) == 0  # measurements of ONNX Runtime fit the onnxruntime model by default
     fitted = load_profile(out)
     assert fitted.cost.model == "onnxruntime" and fitted.cost.node_overhead_us == pytest.approx(30.0, rel=0.02)
+    assert fitted.cost.light_node_overhead_us == pytest.approx(3.0, rel=0.02)  # both fixed costs move together
+    assert fitted.cost.light_node_bytes_per_cycle == 8.0  # a rate: its time is scaled as the class "other"
     assert fitted.sources["cost_model.node_overhead_us"].startswith("fitted: hwkd calibrate")
     new = Estimator(fitted, "model").estimate_arch(space, NEW).latency_ms
     assert new == pytest.approx(1.5 * board.estimate_arch(space, NEW).latency_ms, rel=0.02)

@@ -3,9 +3,10 @@
 No model from datasheets matches every runtime, clock and thread setting, so a handful of the cost
 model's interpretable constants move to fit measurements, and nothing else: the modeled time of
 each kernel class (`hwkd.latency.cost_model.KERNEL_CLASSES`: dense, pointwise and depthwise or
-grouped convolutions, everything else) and the per-call overhead (`kernel_overhead_us` and
-`parallel_overhead_us` together, or the onnxruntime model's `node_overhead_us`). A measured
-student's latency is modeled as
+grouped convolutions, everything else; with the onnxruntime model, of ONNX Runtime's nodes of
+each class) and the per-call overhead (`kernel_overhead_us` and `parallel_overhead_us` together,
+or the onnxruntime model's `node_overhead_us` and `light_node_overhead_us`). A measured student's
+latency is modeled as
 
     y ~= sum_c s_c * T_c + s_o * O
 
@@ -41,8 +42,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from hwkd.errors import HwkdError
-from hwkd.latency.cost_model import KERNEL_CLASSES, graph_cost, kernel_class, node_overhead_ms
+from hwkd.latency.cost_model import KERNEL_CLASSES, graph_cost, kernel_class
 from hwkd.latency.lowered import Kernel
+from hwkd.latency.onnxruntime_graph import RuntimeNode
 from hwkd.profiles import CalibrationInfo, DeviceProfile
 from hwkd.stats import spearman
 
@@ -70,12 +72,13 @@ class CostBreakdown:
         return np.array([*self.class_ms, self.overhead_ms], dtype=float)
 
 
-def breakdown(kernels: Iterable[Kernel], profile: DeviceProfile, runtime_nodes: int = 0) -> CostBreakdown:
-    """`runtime_nodes`: ONNX Runtime's nodes of the student, for the onnxruntime model (its per-node cost
-    is part of the overhead)."""
+def breakdown(kernels: Iterable[Kernel], profile: DeviceProfile,
+              runtime_nodes: Sequence[RuntimeNode] = ()) -> CostBreakdown:
+    """`runtime_nodes`: ONNX Runtime's nodes of the student, which the onnxruntime model costs instead of
+    the kernels (their fixed costs per node are the overhead)."""
     per_class = dict.fromkeys(KERNEL_CLASSES, 0.0)
-    overhead = node_overhead_ms(runtime_nodes, profile)
-    for cost in graph_cost(kernels, profile):
+    overhead = 0.0
+    for cost in graph_cost(kernels, profile, runtime_nodes):
         per_class[kernel_class(cost.kind)] += max(cost.compute_ms, cost.memory_ms)
         overhead += cost.overhead_ms
     return CostBreakdown(tuple(per_class[c] for c in KERNEL_CLASSES), overhead)
@@ -214,6 +217,8 @@ def calibrated_profile(base: DeviceProfile, result: Fit, info: CalibrationInfo, 
         "kernel_overhead_us": base.cost.kernel_overhead_us * m["overhead"],
         "parallel_overhead_us": base.cost.parallel_overhead_us * m["overhead"],
         **({"node_overhead_us": base.cost.node_overhead_us * m["overhead"]} if base.cost.node_overhead_us else {}),
+        **({"light_node_overhead_us": base.cost.light_node_overhead_us * m["overhead"]}
+           if base.cost.light_node_overhead_us is not None else {}),
         **{f"{c}_scale": base.cost.scale(c) * m[c] for c in KERNEL_CLASSES},
     }
     cost = replace(base.cost, **{key: round(value, 6) for key, value in fitted.items()})  # type: ignore[arg-type]

@@ -21,11 +21,17 @@ are nothing like hwkd's) a kernel's compute is instead its FLOPs at the cores' p
 depthwise or grouped convolution at one vector load per vector FMA if that is slower (each input
 is reused only kernel-size times), and pooling, elementwise and layout kernels are memory-bound; memory and
 overheads as above, without fork/join (the library's pool is not hwkd's).
-With `cost_model.model: onnxruntime` (the runtime people ship ONNX files with) a kernel costs its
-roofline time alone, and the graph `node_overhead_us` for each node ONNX Runtime runs after its own
-graph optimizations (`hwkd.latency.onnxruntime_graph.runtime_nodes`): ONNX Runtime fuses less than
-TVM and dispatches every node to its thread pool, and on a 2-core AVX-512 VM that per-node cost,
-not its kernels' speed, was what ranked its fbnet students unlike hwkd's library.
+With `cost_model.model: onnxruntime` (the runtime people ship ONNX files with) the cost is of the
+nodes ONNX Runtime runs after its own graph optimizations
+(`hwkd.latency.onnxruntime_graph.runtime_nodes`), not of hwkd's kernels: ONNX Runtime fuses less
+than TVM, on x86 reorders tensors into and out of its blocked layout, and dispatches every node. A
+convolution or matrix product costs its roofline (as above, from the node's own shapes) plus
+`node_overhead_us`, the thread-pool dispatch of a node with work to split; a node that only moves
+data (a layout reorder, a transpose, pooling, an elementwise node) costs `light_node_overhead_us`
+plus its bytes at `light_node_bytes_per_cycle` per core, both measured on the board
+(benchmarks/overheads.py --onnxruntime); a reshape moves nothing. On a 2-core AVX-512 VM that
+per-node cost, not its kernels' speed, was what ranked ONNX Runtime's fbnet students unlike
+hwkd's library.
 
 - time = scale * max(compute, memory) + `kernel_overhead_us` (+ `parallel_overhead_us` when it
   forks), where `scale` is the profile's multiplier for the kernel's class (`KERNEL_CLASSES`): 1
@@ -36,10 +42,11 @@ not its kernels' speed, was what ranked its fbnet students unlike hwkd's library
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from hwkd.latency.lowered import Kernel, LoopBody
+from hwkd.latency.onnxruntime_graph import RuntimeNode
 from hwkd.profiles import DeviceProfile
 
 # The classes a calibration scales separately: they differ most in how well a runtime's code
@@ -158,8 +165,6 @@ def kernel_cost(kernel: Kernel, profile: DeviceProfile) -> KernelCost:
     memory_s = traffic / bandwidth
     scale = profile.cost.scale(kernel_class(kernel.features.kind))
     overhead_us = profile.cost.kernel_overhead_us + (profile.cost.parallel_overhead_us if forks else 0.0)
-    if profile.cost.model == "onnxruntime":
-        overhead_us = 0.0  # charged per node of ONNX Runtime's graph instead (`node_overhead_ms`)
     return KernelCost(
         name=kernel.name,
         kind=kernel.features.kind,
@@ -169,16 +174,75 @@ def kernel_cost(kernel: Kernel, profile: DeviceProfile) -> KernelCost:
     )
 
 
-def graph_cost(kernels: Iterable[Kernel], profile: DeviceProfile) -> list[KernelCost]:
+# ONNX Runtime's operators with arithmetic to split over its thread pool; every other node moves data.
+COMPUTE_OPS = frozenset({"Conv", "FusedConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"})
+# Operators that hand on their input's buffer: a node to dispatch, no bytes to move.
+ALIAS_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+
+
+def node_kind(node: RuntimeNode) -> str:
+    """A kernel kind (as hwkd.latency.tir_analysis names them) for an ONNX Runtime node."""
+    if node.op in ("Conv", "FusedConv", "ConvTranspose") and len(node.input_shapes) >= 2:
+        data, weight = node.input_shapes[0], node.input_shapes[1]
+        groups = max(1, data[1] // max(1, weight[1])) if len(data) > 1 and len(weight) > 1 else 1
+        if groups > 1:
+            return "depthwise_conv" if weight[1] == 1 else "group_conv"
+        return "pointwise_conv" if math.prod(weight[2:]) == 1 else "conv"
+    if node.op in COMPUTE_OPS:
+        return "matmul"
+    return node.op.lower()
+
+
+def node_macs(node: RuntimeNode) -> int:
+    """Multiply-accumulates of a convolution or matrix product node, from its shapes."""
+    if node.op not in COMPUTE_OPS or len(node.input_shapes) < 2 or not node.output_shapes:
+        return 0
+    first, second, out = node.input_shapes[0], node.input_shapes[1], node.output_shapes[0]
+    if node.op in ("Conv", "FusedConv"):  # weight (out channels, in channels per group, kernel...)
+        return math.prod(second) * math.prod(out[2:]) * out[0] if len(out) > 2 else 0
+    if node.op == "ConvTranspose":  # weight (in channels, out channels per group, kernel...)
+        return math.prod(second) * math.prod(first[2:]) * first[0] if len(first) > 2 else 0
+    if not second:
+        return 0
+    return math.prod(first) * (second[-1] if node.op in ("MatMul", "FusedMatMul") else math.prod(second) // first[-1])
+
+
+def node_cost(node: RuntimeNode, profile: DeviceProfile) -> KernelCost:
+    """One ONNX Runtime node's modeled time (the onnxruntime model)."""
+    cost, cpu = profile.cost, profile.cpu
+    threads, clock_hz = profile.runtime.threads, cpu.clock_ghz * 1e9
+    kind = node_kind(node)
+    traffic = node.bytes_read + node.bytes_written
+    dram = profile.memory.bandwidth_gb_s * 1e9 * cost.dram_efficiency
+    in_cache = traffic <= cpu.l2_kib * 1024
+    if node.op in COMPUTE_OPS:
+        vector_ops_per_s = cpu.fp32_lanes * clock_hz * threads
+        macs = node_macs(node)
+        compute_s = macs / (cpu.fma_per_cycle * vector_ops_per_s)
+        if kernel_class(kind) == "depthwise_conv":  # each input is reused only kernel-size times
+            compute_s = max(compute_s, macs / (cpu.loads_per_cycle * vector_ops_per_s))
+        memory_s = traffic / (cost.cache_bytes_per_cycle * clock_hz * threads if in_cache else dram)
+        overhead_us = cost.node_overhead_us
+    else:
+        compute_s = 0.0
+        rate = cost.light_bytes_per_cycle * clock_hz * threads
+        memory_s = 0.0 if node.op in ALIAS_OPS else traffic / (rate if in_cache else min(rate, dram))
+        overhead_us = cost.light_overhead_us
+    scale = cost.scale(kernel_class(kind))
+    return KernelCost(name=node.op, kind=kind, compute_ms=scale * compute_s * 1e3, memory_ms=scale * memory_s * 1e3,
+                      overhead_ms=overhead_us * 1e-3)
+
+
+def graph_cost(kernels: Iterable[Kernel], profile: DeviceProfile,
+               runtime_nodes: Sequence[RuntimeNode] = ()) -> list[KernelCost]:
+    """The modeled time of each kernel, or with the onnxruntime model of each node ONNX Runtime runs of
+    the student (`runtime_nodes`; the kernels are then not costed)."""
+    if profile.cost.model == "onnxruntime":
+        return [node_cost(node, profile) for node in runtime_nodes]
     return [kernel_cost(k, profile) for k in kernels]
 
 
-def node_overhead_ms(runtime_nodes: int, profile: DeviceProfile) -> float:
-    """The per-node cost of the onnxruntime model for a graph of `runtime_nodes` nodes; 0 for the others."""
-    return runtime_nodes * profile.cost.node_overhead_us * 1e-3 if profile.cost.model == "onnxruntime" else 0.0
-
-
-def latency_ms(kernels: Iterable[Kernel], profile: DeviceProfile, runtime_nodes: int = 0) -> float:
+def latency_ms(kernels: Iterable[Kernel], profile: DeviceProfile, runtime_nodes: Sequence[RuntimeNode] = ()) -> float:
     """Modeled latency; `runtime_nodes`: the nodes ONNX Runtime runs of this student (the onnxruntime
-    model needs them; the others ignore them)."""
-    return sum(c.latency_ms for c in graph_cost(kernels, profile)) + node_overhead_ms(runtime_nodes, profile)
+    model costs them instead of the kernels; the others ignore them)."""
+    return sum(c.latency_ms for c in graph_cost(kernels, profile, runtime_nodes))

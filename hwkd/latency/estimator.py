@@ -11,9 +11,9 @@ legalized operators are cached inside the `Lowerer`; lowered students are also k
 compiles nothing.
 
 With the onnxruntime cost model (`cost_model.model: onnxruntime`) the estimate is of the student
-as ONNX Runtime runs the exported ONNX file: the nodes it runs are counted once per student (by
-ONNX Runtime itself, `hwkd.latency.onnxruntime_graph`) and kept beside the lowered students; such
-a profile is never measured with TVM, which would time another runtime.
+as ONNX Runtime runs the exported ONNX file: the nodes it runs, with their shapes, are taken once
+per student (from ONNX Runtime itself, `hwkd.latency.onnxruntime_graph`) and kept beside the
+lowered students; such a profile is never measured with TVM, which would time another runtime.
 
 Every estimate says how far to trust it: `calibrated` (the profile was fitted to measurements of
 the board by `hwkd calibrate`) and `expected_error_pct` (that fit's leave-one-out median error;
@@ -38,7 +38,7 @@ from hwkd.latency.lowered import LoweredGraph
 from hwkd.latency.lowered_cache import LoweredCache, graph_key
 from hwkd.latency.lowering import Lowerer, gc_paused
 from hwkd.latency.measure import Measurement, TimingPlan, measure_local, measure_rpc
-from hwkd.latency.onnxruntime_graph import runtime_nodes, student_onnx
+from hwkd.latency.onnxruntime_graph import RuntimeNode, runtime_nodes, student_onnx
 from hwkd.latency.relax_import import RelaxGraph, onnx_to_relax, torch_to_relax
 from hwkd.latency.tuning import TuningPlan, tune_student
 from hwkd.profiles import DeviceProfile
@@ -116,10 +116,10 @@ class Estimator:
         self.timing = timing
         self.lowerer = Lowerer()
         self.disk_cache = disk_cache if disk_cache is not None else LoweredCache()
-        self._by_structure: dict[tuple[int, int], _GraphResult] = {}
+        self._by_structure: dict[tuple[int, tuple[RuntimeNode, ...]], _GraphResult] = {}
         self._by_arch: dict[tuple[str, str, tuple[int, ...], int], Estimate] = {}
         self._lowered: dict[str, LoweredGraph] = {}
-        self._nodes: dict[str, int] = {}
+        self._nodes: dict[str, tuple[RuntimeNode, ...]] = {}
 
     def estimate_arch(
         self, space: SearchSpace, arch: str, input_shape: tuple[int, ...] | None = None, num_classes: int = 10
@@ -159,29 +159,31 @@ class Estimator:
         return self._lowered_by_key(key, lambda: torch_to_relax(space.build(canonical, num_classes, shape), shape))
 
     def runtime_nodes_arch(self, space: SearchSpace, arch: str, input_shape: tuple[int, ...] | None = None,
-                           num_classes: int = 10) -> int:
-        """Nodes ONNX Runtime runs of the student, for the onnxruntime cost model (0 for the others)."""
+                           num_classes: int = 10) -> tuple[RuntimeNode, ...]:
+        """Nodes ONNX Runtime runs of the student, for the onnxruntime cost model (none for the others)."""
         if self.profile.cost.model != "onnxruntime":
-            return 0
+            return ()
         key, canonical, shape = _arch_key(space, arch, input_shape, num_classes)
-        return self._nodes_by_key(key, lambda: student_onnx(space.build(canonical, num_classes, shape), shape))
+        return self._nodes_by_key(key, lambda: student_onnx(space.build(canonical, num_classes, shape), shape), shape)
 
-    def runtime_nodes_onnx(self, path: str | os.PathLike[str]) -> int:
+    def runtime_nodes_onnx(self, path: str | os.PathLike[str],
+                           input_shape: tuple[int, ...] | None = None) -> tuple[RuntimeNode, ...]:
         if self.profile.cost.model != "onnxruntime":
-            return 0
-        return self._nodes_by_key(graph_key("onnx", _file_digest(str(path))), lambda: Path(path).read_bytes())
+            return ()
+        key = graph_key("onnx", _file_digest(str(path)), input_shape)
+        return self._nodes_by_key(key, lambda: Path(path).read_bytes(), input_shape)
 
-    def _nodes_by_key(self, key: str, make_onnx: Any) -> int:
+    def _nodes_by_key(self, key: str, make_onnx: Any, input_shape: tuple[int, ...] | None) -> tuple[RuntimeNode, ...]:
         import onnxruntime
 
         blocked = _is_x86(self.profile)
-        key = graph_key(key, "onnxruntime", onnxruntime.__version__, "nchwc" if blocked else "plain")
+        key = graph_key(key, "onnxruntime nodes", onnxruntime.__version__, "nchwc" if blocked else "plain")
         nodes = self._nodes.get(key)
         if nodes is None:
-            nodes = self.disk_cache.get_count(key)
+            nodes = self.disk_cache.get_nodes(key)
             if nodes is None:
-                nodes = runtime_nodes(make_onnx(), blocked_layout=blocked)
-                self.disk_cache.put_count(key, nodes)
+                nodes = runtime_nodes(make_onnx(), blocked_layout=blocked, input_shape=input_shape)
+                self.disk_cache.put_nodes(key, nodes)
             self._nodes[key] = nodes
         return nodes
 
@@ -199,7 +201,7 @@ class Estimator:
         return lowered
 
     def estimate_module(self, module: nn.Module, input_shape: tuple[int, ...], label: str | None = None) -> Estimate:
-        nodes = 0
+        nodes: tuple[RuntimeNode, ...] = ()
         if self.profile.cost.model == "onnxruntime":
             nodes = runtime_nodes(student_onnx(module, tuple(input_shape)), blocked_layout=_is_x86(self.profile))
         return self._estimate(torch_to_relax(module, tuple(input_shape)), arch=label, nodes=nodes)
@@ -208,18 +210,19 @@ class Estimator:
         if self.measure:
             return self._estimate(onnx_to_relax(path, input_shape), onnx=str(path))
         lowered = self.lowered_onnx(path, input_shape)
-        nodes = self.runtime_nodes_onnx(path)
+        nodes = self.runtime_nodes_onnx(path, input_shape)
         return self._result_estimate(lowered, self._result(lowered, nodes=nodes), onnx=str(path))
 
     def lower(self, graph: RelaxGraph) -> LoweredGraph:
         return self.lowerer.lower(graph)
 
     def _estimate(self, graph: RelaxGraph, arch: str | None = None, onnx: str | None = None,
-                  nodes: int = 0) -> Estimate:
+                  nodes: tuple[RuntimeNode, ...] = ()) -> Estimate:
         lowered = self.lowerer.lower(graph)
         return self._result_estimate(lowered, self._result(lowered, graph, nodes), arch=arch, onnx=onnx)
 
-    def _result(self, lowered: LoweredGraph, graph: RelaxGraph | None = None, nodes: int = 0) -> _GraphResult:
+    def _result(self, lowered: LoweredGraph, graph: RelaxGraph | None = None,
+                nodes: tuple[RuntimeNode, ...] = ()) -> _GraphResult:
         """Cost (and with a graph to compile, measure) a lowered student once per structure;
         `nodes`: ONNX Runtime's, for the onnxruntime model."""
         result = self._by_structure.get((lowered.structure_hash, nodes))

@@ -19,6 +19,7 @@ from typing import Any
 
 from hwkd.cache import cache_dir
 from hwkd.latency.lowered import LOWERING_VERSION, Kernel, KernelFeatures, LoopBody, LoweredGraph
+from hwkd.latency.onnxruntime_graph import RuntimeNode
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class LoweredCache:
                 db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("CREATE TABLE IF NOT EXISTS graphs (key TEXT PRIMARY KEY, record TEXT NOT NULL)")
-                db.execute("CREATE TABLE IF NOT EXISTS counts (key TEXT PRIMARY KEY, count INTEGER NOT NULL)")
+                db.execute("CREATE TABLE IF NOT EXISTS runtime_graphs (key TEXT PRIMARY KEY, record TEXT NOT NULL)")
                 self._db = db
             except sqlite3.Error as exc:  # a read-only or full disk: work on without the cache
                 log.warning("lowered-student cache %s unusable (%s); students are lowered anew", self.path, exc)
@@ -81,24 +82,28 @@ class LoweredCache:
         except sqlite3.Error as exc:
             log.warning("lowered-student cache %s not written (%s)", self.path, exc)
 
-    def get_count(self, key: str) -> int | None:
-        """A count kept beside the graphs (the nodes ONNX Runtime runs of a student), or None."""
+    def get_nodes(self, key: str) -> tuple[RuntimeNode, ...] | None:
+        """The nodes ONNX Runtime runs of a student, kept beside the graphs, or None."""
         db = self._connect()
         if db is None:
             return None
         try:
-            row = db.execute("SELECT count FROM counts WHERE key = ?", (key,)).fetchone()
+            row = db.execute("SELECT record FROM runtime_graphs WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error as exc:
             log.warning("lowered-student cache %s unreadable (%s)", self.path, exc)
             return None
-        return int(row[0]) if row else None
+        if row is None:
+            return None
+        return tuple(RuntimeNode(op, tuple(map(tuple, ins)), tuple(map(tuple, outs)), read, written)
+                     for op, ins, outs, read, written in json.loads(row[0]))
 
-    def put_count(self, key: str, count: int) -> None:
+    def put_nodes(self, key: str, nodes: tuple[RuntimeNode, ...]) -> None:
         db = self._connect()
         if db is None:
             return
+        record = json.dumps([[n.op, n.input_shapes, n.output_shapes, n.bytes_read, n.bytes_written] for n in nodes])
         try:
-            db.execute("INSERT OR REPLACE INTO counts VALUES (?, ?)", (key, count))
+            db.execute("INSERT OR REPLACE INTO runtime_graphs VALUES (?, ?)", (key, record))
         except sqlite3.Error as exc:
             log.warning("lowered-student cache %s not written (%s)", self.path, exc)
 

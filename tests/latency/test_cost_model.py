@@ -4,9 +4,10 @@ from dataclasses import replace
 
 import pytest
 
-from hwkd.latency.cost_model import body_cycles, kernel_cost, latency_ms, parallel_rounds
+from hwkd.latency.cost_model import body_cycles, kernel_cost, latency_ms, node_cost, node_kind, parallel_rounds
 from hwkd.latency.lowered import Kernel, KernelFeatures, LoopBody
 from hwkd.latency.lowering import Lowerer
+from hwkd.latency.onnxruntime_graph import RuntimeNode
 from hwkd.latency.relax_import import torch_to_relax
 from hwkd.profiles import load_profile
 from hwkd.spaces import load_space
@@ -85,14 +86,34 @@ def test_roofline_model_of_a_vendor_library_by_hand() -> None:
 
 
 def test_onnxruntime_model_by_hand() -> None:
-    """The roofline of every kernel without hwkd's call overheads, plus a fixed cost per node ONNX Runtime runs."""
-    rpi4 = load_profile("rpi4")
-    ort = replace(rpi4, cost=replace(rpi4.cost, model="onnxruntime", node_overhead_us=5.0))
-    roofline = replace(rpi4, cost=replace(rpi4.cost, model="roofline"))
-    gemm = Kernel("pw", KernelFeatures("pointwise_conv", flops=2 * 48_000_000, strategy="-", bodies=()), 1000, 1000)
+    """ONNX Runtime's nodes, not hwkd's kernels: a convolution's roofline plus a dispatch, a node that
+    moves data its bytes at its own rate plus a smaller fixed cost, a reshape the fixed cost alone."""
+    rpi4 = load_profile("rpi4")  # 4 threads x 4 lanes x 1 FMA x 1.5 GHz; 16 B/cycle from L2; 1 MiB L2
+    ort = replace(rpi4, cost=replace(rpi4.cost, model="onnxruntime", node_overhead_us=5.0,
+                                     light_node_overhead_us=1.0, light_node_bytes_per_cycle=4.0))
+    pointwise = RuntimeNode("Conv", ((1, 64, 16, 16), (128, 64, 1, 1), (128,)), ((1, 128, 16, 16),),
+                            bytes_read=4 * (64 * 256 + 128 * 64 + 128), bytes_written=4 * 128 * 256)
+    depthwise = RuntimeNode("Conv", ((1, 128, 16, 16), (128, 1, 3, 3), (128,)), ((1, 128, 16, 16),),
+                            bytes_read=4 * (128 * 256 + 128 * 9 + 128), bytes_written=4 * 128 * 256)
+    transpose = RuntimeNode("Transpose", ((1, 2, 64, 16, 16),), ((1, 64, 2, 16, 16),),
+                            bytes_read=4 * 128 * 256, bytes_written=4 * 128 * 256)
+    reshape = RuntimeNode("Reshape", ((1, 128, 16, 16), (5,)), ((1, 2, 64, 16, 16),),
+                          bytes_read=4 * 128 * 256 + 40, bytes_written=4 * 128 * 256)
+    assert [node_kind(n) for n in (pointwise, depthwise, transpose)] == ["pointwise_conv", "depthwise_conv", "transpose"]
+    lanes_per_s = 4 * 1.5e9 * 4
+    pointwise_ms = 128 * 64 * 256 / lanes_per_s * 1e3 + 0.005  # 2.1 M MACs, FMA-bound (the bytes: 0.003 ms)
+    depthwise_ms = 128 * 9 * 256 / lanes_per_s * 1e3 + 0.005  # one load per FMA: load-bound, 1 load per cycle
+    transpose_ms = 2 * 4 * 128 * 256 / (4 * 1.5e9 * 4) * 1e3 + 0.001  # 256 KiB at 4 B/cycle/core x 4 cores
+    costs = [node_cost(n, ort) for n in (pointwise, depthwise, transpose, reshape)]
+    assert [c.latency_ms for c in costs] == pytest.approx([pointwise_ms, depthwise_ms, transpose_ms, 0.001])
+    nodes = (pointwise, depthwise, transpose, reshape)
+    assert latency_ms([], ort, nodes) == pytest.approx(pointwise_ms + depthwise_ms + transpose_ms + 0.001)
+    # the kernels are not costed: ONNX Runtime does not run them
     relu = Kernel("relu", KernelFeatures("elementwise", flops=10**6, strategy="-", bodies=()), 4_000_000, 4_000_000)
-    work_ms = 48e6 / (4 * 1.5e9 * 4) * 1e3 + 8e6 / 6.4e9 * 1e3  # the FMA-bound GEMM, the DRAM-bound ReLU
-    assert latency_ms([gemm, relu], ort) == pytest.approx(work_ms)  # no node: no per-call cost at all
-    assert latency_ms([gemm, relu], ort, runtime_nodes=40) == pytest.approx(work_ms + 40 * 0.005)
-    assert latency_ms([gemm, relu], roofline) == pytest.approx(work_ms + 2 * 0.004)  # hwkd's calls instead
-    assert latency_ms([gemm, relu], roofline, runtime_nodes=40) == latency_ms([gemm, relu], roofline)  # ignored
+    assert latency_ms([relu], ort, nodes) == latency_ms([], ort, nodes) and latency_ms([relu], ort) == 0
+    # without the light-node constants, such a node costs a dispatch and streams at the cache rate
+    plain = replace(ort, cost=replace(ort.cost, light_node_overhead_us=None, light_node_bytes_per_cycle=None))
+    assert node_cost(transpose, plain).latency_ms == pytest.approx(2 * 4 * 128 * 256 / (16 * 1.5e9 * 4) * 1e3 + 0.005)
+    # the other models cost the kernels and ignore the nodes
+    roofline = replace(rpi4, cost=replace(rpi4.cost, model="roofline"))
+    assert latency_ms([relu], roofline, nodes) == latency_ms([relu], roofline) == pytest.approx(8e6 / 6.4e9 * 1e3 + 0.004)

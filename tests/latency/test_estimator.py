@@ -151,13 +151,12 @@ def test_the_onnxruntime_model_costs_the_nodes_onnxruntime_runs(tmp_path, monkey
     estimate = estimator.estimate_arch(space, arch)
     # rpi4 is an ARM board: its ONNX Runtime has no blocked layout, so no reorder nodes are counted
     nodes = runtime_nodes(student_onnx(space.build(arch, 10), space.default_input_shape), blocked_layout=False)
-    assert nodes > 22  # a node or more per block, plus the stem and the head
-    kernels = estimator.lowered_arch(space, arch).kernels
+    assert len(nodes) > 22 and "ReorderInput" not in {n.op for n in nodes}  # a node or more per block
     assert estimate.source == "model"
-    assert estimate.latency_ms == pytest.approx(latency_ms(kernels, ort, nodes), abs=1e-4)
-    assert estimate.latency_ms == pytest.approx(latency_ms(kernels, ort) + nodes * 0.010, abs=1e-4)
+    assert estimate.latency_ms == pytest.approx(latency_ms((), ort, nodes), abs=1e-4)
+    assert estimate.latency_ms > len(nodes) * 0.010  # each node's dispatch and its work
     assert estimator.model_estimate(space, arch).latency_ms == estimate.latency_ms
-    # a new process exports and counts nothing again: the count is kept beside the lowered students
+    # a new process exports and runs nothing again: the nodes are kept beside the lowered students
     import hwkd.latency.estimator as estimator_module
 
     monkeypatch.setattr(estimator_module, "runtime_nodes", lambda *a, **k: pytest.fail("counted again"))
