@@ -19,10 +19,15 @@ base profile: linear in the five multipliers `s`. The fit:
    ridge penalty `lam * (s_j / g - 1)^2` (so a class the measurements hardly contain keeps its
    datasheet ratio to the others), Huber-reweighted so one outlier cannot drag the fit, every
    multiplier kept at or above `g / 20`;
-3. `lam` chosen from a fixed grid by the leave-one-out median error: the strongest prior whose
-   error is within 10 % (plus 0.2 points) of the best, so the data must earn every departure from
-   the datasheet ratios (a class whose time barely varies between the measured students would
-   otherwise take any value that fits them).
+3. `lam` chosen from a fixed grid by leave-one-out cross-validation with a one-standard-error
+   rule (Hastie, Tibshirani and Friedman, The Elements of Statistical Learning, 7.10), paired: the
+   strongest prior whose leave-one-out relative errors exceed those of the best `lam` by less than
+   one standard error of their per-measurement difference. So the data must earn every departure
+   from the datasheet ratios (a class whose time barely varies between the measured students
+   would otherwise take any value that fits them: with 10 measurements, picking the best
+   leave-one-out error alone gave multipliers as wild as x0.05 that ranked held-out students worse
+   than the global factor did, benchmarks/calibrate.py), while a broken measurement, which every
+   `lam` misses alike, does not push the choice to the prior.
 
 The leave-one-out errors of the chosen fit are what a user should expect on new students; the
 calibrated profile records them. A multiplier the fit moved far from the global factor (over 3x
@@ -129,12 +134,13 @@ def fit(parts: Sequence[CostBreakdown], measured_ms: Sequence[float]) -> Fit:
                         "(5-10 students spread over the space's latency range are enough; more help)")
     x = np.stack([p.vector() for p in parts])
     y = np.asarray(measured_ms, dtype=float)
-    tried = []
+    tried = []  # (ridge, leave-one-out predictions, their relative errors)
     for ridge in RIDGE_GRID:
         loo = np.array([x[i] @ _solve(np.delete(x, i, 0), np.delete(y, i), ridge) for i in range(len(y))])
-        tried.append((float(np.median(np.abs(loo - y) / y)), ridge, loo))
-    lowest = min(error for error, _, _ in tried)
-    error, ridge, loo = max((t for t in tried if t[0] <= 1.1 * lowest + 0.002), key=lambda t: t[1])
+        tried.append((ridge, loo, np.abs(loo - y) / y))
+    best = min(tried, key=lambda t: float(t[2].mean()))[2]
+    ridge, loo, errors = max((t for t in tried if _within_one_standard_error(t[2] - best)), key=lambda t: t[0])
+    error = float(np.median(errors))
     theta = _solve(x, y, ridge)
     g = _global_factor(x, y)
     return Fit(
@@ -147,6 +153,12 @@ def fit(parts: Sequence[CostBreakdown], measured_ms: Sequence[float]) -> Fit:
         global_factor=g,
         standard_errors={p: float(v) for p, v in zip(PARAMETERS, _standard_errors(x, y, theta, ridge, g))},
     )
+
+
+def _within_one_standard_error(excess: np.ndarray) -> bool:
+    """Whether per-measurement excess errors over the best fit's are, on average, within one standard
+    error of their mean (the best fit itself: all zeros)."""
+    return float(excess.mean()) <= float(excess.std(ddof=1)) / math.sqrt(len(excess))
 
 
 def _standard_errors(x: np.ndarray, y: np.ndarray, theta: np.ndarray, ridge: float, g: float) -> np.ndarray:

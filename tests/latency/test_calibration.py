@@ -100,7 +100,10 @@ def test_one_broken_measurement_does_not_drag_the_fit() -> None:
     result = fit(parts, measured)
     others = [i for i in range(12) if i != 3]
     errors = sorted(abs(result.predict_ms(parts[i]) - measured[i]) / measured[i] for i in others)
-    assert errors[len(errors) // 2] < 0.03
+    assert errors[len(errors) // 2] < 0.01
+    # every prior misses the broken one alike, so it does not push the choice to the global factor alone:
+    # the convolutions (most of the time) keep their own multipliers
+    assert all(result.multipliers[name] == pytest.approx(TRUE[name], rel=0.05) for name in KERNEL_CLASSES[:3])
 
 
 def test_a_class_the_measurements_lack_keeps_its_ratio_to_the_global_factor() -> None:
