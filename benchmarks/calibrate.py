@@ -202,8 +202,10 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
                           spearman(by_macs, held), median_abs_error_pct(by_macs, held),
                           spearman(list(macs), y), result))
     print(f"\n## Cost model against two runtimes on this machine (host profile, {schedule.runtime.threads} threads; "
-          "hwkd's TVM library by the schedule model, ONNX Runtime by the onnxruntime model, "
-          f"{schedule.cost.node_overhead_us:g} us per node)\n")
+          "hwkd's TVM library by the schedule model, ONNX Runtime by the onnxruntime model: its nodes' rooflines, "
+          f"{schedule.cost.node_overhead_us:g} us per convolution or matrix product, "
+          f"{schedule.cost.light_overhead_us:g} us per other node + its bytes at "
+          f"{schedule.cost.light_bytes_per_cycle:g} B/cycle/core)\n")
     print(f"Calibrated: fitted on {fit_count} students spread over the model's latency range, scored on the rest. "
           f"MACs baseline: least-squares affine fit on the same {fit_count}.\n")
     print("| space | runtime | students | scored | uncalibrated Spearman | uncalibrated median error | "
