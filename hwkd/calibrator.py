@@ -136,9 +136,9 @@ def calibrate(config: CalibrateConfig, show: bool = False) -> CalibrationOutcome
     space = load_space(config.space)
     # Measurements of ONNX Runtime fit the onnxruntime model where the profile knows ONNX Runtime's cost
     # per node: on a 2-core AVX-512 VM (110 students of each of nb201, fbnet, mbconv-small;
-    # benchmarks/calibrate.py) it ranked them 0.988, 0.951 and 0.956 uncalibrated against the schedule
-    # model's 0.950, 0.785 and 0.889, and calibrated from 10 to 3.9, 3.1 and 4.2 % median error against
-    # 6.7, 6.2 and 7.0 %. Every other runtime, and a profile without that cost, fits the schedule model.
+    # benchmarks/calibrate.py --seed 2) it ranked them 0.991, 0.978 and 0.986 uncalibrated against the
+    # schedule model's 0.961, 0.864 and 0.909, and calibrated from 10 to 5.2, 1.9 and 2.0 % median error
+    # against 13.5, 6.9 and 7.6 %. Every other runtime, and a profile without that cost, fits the schedule model.
     if config.cost_model is None and config.runtime in ORT_NAMES and base.cost.node_overhead_us:
         base = replace(base, cost=replace(base.cost, model="onnxruntime"))
     if config.cost_model is not None:
