@@ -244,7 +244,7 @@ _SCHEMA: dict[str, list[tuple[str, type, bool]]] = {
     ],
 }
 _OPTIONAL_SECTIONS = ("rpc", "calibration")
-# absent from a profile: 0 or None; an absent one is written as absent
+# optional costs: absent from a profile, node_overhead_us is 0 and the others None; written as absent
 _OPTIONAL_COSTS = ("node_overhead_us", "light_node_overhead_us", "light_node_bytes_per_cycle")
 _TOP_KEYS = {"description", "target", "measure", "sources", *_SCHEMA}
 _CITED_SECTIONS = ("cpu", "memory", "cost_model")
@@ -463,7 +463,8 @@ def profile_to_dict(profile: DeviceProfile) -> dict[str, Any]:
         "memory": section(profile.memory),
         "runtime": section(profile.runtime),
         # the onnxruntime model's costs are optional: a profile without them is written without them
-        "cost_model": {k: v for k, v in section(profile.cost).items() if k not in _OPTIONAL_COSTS or v},
+        "cost_model": {k: v for k, v in section(profile.cost).items()
+                       if k not in _OPTIONAL_COSTS or v is not None and (k != "node_overhead_us" or v)},
     }
     if profile.rpc is not None:
         out["rpc"] = {k: v for k, v in section(profile.rpc).items() if v is not None}

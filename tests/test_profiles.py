@@ -170,6 +170,20 @@ def test_the_onnxruntime_model_needs_the_cost_per_node(tmp_path: Path) -> None:
     # a profile without it is written without it
     assert "node_overhead_us" not in profile_to_dict(load_profile("rpi4"))["cost_model"]
     assert profile_to_dict(board)["cost_model"]["node_overhead_us"] == 12.0
+    # the light-node costs are optional too: without them a light node costs what a convolution's
+    # dispatch does and streams at the cache rate; a measured 0 us stays 0
+    assert (board.cost.light_overhead_us, board.cost.light_bytes_per_cycle) == (12.0, board.cost.cache_bytes_per_cycle)
+    assert "light_node_overhead_us" not in profile_to_dict(board)["cost_model"]
+    raw["cost_model"].update(light_node_overhead_us=0.0, light_node_bytes_per_cycle=6.0)
+    raw["sources"].update({"cost_model.light_node_overhead_us": "measured", "cost_model.light_node_bytes_per_cycle": "measured"})
+    path.write_text(yaml.safe_dump(raw))
+    light = load_profile(path)
+    assert (light.cost.light_overhead_us, light.cost.light_bytes_per_cycle) == (0.0, 6.0)
+    assert profile_to_dict(light)["cost_model"]["light_node_overhead_us"] == 0.0
+    raw["cost_model"]["light_node_bytes_per_cycle"] = 0.0
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="cost_model.light_node_bytes_per_cycle: must be > 0"):
+        load_profile(path)
 
 
 def test_a_board_file_without_a_reorder_window_gets_the_smallest_shipped_one(tmp_path: Path) -> None:

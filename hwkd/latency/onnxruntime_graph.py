@@ -18,17 +18,20 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from hwkd.errors import CompileError, error_line
+
+if TYPE_CHECKING:  # the cost model reads RuntimeNode records without importing torch
+    from torch import nn
 
 ONNX_OPSET = 17  # of every ONNX file hwkd writes (`hwkd export` too)
 
 
 def student_onnx(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     """`module` (eval mode) as the ONNX file `hwkd export` writes, batch fixed to `input_shape`'s."""
+    import torch
+
     buffer = io.BytesIO()
     try:
         torch.onnx.export(module.eval(), (torch.zeros(input_shape),), buffer,  # type: ignore[arg-type]  # writes to files too
