@@ -8,7 +8,11 @@ and compared with the `host` schedule model's time for it. It prints,
 per kernel kind, the measured and modeled totals and their ratio, then the kernels modeled worst,
 with the bound the model took for their main loop body. A kernel alone runs on warm caches, so the
 sum of a student's kernels is below the student's own latency; the ratios between kinds are what
-tell a modeling error. Run it with nothing else on the machine.
+tell a modeling error. It also times each whole student as `hwkd estimate` measures it and prints
+what the student costs beyond its kernels alone, against the bytes its kernels write and their
+count: alone, a kernel writes the same output buffer run after run, so its lines stay in cache; in
+a student, each kernel writes a buffer last touched several kernels before. Run it with nothing
+else on the machine.
 
     python benchmarks/kernels.py [--space fbnet] [--students 8] [--seed 0]
 """
@@ -45,6 +49,7 @@ def main() -> None:
     size_tvm_pool()
     from hwkd.latency.cost_model import kernel_cost
     from hwkd.latency.lowering import Lowerer
+    from hwkd.latency.measure import measure_local
     from hwkd.latency.relax_import import torch_to_relax
     from hwkd.latency.tuning import TuningPlan, tune_kernels
     from hwkd.profiles import load_profile
@@ -60,9 +65,11 @@ def main() -> None:
     by_kind: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     seen: dict[tuple[str, int], tuple[float, float, str, str]] = {}  # (kind, modeled us) -> one kernel
     untimed = 0
+    students = []  # (whole student ms, its kernels alone ms, bytes its kernels write, kernels)
     for n, arch in enumerate(archs, start=1):
         print(f"\r  {args.space} student {n}/{len(archs)}", end="", flush=True)
-        lowered = Lowerer().lower(torch_to_relax(space.build(arch, 10, shape), shape))
+        graph = torch_to_relax(space.build(arch, 10, shape), shape)
+        lowered = Lowerer().lower(graph)
         # hwkd's schedule of each kernel, timed alone by the tuner with no other variant; a kernel
         # shared with an earlier student is read from the database
         timed = {k.kernel: k.default_us * 1e-3 for k in tune_kernels(lowered, host, TuningPlan(variants=1)).kernels}
@@ -70,13 +77,17 @@ def main() -> None:
             if kernel.name not in timed:  # TVM's default loop nest: no hwkd schedule to time
                 untimed += 1
                 continue
-            modeled = kernel_cost(kernel, host).latency_ms
+            modeled = kernel_cost(kernel, host).alone_ms  # alone: no write-back to memory
             totals = by_kind[kernel.features.kind]
             totals[0] += timed[kernel.name]
             totals[1] += modeled
             totals[2] += 1
             seen.setdefault((kernel.features.kind, round(modeled * 1e6)),
                             (timed[kernel.name], modeled, kernel.name, main_body_bound(kernel, host)))
+        if all(kernel.name in timed for kernel in lowered.kernels):
+            whole = measure_local(lowered, graph.params, shape, host).latency_ms
+            students.append((whole, sum(timed[k.name] for k in lowered.kernels),
+                             sum(k.bytes_written for k in lowered.kernels), len(lowered.kernels)))
     print(f"\n\n## Kernels of {len(archs)} {args.space} students timed alone against the host schedule model "
           f"({host.runtime.threads} threads, {os.cpu_count()} CPUs, LLVM cpu {host.target.get('mcpu')}, "
           f"reorder window {host.cpu.reorder_window})\n")
@@ -92,6 +103,36 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---|")
     for (kind, _), (measured, modeled, name, bound) in worst:
         print(f"| {kind} | {name} | {measured * 1e3:.2f} | {modeled * 1e3:.2f} | {measured / modeled:.2f} | {bound} |")
+    if students:
+        in_a_student(students, host.cpu.clock_ghz, host.runtime.threads,
+                     host.memory.bandwidth_gb_s * host.cost.dram_efficiency)
+
+
+def in_a_student(students: list[tuple[float, float, int, int]], clock_ghz: float, threads: int,
+                 dram_gb_s: float) -> None:
+    """What whole students cost beyond their kernels alone, and that extra fitted to the bytes the
+    kernels write (at a rate in bytes per cycle per core) and to their count."""
+    import numpy as np
+
+    print(f"\n## {len(students)} whole students against their kernels alone\n")
+    print("| student ms | kernels alone ms | extra ms | KiB written by its kernels | kernels | extra ns per KiB written |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for whole, alone, written, count in students:
+        print(f"| {whole:.3f} | {alone:.3f} | {whole - alone:.3f} | {written / 1024:.0f} | {count} | "
+              f"{(whole - alone) * 1e6 / (written / 1024):.1f} |")
+    extra = np.array([whole - alone for whole, alone, _, _ in students])
+    cycles = np.array([written for _, _, written, _ in students]) / (clock_ghz * 1e6 * threads)  # ms at 1 B/cycle/core
+    kernels = np.array([count for *_, count in students], dtype=float)
+    inverse_rate = float(np.linalg.lstsq(cycles[:, None], extra, rcond=None)[0][0])
+    error = 100 * float(np.median(np.abs(cycles * inverse_rate - extra) / np.abs(extra)))
+    print(f"\nextra = bytes written at {1 / inverse_rate:.1f} bytes per cycle per core ({threads} threads, "
+          f"{clock_ghz:g} GHz: {clock_ghz * threads / inverse_rate:.1f} GB/s; the schedule model's write-back "
+          f"takes the profile's DRAM rate, {dram_gb_s:.1f} GB/s): median error {error:.0f} %")
+    (a, b), *_ = np.linalg.lstsq(np.stack([kernels * 1e-3, cycles], axis=1), extra, rcond=None)
+    both = kernels * 1e-3 * a + cycles * b
+    error = 100 * float(np.median(np.abs(both - extra) / np.abs(extra)))
+    print(f"extra = {a:.2f} us per kernel + bytes written at {1 / b if b > 0 else float('inf'):.1f} bytes per cycle "
+          f"per core: median error {error:.0f} %")
 
 
 if __name__ == "__main__":

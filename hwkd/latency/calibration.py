@@ -84,7 +84,7 @@ def breakdown(kernels: Iterable[Kernel], profile: DeviceProfile,
     per_class = dict.fromkeys(KERNEL_CLASSES, 0.0)
     overhead = 0.0
     for cost in graph_cost(kernels, profile, runtime_nodes):
-        per_class[kernel_class(cost.kind)] += max(cost.compute_ms, cost.memory_ms)
+        per_class[kernel_class(cost.kind)] += cost.work_ms
         overhead += cost.overhead_ms
     return CostBreakdown(tuple(per_class[c] for c in KERNEL_CLASSES), overhead)
 

@@ -16,6 +16,14 @@ latencies. For each fused kernel:
   profile's threads in `ceil(parallel_extent / threads)` rounds.
 - memory: the bytes the kernel reads and writes, from L2 when they fit (`cache_bytes_per_cycle`
   per core) or else from DRAM (`bandwidth_gb_s * dram_efficiency`).
+- write-back: in a student, what a kernel writes also costs its bytes at the DRAM bandwidth, on
+  top of its time alone and not overlapped with it. Each kernel writes a buffer last touched
+  several kernels before, where alone it rewrites the same lines run after run: on 8 fbnet
+  students of a 2-core AVX-512 VM, each student took 65-79 ns per KiB its kernels wrote beyond the
+  sum of its kernels timed alone, 15 GB/s against that VM's 14.3 GB/s of DRAM bandwidth
+  (benchmarks/kernels.py). Modeled, it raised the schedule model's ranking of hwkd's fbnet library
+  from 0.946-0.967 to 0.983-0.988 on three sets of 110 students (benchmarks/calibrate.py).
+  Only the schedule model has it (the other runtimes were not measured for it).
 With `cost_model.model: roofline` (`hwkd calibrate --cost-model roofline`: a library whose loops
 are nothing like hwkd's) a kernel's compute is instead its FLOPs at the cores' peak, or for a
 depthwise or grouped convolution at one vector load per vector FMA if that is slower (each input
@@ -74,10 +82,21 @@ class KernelCost:
     compute_ms: float
     memory_ms: float
     overhead_ms: float
+    write_back_ms: float = 0.0  # in a student, its output going back to memory (the schedule model)
+
+    @property
+    def work_ms(self) -> float:
+        """The part a calibration scales with the kernel's class: all but the call overheads."""
+        return max(self.compute_ms, self.memory_ms) + self.write_back_ms
+
+    @property
+    def alone_ms(self) -> float:
+        """The kernel run alone, its output buffer staying in cache."""
+        return max(self.compute_ms, self.memory_ms) + self.overhead_ms
 
     @property
     def latency_ms(self) -> float:
-        return max(self.compute_ms, self.memory_ms) + self.overhead_ms
+        return self.work_ms + self.overhead_ms
 
     @property
     def bound(self) -> str:
@@ -163,6 +182,8 @@ def kernel_cost(kernel: Kernel, profile: DeviceProfile) -> KernelCost:
     else:
         bandwidth = profile.memory.bandwidth_gb_s * 1e9 * profile.cost.dram_efficiency
     memory_s = traffic / bandwidth
+    dram = profile.memory.bandwidth_gb_s * 1e9 * profile.cost.dram_efficiency
+    write_back_s = kernel.bytes_written / dram if profile.cost.model == "schedule" else 0.0
     scale = profile.cost.scale(kernel_class(kernel.features.kind))
     overhead_us = profile.cost.kernel_overhead_us + (profile.cost.parallel_overhead_us if forks else 0.0)
     return KernelCost(
@@ -171,6 +192,7 @@ def kernel_cost(kernel: Kernel, profile: DeviceProfile) -> KernelCost:
         compute_ms=scale * compute_s * 1e3,
         memory_ms=scale * memory_s * 1e3,
         overhead_ms=overhead_us * 1e-3,
+        write_back_ms=scale * write_back_s * 1e3,
     )
 
 

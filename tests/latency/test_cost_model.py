@@ -70,6 +70,19 @@ def test_kernel_cost_reports_its_bound() -> None:
     assert cost.bound == "compute" and cost.latency_ms > cost.overhead_ms > 0
 
 
+def test_in_a_student_a_kernel_writes_its_output_back_at_the_dram_rate() -> None:
+    rpi4 = load_profile("rpi4")  # DRAM: 12.8 GB/s x 0.5
+    conv = next(k for k in kernels(ALL_3X3) if k.features.kind == "conv")
+    cost = kernel_cost(conv, rpi4)
+    assert cost.write_back_ms == pytest.approx(conv.bytes_written / 6.4e9 * 1e3)
+    assert cost.latency_ms == pytest.approx(cost.alone_ms + cost.write_back_ms)  # not overlapped with the work
+    assert cost.work_ms == pytest.approx(max(cost.compute_ms, cost.memory_ms) + cost.write_back_ms)
+    doubled = replace(rpi4, cost=replace(rpi4.cost, dense_conv_scale=2.0))  # a calibration scales it with the class
+    assert kernel_cost(conv, doubled).write_back_ms == pytest.approx(2 * cost.write_back_ms)
+    for model in ("roofline", "onnxruntime"):  # measured for hwkd's library only
+        assert kernel_cost(conv, replace(rpi4, cost=replace(rpi4.cost, model=model))).write_back_ms == 0
+
+
 def test_roofline_model_of_a_vendor_library_by_hand() -> None:
     rpi4 = replace(load_profile("rpi4"), cost=replace(load_profile("rpi4").cost, model="roofline"))
     peak = 4 * 1.5e9 * 4  # 4 lanes x 1.5 GHz x 4 threads, one FMA and one load per cycle
