@@ -165,16 +165,16 @@ def test_the_opening_students_meet_the_budget(tmp_path: Path, teacher_file: Path
 @pytest.mark.slow
 def test_a_budget_splits_trials_into_trained_and_infeasible(tmp_path: Path, teacher_file: Path) -> None:
     run = tmp_path / "run"
-    # five random students (no opening design, which keeps to the budget) span 0.5 to 1.2 ms on rpi4
-    config = make_config(run, teacher_file, trials=5, budgets=Budgets(max_latency_ms=1.0),
+    # five random students (no opening design, which keeps to the budget) span 1.1 to 2.0 ms on rpi4
+    config = make_config(run, teacher_file, trials=5, budgets=Budgets(max_latency_ms=1.25),
                          brief=replace(BRIEF, steps=10), sampler="random")
     Search(config).run(progress=False)
     trials = pd.read_csv(run / "trials.csv")
     trained = trials[trials.state == "COMPLETE"]
     over = trials[trials.state == "INFEASIBLE"]
     assert len(trained) >= 1 and len(over) >= 1
-    assert (trained.latency_ms <= 1.0).all() and trained.val_accuracy.notna().all()
-    assert (over.latency_ms > 1.0).all() and over.val_accuracy.isna().all()
+    assert (trained.latency_ms <= 1.25).all() and trained.val_accuracy.notna().all()
+    assert (over.latency_ms > 1.25).all() and over.val_accuracy.isna().all()
 
 
 @pytest.mark.slow
