@@ -148,15 +148,23 @@ def parallel_rounds(parallel_extent: int, threads: int) -> float:
 
 def roofline_compute_s(kernel: Kernel, profile: DeviceProfile) -> float:
     """Seconds of arithmetic of a kernel in a vendor library, spread over the profile's threads."""
-    cpu = profile.cpu
     kind = kernel_class(kernel.features.kind)
     if kind == "other":
         return 0.0
+    return peak_compute_s(kernel.features.flops / 2, kind == "depthwise_conv", profile)
+
+
+def peak_compute_s(macs: float, depthwise: bool, profile: DeviceProfile) -> float:
+    """Seconds of `macs` vector FMAs at the cores' peak over the profile's threads; a depthwise or grouped
+    convolution at one vector load per FMA if that is slower (each input is reused only kernel-size times)."""
+    cpu = profile.cpu
     vector_ops_per_s = cpu.fp32_lanes * cpu.clock_ghz * 1e9 * profile.runtime.threads
-    compute = kernel.features.flops / (2 * cpu.fma_per_cycle * vector_ops_per_s)
-    if kind == "depthwise_conv":
-        compute = max(compute, kernel.features.flops / 2 / (cpu.loads_per_cycle * vector_ops_per_s))
-    return compute
+    compute = macs / (cpu.fma_per_cycle * vector_ops_per_s)
+    return max(compute, macs / (cpu.loads_per_cycle * vector_ops_per_s)) if depthwise else compute
+
+
+def dram_bytes_per_s(profile: DeviceProfile) -> float:
+    return profile.memory.bandwidth_gb_s * 1e9 * profile.cost.dram_efficiency
 
 
 def kernel_cost(kernel: Kernel, profile: DeviceProfile) -> KernelCost:
@@ -180,10 +188,9 @@ def kernel_cost(kernel: Kernel, profile: DeviceProfile) -> KernelCost:
     if traffic <= l2_bytes:
         bandwidth = profile.cost.cache_bytes_per_cycle * clock_hz * busiest_threads
     else:
-        bandwidth = profile.memory.bandwidth_gb_s * 1e9 * profile.cost.dram_efficiency
+        bandwidth = dram_bytes_per_s(profile)
     memory_s = traffic / bandwidth
-    dram = profile.memory.bandwidth_gb_s * 1e9 * profile.cost.dram_efficiency
-    write_back_s = kernel.bytes_written / dram if profile.cost.model == "schedule" else 0.0
+    write_back_s = kernel.bytes_written / dram_bytes_per_s(profile) if profile.cost.model == "schedule" else 0.0
     scale = profile.cost.scale(kernel_class(kernel.features.kind))
     overhead_us = profile.cost.kernel_overhead_us + (profile.cost.parallel_overhead_us if forks else 0.0)
     return KernelCost(
@@ -235,14 +242,10 @@ def node_cost(node: RuntimeNode, profile: DeviceProfile) -> KernelCost:
     threads, clock_hz = profile.runtime.threads, cpu.clock_ghz * 1e9
     kind = node_kind(node)
     traffic = node.bytes_read + node.bytes_written
-    dram = profile.memory.bandwidth_gb_s * 1e9 * cost.dram_efficiency
+    dram = dram_bytes_per_s(profile)
     in_cache = traffic <= cpu.l2_kib * 1024
     if node.op in COMPUTE_OPS:
-        vector_ops_per_s = cpu.fp32_lanes * clock_hz * threads
-        macs = node_macs(node)
-        compute_s = macs / (cpu.fma_per_cycle * vector_ops_per_s)
-        if kernel_class(kind) == "depthwise_conv":  # each input is reused only kernel-size times
-            compute_s = max(compute_s, macs / (cpu.loads_per_cycle * vector_ops_per_s))
+        compute_s = peak_compute_s(node_macs(node), kernel_class(kind) == "depthwise_conv", profile)
         memory_s = traffic / (cost.cache_bytes_per_cycle * clock_hz * threads if in_cache else dram)
         overhead_us = cost.node_overhead_us
     else:
