@@ -137,6 +137,7 @@ def collect(runtime: str, path: Path, students: int, seed: int, passes: int, thr
                   flush=True)
             times[n].append(runner.time_ms())
     print(file=sys.stderr)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()

@@ -34,7 +34,9 @@ nodes ONNX Runtime runs after its own graph optimizations
 (`hwkd.latency.onnxruntime_graph.runtime_nodes`), not of hwkd's kernels: ONNX Runtime fuses less
 than TVM, on x86 reorders tensors into and out of its blocked layout, and dispatches every node. A
 convolution or matrix product costs its roofline (as above, from the node's own shapes) plus
-`node_overhead_us`, the thread-pool dispatch of a node with work to split; a node that only moves
+`node_overhead_us`, the thread-pool dispatch of a node with work to split (a convolution with a
+residual Add fused into it also reads that operand after its arithmetic, at the light-node rate
+below); a node that only moves
 data (a layout reorder, a transpose, pooling, an elementwise node) costs `light_node_overhead_us`
 plus its bytes at `light_node_bytes_per_cycle` per core, both measured on the board
 (benchmarks/overheads.py --onnxruntime); a reshape moves nothing. On a 2-core AVX-512 VM that
@@ -236,6 +238,15 @@ def node_macs(node: RuntimeNode) -> int:
     return math.prod(first) * (second[-1] if node.op in ("MatMul", "FusedMatMul") else math.prod(second) // first[-1])
 
 
+def fused_sum_bytes(node: RuntimeNode) -> int:
+    """Bytes of the operand a convolution adds to its output (ONNX Runtime's Conv + Add fusion: the
+    inputs after data, weight and bias), in proportion to the node's inputs (all of one type)."""
+    if node.op not in ("Conv", "FusedConv") or len(node.input_shapes) <= 3:
+        return 0
+    sizes = [math.prod(shape) for shape in node.input_shapes]
+    return node.bytes_read * sum(sizes[3:]) // max(1, sum(sizes))
+
+
 def node_cost(node: RuntimeNode, profile: DeviceProfile) -> KernelCost:
     """One ONNX Runtime node's modeled time (the onnxruntime model)."""
     cost, cpu = profile.cost, profile.cpu
@@ -244,14 +255,19 @@ def node_cost(node: RuntimeNode, profile: DeviceProfile) -> KernelCost:
     traffic = node.bytes_read + node.bytes_written
     dram = dram_bytes_per_s(profile)
     in_cache = traffic <= cpu.l2_kib * 1024
+    light_rate = cost.light_bytes_per_cycle * clock_hz * threads
     if node.op in COMPUTE_OPS:
         compute_s = peak_compute_s(node_macs(node), kernel_class(kind) == "depthwise_conv", profile)
+        # A residual Add fused into the convolution is read after the arithmetic, in the epilogue: the
+        # Add node's bytes at the light rate without its dispatch (on 220 nb201 students timed with ONNX
+        # Runtime on a 2-core AVX-512 VM, students with more fused sums were under-estimated by up
+        # to 7 % without it; benchmarks/calibrate.py)
+        compute_s += fused_sum_bytes(node) / (light_rate if in_cache else min(light_rate, dram))
         memory_s = traffic / (cost.cache_bytes_per_cycle * clock_hz * threads if in_cache else dram)
         overhead_us = cost.node_overhead_us
     else:
         compute_s = 0.0
-        rate = cost.light_bytes_per_cycle * clock_hz * threads
-        memory_s = 0.0 if node.op in ALIAS_OPS else traffic / (rate if in_cache else min(rate, dram))
+        memory_s = 0.0 if node.op in ALIAS_OPS else traffic / (light_rate if in_cache else min(light_rate, dram))
         overhead_us = cost.light_overhead_us
     scale = cost.scale(kernel_class(kind))
     return KernelCost(name=node.op, kind=kind, compute_ms=scale * compute_s * 1e3, memory_ms=scale * memory_s * 1e3,

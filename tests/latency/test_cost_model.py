@@ -124,6 +124,11 @@ def test_onnxruntime_model_by_hand() -> None:
     # the kernels are not costed: ONNX Runtime does not run them
     relu = Kernel("relu", KernelFeatures("elementwise", flops=10**6, strategy="-", bodies=()), 4_000_000, 4_000_000)
     assert latency_ms([relu], ort, nodes) == latency_ms([], ort, nodes) and latency_ms([relu], ort) == 0
+    # a residual Add fused into the convolution: its operand read after the arithmetic at the light rate
+    fused = RuntimeNode("Conv", (*pointwise.input_shapes, (1, 128, 16, 16)), pointwise.output_shapes,
+                        bytes_read=pointwise.bytes_read + 4 * 128 * 256, bytes_written=pointwise.bytes_written)
+    sum_ms = 4 * 128 * 256 / (4 * 1.5e9 * 4) * 1e3  # 128 KiB at 4 B/cycle/core x 4 cores
+    assert node_cost(fused, ort).latency_ms == pytest.approx(pointwise_ms + sum_ms)
     # without the light-node constants, such a node costs a dispatch and streams at the cache rate
     plain = replace(ort, cost=replace(ort.cost, light_node_overhead_us=None, light_node_bytes_per_cycle=None))
     assert node_cost(transpose, plain).latency_ms == pytest.approx(2 * 4 * 128 * 256 / (16 * 1.5e9 * 4) * 1e3 + 0.005)
