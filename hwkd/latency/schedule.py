@@ -10,7 +10,9 @@ This schedule is the middle ground every fused kernel gets, and the cost model i
   parallel loop (see `_is_padding`);
 - otherwise the anchor block (the reduction: depthwise conv, matmul, pooling, mean) runs its
   spatial loops but the innermost outside, then the reduction loops, then the innermost spatial
-  loop, which is vectorized; the outer spatial loops are fused and run in parallel over the thread pool;
+  loop, which is vectorized; the outer spatial loops are fused and run in parallel over the thread pool
+  (before a stride-2 one, the padded input keeps its even and odd columns apart, so the vectorized
+  row reads contiguous runs: `_deinterleave_padding`);
 - elementwise epilogues (bias, ReLU, residual add) are computed inside the same parallel loop,
   right after the anchor produced that slice, and vectorized;
 - blocks without a reduction are parallel over their outer loops and vectorized inside.
@@ -228,8 +230,30 @@ def _parallel_producers(sch: Any, root: Any, anchor_name: str, lanes: int = 0) -
         _parallel_vector(sch, _split_loops(sch, block)[0], lanes)
 
 
+def _deinterleave_padding(sch: Any, root: Any, anchor: Any) -> None:
+    """Before a stride-2 convolution, store the padded input's even and odd columns apart.
+
+    Neighbouring output columns of a stride-2 convolution read every other input column, so its
+    vectorized row is a gather, one scalar load per lane (a depthwise 3x3 convolution from 96x112x112
+    to 56x56 ran 1.29 ms alone, against 0.095 ms in ONNX Runtime). The padding block already copies
+    the input; written as (..., column % 2, column // 2), each filter column's reads become one
+    contiguous run: the same kernel ran 0.28 ms, and the strided padding copy pays the gather once
+    per element instead of once per filter tap.
+    """
+    if _column_stride(sch, anchor) != 2:
+        return
+    for block in _blocks_before(sch, root, sch.get(anchor).name_hint):
+        written = sch.get(block).writes[0].source
+        if not _is_padding(sch, block) or len(written.shape) != 4 or int(written.shape[3]) % 2:
+            continue
+        sch.transform_layout(block, ("write", 0), lambda n, c, h, w: (n, c, h, w % 2, w // 2))
+        # the copy then runs in the new layout's order: it writes whole rows of one parity
+        sch.transform_block_layout(block, lambda n, c, h, w: (n, c, h, w % 2, w // 2))
+
+
 def _anchored(sch: Any, knobs: Knobs = Knobs()) -> None:
     root, anchor = _anchor(sch, "anchored")
+    _deinterleave_padding(sch, root, anchor)
     spatial, reduction = _split_loops(sch, anchor)
     if len(spatial) < 2:
         raise ValueError("no outer spatial loop to parallelize")

@@ -153,6 +153,31 @@ def test_a_wide_depthwise_row_is_vectorized_in_16_lane_pieces_and_computes_the_s
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(("size", "kernel", "deinterleaved"), [(16, 3, True), (28, 5, True), (15, 3, False)])
+def test_a_stride_2_depthwise_conv_reads_its_padded_input_by_parity_and_computes_the_same(
+        size: int, kernel: int, deinterleaved: bool) -> None:
+    """Its padded input is stored as even and odd columns apart (a contiguous read per filter column
+    instead of a gather), where the padded row has an even width; an odd one keeps its layout."""
+    import torch
+    from tvm import tirx
+
+    net = torch.nn.Conv2d(8, 8, kernel, stride=2, padding=kernel // 2, groups=8).eval()
+    shape = (1, 8, size, size)
+    fused = Lowerer().lower(torch_to_relax(net, shape)).fused_mod
+    funcs = [f for _, f in fused.functions.items() if isinstance(f, tirx.PrimFunc) and kernel_kind(f) == "group_conv"]
+    assert len(funcs) == 1
+    scheduled = schedule_primfunc(funcs[0])
+    assert scheduled.strategy == "anchored"
+    padded = size + 2 * (kernel // 2)
+    split = f"T.int64({padded // 2})))" if deinterleaved else f"T.int64({padded})))"
+    assert any(line.strip().startswith("pad_temp = ") and split in line and ("T.int64(2)" in line) == deinterleaved
+               for line in scheduled.func.script().splitlines())
+    inputs = _inputs(funcs[0], seed=3)
+    expected = _run(funcs[0], [a.copy() for a in inputs])[-1]
+    got = _run(scheduled.func, [a.copy() for a in inputs])[-1]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["conv", "pointwise_conv", "group_conv"])
 def test_variants_for_tuning_start_with_the_default_differ_and_compute_the_same(kernels_by_kind, kind: str) -> None:
     import tvm_ffi
