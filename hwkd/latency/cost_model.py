@@ -260,8 +260,8 @@ def node_cost(node: RuntimeNode, profile: DeviceProfile) -> KernelCost:
         compute_s = peak_compute_s(node_macs(node), kernel_class(kind) == "depthwise_conv", profile)
         # A residual Add fused into the convolution is read after the arithmetic, in the epilogue: the
         # Add node's bytes at the light rate without its dispatch (on 220 nb201 students timed with ONNX
-        # Runtime on a 2-core AVX-512 VM, students with more fused sums were under-estimated by up
-        # to 7 % without it; benchmarks/calibrate.py)
+        # Runtime on a 2-core AVX-512 VM, the model's error went from +7 % for students without fused
+        # sums to -4 % for those with three per cell without it; benchmarks/calibrate.py)
         compute_s += fused_sum_bytes(node) / (light_rate if in_cache else min(light_rate, dram))
         memory_s = traffic / (cost.cache_bytes_per_cycle * clock_hz * threads if in_cache else dram)
         overhead_us = cost.node_overhead_us
