@@ -468,3 +468,14 @@ def test_a_calibrated_profile_s_expected_error_reaches_trials_csv_and_the_report
     tried = pd.read_csv(run / "trials.csv").dropna(subset=["latency_ms"])
     assert len(tried) == 2 and tried.latency_calibrated.all() and (tried.latency_expected_error_pct == 3.2).all()
     assert "latency: cost model, calibrated: median error 3.2 %" in front_table(summary.front)
+    # and its export: the manifest says the latency is calibrated and how far to trust it
+    from hwkd.cli import main
+    from hwkd.exporter import export_trial
+
+    number = int(tried.trial.iloc[0])
+    assert main(["distill", str(run), "--trial", str(number), "--epochs", "1", "--train-device", "cpu"]) == 0
+    export_trial(run, number, ["onnx"], tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["device"]["name"] == "mine" and manifest["device"]["calibrated"] is True
+    assert manifest["latency_calibrated"] is True and manifest["latency_expected_error_pct"] == 3.2
+    assert manifest["latency_ms"] == pytest.approx(float(tried.set_index("trial").latency_ms[number]), rel=1e-3)
