@@ -256,18 +256,19 @@ def node_cost(node: RuntimeNode, profile: DeviceProfile) -> KernelCost:
     dram = dram_bytes_per_s(profile)
     in_cache = traffic <= cpu.l2_kib * 1024
     light_rate = cost.light_bytes_per_cycle * clock_hz * threads
+    light_bytes_per_s = light_rate if in_cache else min(light_rate, dram)  # a light node's, or a fused sum's
     if node.op in COMPUTE_OPS:
         compute_s = peak_compute_s(node_macs(node), kernel_class(kind) == "depthwise_conv", profile)
         # A residual Add fused into the convolution is read after the arithmetic, in the epilogue: the
         # Add node's bytes at the light rate without its dispatch (on 220 nb201 students timed with ONNX
         # Runtime on a 2-core AVX-512 VM, the model's error went from +7 % for students without fused
         # sums to -4 % for those with three per cell without it; benchmarks/calibrate.py)
-        compute_s += fused_sum_bytes(node) / (light_rate if in_cache else min(light_rate, dram))
+        compute_s += fused_sum_bytes(node) / light_bytes_per_s
         memory_s = traffic / (cost.cache_bytes_per_cycle * clock_hz * threads if in_cache else dram)
         overhead_us = cost.node_overhead_us
     else:
         compute_s = 0.0
-        memory_s = 0.0 if node.op in ALIAS_OPS else traffic / (light_rate if in_cache else min(light_rate, dram))
+        memory_s = 0.0 if node.op in ALIAS_OPS else traffic / light_bytes_per_s
         overhead_us = cost.light_overhead_us
     scale = cost.scale(kernel_class(kind))
     return KernelCost(name=node.op, kind=kind, compute_ms=scale * compute_s * 1e3, memory_ms=scale * memory_s * 1e3,

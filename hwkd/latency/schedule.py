@@ -246,9 +246,14 @@ def _deinterleave_padding(sch: Any, root: Any, anchor: Any) -> None:
         written = sch.get(block).writes[0].source
         if not _is_padding(sch, block) or len(written.shape) != 4 or int(written.shape[3]) % 2:
             continue
-        sch.transform_layout(block, ("write", 0), lambda n, c, h, w: (n, c, h, w % 2, w // 2))
+        sch.transform_layout(block, ("write", 0), _by_parity)
         # the copy then runs in the new layout's order: it writes whole rows of one parity
-        sch.transform_block_layout(block, lambda n, c, h, w: (n, c, h, w % 2, w // 2))
+        sch.transform_block_layout(block, _by_parity)
+
+
+def _by_parity(n: Any, c: Any, h: Any, w: Any) -> tuple[Any, ...]:
+    """A padded input's index with its columns split into even and odd halves."""
+    return n, c, h, w % 2, w // 2
 
 
 def _anchored(sch: Any, knobs: Knobs = Knobs()) -> None:
