@@ -25,12 +25,13 @@ Training-heavy: about an hour per space on 2 cores; it uses a GPU when present.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -151,18 +152,25 @@ def mean_rank(*scores: Sequence[float]) -> list[float]:
 
 def distill_students(space_name: str, args: argparse.Namespace, dataset: Dataset, teacher_logits: torch.Tensor,
                      teacher_val: torch.Tensor, teacher: Teacher, device: torch.device,
-                     budgets: list[int]) -> list[Student]:
+                     budgets: list[int], done: Sequence[Student] = (),
+                     on_student: Callable[[list[Student]], None] = lambda _: None) -> list[Student]:
+    """Brief and full distillation of each student; `done` are students an earlier run of the same
+    settings finished (kept, not trained again), and `on_student` sees the list after each student."""
     space = load_space(space_name)
     picks = spread_by_cost(space, dataset.num_classes, dataset.input_shape, args.students, args.seed)
     full_config = FullConfig(epochs=args.epochs, seed=args.seed)
     shared_teacher = SharedTeacher(teacher)
     estimator = Estimator(load_profile("rpi4"), "model")
-    out = []
+    out: list[Student] = []
     head = " ".join(f"{f'brief {b}':>10} {'KL':>5}" for b in budgets)
     print(f"\n{space_name}: {len(picks)} students, cheapest first\n{'#':>2} {'MMACs':>7} {'synflow':>7} {head} "
           f"{'full test':>9} {'brief s':>7} {'full s':>7}  arch", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for i, (arch, _) in enumerate(picks):
+            if i < len(done) and done[i].arch == arch:
+                out.append(done[i])
+                print_row(i, done[i])
+                continue
             torch.manual_seed(args.seed)
             student = Student(arch, forward_macs(space, arch, dataset.num_classes, dataset.input_shape),
                               synflow(space.build(arch, dataset.num_classes, dataset.input_shape), dataset.input_shape),
@@ -195,10 +203,15 @@ def distill_students(space_name: str, args: argparse.Namespace, dataset: Dataset
                                 progress=False)
             student.full_acc, student.full_seconds = full.test_accuracy, full.seconds
             out.append(student)
-            briefs = " ".join(f"{100 * b.acc:>9.2f}% {b.kl:>5.2f}" for b in student.briefs)
-            print(f"{i:>2} {student.macs / 1e6:>7.2f} {student.synflow:>7.2f} {briefs} {100 * full.test_accuracy:>8.2f}% "
-                  f"{student.briefs[0].seconds:>7.1f} {full.seconds:>7.1f}  {arch}", flush=True)
+            on_student(out)
+            print_row(i, student)
     return out
+
+
+def print_row(i: int, student: Student) -> None:
+    briefs = " ".join(f"{100 * b.acc:>9.2f}% {b.kl:>5.2f}" for b in student.briefs)
+    print(f"{i:>2} {student.macs / 1e6:>7.2f} {student.synflow:>7.2f} {briefs} {100 * student.full_acc:>8.2f}% "
+          f"{student.briefs[0].seconds:>7.1f} {student.full_seconds:>7.1f}  {student.arch}", flush=True)
 
 
 def summarize(space_name: str, students: list[Student], budgets: list[int], args: argparse.Namespace,
@@ -267,21 +280,34 @@ def main() -> None:
                         "recipe (minutes on 2 cores instead of most of an hour), cached in a folder of its own")
     parser.add_argument("--train-device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save", metavar="FILE.json", help="write every student's scores here, space by space")
+    parser.add_argument("--save", metavar="FILE.json", help="write every student's scores here as each finishes; "
+                        "an existing file of the same settings is resumed (its students are not trained again)")
     parser.add_argument("--load", metavar="FILE.json", help="summarize the scores of an earlier --save; train nothing")
     args = parser.parse_args()
     budgets = [int(v) for v in str(args.brief_steps).split(",")]
     if args.load:
         saved = json.loads(Path(args.load).read_text())
         for name, rows in saved["spaces"].items():
-            students = [Student(**{**r, "briefs": [Brief(**b) for b in r["briefs"]]}) for r in rows]
-            summarize(name, students, saved["budgets"], argparse.Namespace(epochs=saved["epochs"]), saved["train_images"])
+            summarize(name, students_of(rows), saved["budgets"], argparse.Namespace(epochs=saved["epochs"]),
+                      saved["train_images"])
         return
     device = pick_device(args.train_device)
     where = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     dataset = load_dataset(args.data, args.data_dir)
     print(f"{dataset.name}: {len(dataset.train)} train / {len(dataset.val)} val / {len(dataset.test)} test; "
           f"training on {where}; torch {torch.__version__}", flush=True)
+    settings = {"data": dataset.name, "train_images": len(dataset.train), "budgets": budgets, "epochs": args.epochs,
+                "students": args.students, "seed": args.seed, "brief_lr": args.brief_lr,
+                "small_teacher": args.small_teacher}
+    saved_spaces: dict[str, list[dict]] = {}
+    if args.save and Path(args.save).exists():
+        saved = json.loads(Path(args.save).read_text())
+        differ = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+        if differ:
+            raise SystemExit(f"{args.save} was written with other settings ({differ}, saved first); "
+                             "use another --save file or the same settings")
+        saved_spaces = saved["spaces"]
+        print(f"resuming {args.save}: " + ", ".join(f"{n} {len(r)} done" for n, r in saved_spaces.items()), flush=True)
     recipe = None
     if args.small_teacher:
         from hwkd.teachers.default_net import SMALL_DATA_RECIPE
@@ -290,20 +316,34 @@ def main() -> None:
         recipe = SMALL_DATA_RECIPE
     teacher = default_teacher(dataset, device, progress=lambda line: print(line, flush=True), recipe=recipe)
     test_pred = teacher.logits(dataset.normalize(dataset.test.images)).argmax(1)
+    teacher_acc = float((test_pred == dataset.test.labels).float().mean())
     print(f"teacher: hwkd's default network{' (small-data recipe)' if recipe else ''}, test accuracy "
-          f"{100 * float((test_pred == dataset.test.labels).float().mean()):.2f}%", flush=True)
+          f"{100 * teacher_acc:.2f}%", flush=True)
     logits = teacher.logits(dataset.normalize(dataset.train.images))  # every budget's images
     teacher_val = teacher.logits(dataset.normalize(dataset.val.images))
-    results = {}
-    for name in args.spaces.split(","):
-        results[name] = distill_students(name, args, dataset, logits, teacher_val, teacher, device, budgets)
-        if args.save:
-            Path(args.save).write_text(json.dumps({
-                "budgets": budgets, "epochs": args.epochs, "train_images": len(dataset.train),
-                "spaces": {n: [asdict(s) for s in st] for n, st in results.items()}}, indent=1))
-    for name, students in results.items():
-        summarize(name, students, budgets, args, len(dataset.train))
+    if saved_spaces and abs(saved["teacher_test_acc"] - teacher_acc) > 0.002:  # retrained elsewhere
+        print(f"note: {args.save}'s teacher scored {100 * saved['teacher_test_acc']:.2f}%, this one "
+              f"{100 * teacher_acc:.2f}%", flush=True)
+    results: dict[str, list[Student]] = {n: students_of(r) for n, r in saved_spaces.items()}
 
+    def save(name: str, students: list[Student]) -> None:
+        if not args.save:
+            return
+        results[name] = students
+        tmp = Path(f"{args.save}.tmp")  # replaced whole, so a kill never leaves half a file
+        tmp.write_text(json.dumps({**settings, "teacher_test_acc": teacher_acc,
+                                   "spaces": {n: [asdict(s) for s in st] for n, st in results.items()}}, indent=1))
+        tmp.replace(args.save)
+
+    for name in args.spaces.split(","):
+        results[name] = distill_students(name, args, dataset, logits, teacher_val, teacher, device, budgets,
+                                         results.get(name, []), functools.partial(save, name))
+    for name in args.spaces.split(","):
+        summarize(name, results[name], budgets, args, len(dataset.train))
+
+
+def students_of(rows: list[dict]) -> list[Student]:
+    return [Student(**{**r, "briefs": [Brief(**b) for b in r["briefs"]]}) for r in rows]
 
 if __name__ == "__main__":
     main()
