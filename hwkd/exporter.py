@@ -225,10 +225,11 @@ def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, te
     from hwkd.latency.lowering import Lowerer
     from hwkd.latency.measure import compile_student, cross_compiler, install_hint, link_library, toolchain_problem
     from hwkd.latency.relax_import import torch_to_relax
+    from hwkd.latency.schedule import register_tile
 
     profile = context.profile
     graph = torch_to_relax(student, context.input_shape)
-    lowered = Lowerer().lower(graph)
+    lowered = Lowerer(register_tile(profile.cpu.simd_bits)).lower(graph)
     tuned = None
     if tuning is not None:
         from hwkd.latency.tuning import tune_student

@@ -40,6 +40,7 @@ from hwkd.latency.lowering import Lowerer, gc_paused
 from hwkd.latency.measure import Measurement, TimingPlan, measure_local, measure_rpc
 from hwkd.latency.onnxruntime_graph import RuntimeNode, runtime_nodes, student_onnx
 from hwkd.latency.relax_import import RelaxGraph, onnx_to_relax, torch_to_relax
+from hwkd.latency.schedule import register_tile
 from hwkd.latency.tuning import TuningPlan, tune_student
 from hwkd.profiles import DeviceProfile
 from hwkd.spaces.base import SearchSpace
@@ -114,7 +115,7 @@ class Estimator:
         self.tuning = tuning
         self.measure = latency_source == "measured" or (latency_source == "auto" and profile.can_measure)
         self.timing = timing
-        self.lowerer = Lowerer()
+        self.lowerer = Lowerer(register_tile(profile.cpu.simd_bits))
         self.disk_cache = disk_cache if disk_cache is not None else LoweredCache()
         self._by_structure: dict[tuple[int, tuple[RuntimeNode, ...]], _GraphResult] = {}
         self._by_arch: dict[tuple[str, str, tuple[int, ...], int], Estimate] = {}
@@ -192,6 +193,7 @@ class Estimator:
         return self._lowered_by_key(key, lambda: onnx_to_relax(path, input_shape))
 
     def _lowered_by_key(self, key: str, make_graph: Any) -> LoweredGraph:
+        key = graph_key(key, self.lowerer.registers)  # the same graph has other kernels for another register file
         lowered = self._lowered.get(key) or self.disk_cache.get(key)
         if lowered is None:
             with gc_paused():

@@ -19,7 +19,7 @@ from hwkd.errors import CompileError, error_line
 from hwkd.latency.graph_analysis import all_from, bindings, planned_memory_bytes, relax_macs, tensor_bytes
 from hwkd.latency.lowered import Kernel, KernelFeatures, LoweredGraph
 from hwkd.latency.relax_import import RelaxGraph
-from hwkd.latency.schedule import schedule_primfunc
+from hwkd.latency.schedule import RegisterTile, schedule_primfunc
 from hwkd.latency.tir_analysis import kernel_kind, loop_bodies
 from hwkd.latency.type_inference import memoize_layout_ops
 
@@ -43,9 +43,11 @@ def gc_paused() -> Iterator[None]:
 
 
 class Lowerer:
-    """Lowers graphs; holds the caches that make the thousandth student cheap."""
+    """Lowers graphs for CPUs of one register file (`hwkd.latency.schedule.register_tile`); holds
+    the caches that make the thousandth student cheap."""
 
-    def __init__(self) -> None:
+    def __init__(self, registers: RegisterTile | None = None) -> None:
+        self.registers = registers or RegisterTile()
         self._legalized: dict[tuple[Any, ...], tuple[Any, str, list[int]]] = {}
         self._features: dict[int, KernelFeatures] = {}
         self._legalizers: dict[str, Callable[[Any, Any], Any]] | None = None
@@ -125,7 +127,7 @@ class Lowerer:
             flops = int(s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": func})))
         except Exception:  # noqa: BLE001 - FLOPs are informative only
             flops = 0
-        scheduled = schedule_primfunc(func)
+        scheduled = schedule_primfunc(func, self.registers)
         features = KernelFeatures(
             kind=kernel_kind(func),
             flops=flops,

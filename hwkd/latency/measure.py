@@ -28,7 +28,7 @@ import numpy as np
 
 from hwkd.errors import CompileError, MeasureError, error_line
 from hwkd.latency.lowered import LoweredGraph
-from hwkd.latency.schedule import schedule_module
+from hwkd.latency.schedule import register_tile, schedule_module
 from hwkd.profiles import DeviceProfile
 from hwkd.threads import size_tvm_pool
 
@@ -67,7 +67,8 @@ def compile_student(lowered: LoweredGraph, params: list[np.ndarray], profile: De
 
     target = profile.tvm_target()
     try:
-        lifted = relax.transform.LiftTransformParams()(schedule_module(lowered.fused_mod, tuned))
+        scheduled = schedule_module(lowered.fused_mod, tuned, register_tile(profile.cpu.simd_bits))
+        lifted = relax.transform.LiftTransformParams()(scheduled)
         weights = _transform_weights(lifted, params)
         return CompiledStudent(_compile(main_only(lifted), target), weights)
     except Exception as exc:  # noqa: BLE001 - TVM raises many types

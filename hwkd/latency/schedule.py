@@ -50,9 +50,9 @@ class Knobs:
     lanes: int = 0  # vectorize at most this many elements at a time (0: `_vectorize`'s rule)
 
 
-def _strategies(knobs: Knobs) -> list[tuple[str, Callable[[Any], None]]]:
+def _strategies(knobs: Knobs, registers: RegisterTile) -> list[tuple[str, Callable[[Any], None]]]:
     return [
-        ("tiled", lambda sch: _register_tiled(sch, knobs)),
+        ("tiled", lambda sch: _register_tiled(sch, knobs, registers)),
         ("anchored", lambda sch: _anchored(sch, knobs)),
         ("per-block", lambda sch: _per_block(sch, knobs)),
     ]
@@ -71,9 +71,10 @@ def _apply(func: Any, name: str, apply: Callable[[Any], None]) -> Any | None:
     return sch
 
 
-def schedule_primfunc(func: Any) -> KernelSchedule:
-    """Apply the first strategy that succeeds to one fused PrimFunc."""
-    for name, apply in _strategies(Knobs()):
+def schedule_primfunc(func: Any, registers: RegisterTile | None = None) -> KernelSchedule:
+    """Apply the first strategy that succeeds to one fused PrimFunc, for a CPU of `registers`
+    (`register_tile`; the default suits AVX2 and NEON)."""
+    for name, apply in _strategies(Knobs(), registers or RegisterTile()):
         sch = _apply(func, name, apply)
         if sch is not None:
             return KernelSchedule(sch.mod["main"], name)
@@ -87,7 +88,8 @@ VARIANT_KNOBS = (Knobs(tile_rank=1), Knobs(tile_rank=2), Knobs(tile_rank=3), Kno
                  Knobs(tile_rank=1, lanes=8))
 
 
-def schedule_variants(func: Any, limit: int = 1 + len(VARIANT_KNOBS)) -> list[tuple[str, Any]]:
+def schedule_variants(func: Any, limit: int = 1 + len(VARIANT_KNOBS),
+                      registers: RegisterTile | None = None) -> list[tuple[str, Any]]:
     """Distinct traced schedules of `func` for tuning to measure, hwkd's default first, each with a
     label that says what it changed: at most `limit`."""
     import tvm_ffi
@@ -103,9 +105,10 @@ def schedule_variants(func: Any, limit: int = 1 + len(VARIANT_KNOBS)) -> list[tu
             seen.add(key)
             variants.append((label, sch))
 
-    default = schedule_primfunc(func).strategy
+    registers = registers or RegisterTile()
+    default = schedule_primfunc(func, registers).strategy
     for knobs in (Knobs(), *VARIANT_KNOBS):
-        for name, apply in _strategies(knobs):
+        for name, apply in _strategies(knobs, registers):
             if name == default or (default == "tiled" and name == "anchored" and knobs == Knobs()):
                 add(_label(name, knobs), _apply(func, name, apply))
     return variants
@@ -116,9 +119,10 @@ def _label(strategy: str, knobs: Knobs) -> str:
     return " ".join(parts)
 
 
-def schedule_module(mod: Any, tuned: Mapping[str, Any] | None = None) -> Any:
-    """A copy of a fused IRModule with every PrimFunc scheduled: by hwkd's schedule, or for a kernel
-    named in `tuned`, by its tuned PrimFunc (which is renamed back to the kernel's symbol)."""
+def schedule_module(mod: Any, tuned: Mapping[str, Any] | None = None, registers: RegisterTile | None = None) -> Any:
+    """A copy of a fused IRModule with every PrimFunc scheduled: by hwkd's schedule for `registers`,
+    or for a kernel named in `tuned`, by its tuned PrimFunc (which is renamed back to the kernel's
+    symbol)."""
     import tvm
     from tvm import tirx
 
@@ -130,7 +134,7 @@ def schedule_module(mod: Any, tuned: Mapping[str, Any] | None = None) -> Any:
             if "global_symbol" in attrs:
                 return tuned[name].with_attr("global_symbol", attrs["global_symbol"])
             return tuned[name].without_attr("global_symbol")
-        return schedule_primfunc(func).func
+        return schedule_primfunc(func, registers).func
 
     funcs = {gv: (scheduled(gv.name_hint, f) if isinstance(f, tirx.PrimFunc) else f) for gv, f in mod.functions.items()}
     return tvm.IRModule(funcs, attrs=mod.attrs)
@@ -287,14 +291,36 @@ def _per_block(sch: Any, knobs: Knobs = Knobs()) -> None:
 
 # --- register-tiled convolutions ------------------------------------------------------------------
 
-# One tile of accumulators must stay in vector registers: 96 floats are 12 of AVX2's 16 registers
-# and 24 of NEON's 32, which leaves room for the loaded inputs and weights on both (AVX-512 would
-# fit twice as many). The tile's rows are multiples of 8 floats, a whole AVX2 register or two NEON
-# ones, where the output row allows it. Sized once for every CPU profile, so a lowered kernel (and
-# its cost) does not depend on which board it is costed for.
-TILE_FLOATS = 96
-VECTOR_FLOATS = 8
+@dataclass(frozen=True)
+class RegisterTile:
+    """How much of the vector register file one tile of accumulators may fill.
+
+    `tile_floats` accumulators in rows of `vector_floats`-float vectors (a row that is not a multiple
+    of it is padded to whole vectors in registers). The default, 96 floats in rows of 8, is 12 of
+    AVX2's 16 registers and 24 of NEON's 32 (a row of 8 is two NEON registers), which leaves room for
+    the loaded inputs and weights on both.
+    """
+
+    vector_floats: int = 8
+    tile_floats: int = 96
+
+
+def register_tile(simd_bits: int) -> RegisterTile:
+    """The tile for a CPU whose vector registers hold `simd_bits` (the profile's `cpu.simd_bits`).
+
+    AVX-512's 32 registers of 16 floats take rows of 16 and twice the accumulators: rows of 8 compiled
+    to 256-bit instructions, half of the machine, and its 1x1 convolutions ran at ~40 % of its peak.
+    On the 2-core AVX-512 VM, whole libraries (benchmarks/runtimes.py's students): 192 floats in rows
+    of 16 were 3-21 % faster than 96 in rows of 8; 256 and 384 floats no faster than 192.
+    """
+    return RegisterTile(vector_floats=16, tile_floats=192) if simd_bits >= 512 else RegisterTile()
+
+
 MAX_ROW = 32  # floats of one output row in a tile
+# A 1x1 convolution's image rows shorter than this are flattened into one row (a matrix product);
+# wider ones measured up to 6x slower flattened (14-float tiles on 14x14 and 28x28 images; 12
+# channels x 8 floats at 56x56), and 15x with 16-float vectors.
+FLATTEN_BELOW = 8
 
 
 @dataclass(frozen=True)
@@ -304,32 +330,36 @@ class ConvTile:
     row_floats: int  # output columns per tile row (the vectorized loop)
 
 
-def conv_tile(channels: int, height: int, width: int, column_stride: int = 1, image_width: int = 0) -> ConvTile:
-    """The tile that does the most multiply-adds per load within TILE_FLOATS accumulators."""
-    return conv_tiles(channels, height, width, column_stride, image_width)[0]
+def conv_tile(channels: int, height: int, width: int, column_stride: int = 1, image_width: int = 0,
+              registers: RegisterTile = RegisterTile()) -> ConvTile:
+    """The tile that does the most multiply-adds per load within `registers.tile_floats` accumulators."""
+    return conv_tiles(channels, height, width, column_stride, image_width, registers)[0]
 
 
-def conv_tiles(channels: int, height: int, width: int, column_stride: int = 1, image_width: int = 0) -> list[ConvTile]:
-    """Every tile within TILE_FLOATS accumulators, the most multiply-adds per load first.
+def conv_tiles(channels: int, height: int, width: int, column_stride: int = 1, image_width: int = 0,
+               registers: RegisterTile = RegisterTile()) -> list[ConvTile]:
+    """Every tile within `registers.tile_floats` accumulators, the most multiply-adds per load first.
 
-    Per reduction step a tile of c channels x r rows x w columns loads r * ceil(w / 8) input
-    vectors and c weights (broadcast), and does c * r * ceil(w / 8) vector multiply-adds, of which
-    w / (8 * ceil(w / 8)) is useful work. A strided convolution's input row is not contiguous:
-    it is gathered, w element loads per row, so its tiles favor channels, which share those
-    loads. Only divisors are tried: a partial tile would put a condition in the vectorized loop.
+    Per reduction step a tile of c channels x r rows x w columns loads r * ceil(w / v) input
+    vectors (v: `registers.vector_floats`) and c weights (broadcast), and does c * r * ceil(w / v)
+    vector multiply-adds, of which w / (v * ceil(w / v)) is useful work. A strided convolution's
+    input row is not contiguous: it is gathered, w element loads per row, so its tiles favor
+    channels, which share those loads. Only divisors are tried: a partial tile would put a
+    condition in the vectorized loop.
     `image_width`: the row is a flattened image of that width, and a tile covers whole image rows
     or a part of one, so that what it computes is a rectangle of the image (the epilogue's region).
     """
     ranked: list[tuple[float, int, ConvTile]] = []
+    lanes, budget = registers.vector_floats, registers.tile_floats
     for w in _divisors(width, MAX_ROW):
         if image_width and w % image_width and image_width % w:
             continue
-        vectors = -(-w // VECTOR_FLOATS)
+        vectors = -(-w // lanes)
         row_loads = vectors if column_stride == 1 else w
-        for r in _divisors(height, TILE_FLOATS // (vectors * VECTOR_FLOATS)):
-            for c in _divisors(channels, TILE_FLOATS // (r * vectors * VECTOR_FLOATS)):
+        for r in _divisors(height, budget // (vectors * lanes)):
+            for c in _divisors(channels, budget // (r * vectors * lanes)):
                 fmas = c * r * vectors
-                useful = fmas * w / (vectors * VECTOR_FLOATS)
+                useful = fmas * w / (vectors * lanes)
                 score = useful / max(fmas, r * row_loads + c)  # two FMAs and two loads issue per cycle
                 ranked.append((score, c * r * w, ConvTile(c, r, w)))
     # stable: among equals the first found (fewest columns, rows, channels) stays first
@@ -343,12 +373,17 @@ def _divisors(n: int, limit: int) -> list[int]:
 _CONV_BLOCKS = ("conv2d_nchw", "group_conv2d_nchw", "depthwise_conv2d_nchw", "DepthwiseConv2d")
 
 
-def _register_tiled(sch: Any, knobs: Knobs = Knobs()) -> None:
+def _register_tiled(sch: Any, knobs: Knobs = Knobs(), registers: RegisterTile = RegisterTile()) -> None:
     """Convolutions: a tile of output channels x rows x columns accumulates in registers over the
     whole reduction, then the epilogue (bias, ReLU, residual add) runs on it before it is stored.
 
-    Loop order: parallel(batch, channel tiles, row tiles), column tiles, reduction (channels,
+    Loop order: parallel(batch, row tiles, channel tiles), column tiles, reduction (channels,
     kernel rows, kernel columns), then the tile: channels and rows unrolled, columns vectorized.
+    Rows before channels: the thread pool splits the parallel loop into contiguous ranges, so each
+    thread computes a band of rows with all their channels, the band the next tiled convolution
+    reads from it (a 1x1 convolution reads every channel of its pixels): activations stay in the
+    core that wrote them. Channels first, a thread read half of its input from the other core's
+    cache; on the 2-core AVX-512 VM, whole libraries ran 4-16 % faster with rows first.
     """
     root, anchor = _anchor(sch, "tiled")
     name = sch.get(anchor).name_hint
@@ -364,22 +399,20 @@ def _register_tiled(sch: Any, knobs: Knobs = Knobs()) -> None:
         raise ValueError("a depthwise convolution: anchored is faster")
     batch, channel, row, column = spatial
     image_width = 0
-    if int(sch.get(column).extent) < VECTOR_FLOATS and _is_unit_stride_pointwise(sch, anchor, reduction):
-        # a matrix product over the channels: the image is one row, so short rows fill vectors.
-        # Only for rows shorter than a vector: on wider images the flattened tiles measured up to
-        # 6x slower (14-float tiles on 14x14 and 28x28 images; 12 channels x 8 floats at 56x56).
+    if int(sch.get(column).extent) < FLATTEN_BELOW and _is_unit_stride_pointwise(sch, anchor, reduction):
+        # a matrix product over the channels: the image is one row, so short rows fill vectors
         image_width = int(sch.get(column).extent)
         column = sch.fuse(row, column)
         row = sch.add_unit_loop(column)
     channels, rows, columns = (int(sch.get(loop).extent) for loop in (channel, row, column))
-    tiles = conv_tiles(channels, rows, columns, column_stride=_column_stride(sch, anchor), image_width=image_width)
+    tiles = conv_tiles(channels, rows, columns, _column_stride(sch, anchor), image_width, registers)
     if knobs.tile_rank >= len(tiles):
         raise ValueError(f"no tile of rank {knobs.tile_rank}: {len(tiles)} tiles fit")
     tile = tiles[knobs.tile_rank]
     c_outer, c_inner = sch.split(channel, [None, tile.channels])
     r_outer, r_inner = sch.split(row, [None, tile.rows])
     w_outer, w_inner = sch.split(column, [None, tile.row_floats])
-    sch.reorder(batch, c_outer, r_outer, w_outer, *reduction, c_inner, r_inner, w_inner)
+    sch.reorder(batch, r_outer, c_outer, w_outer, *reduction, c_inner, r_inner, w_inner)
     accumulator = sch.cache_write(anchor, 0, "local")
     epilogue = _blocks_after(sch, root, sch.get(accumulator).name_hint)
     if epilogue:
@@ -390,7 +423,7 @@ def _register_tiled(sch: Any, knobs: Knobs = Knobs()) -> None:
     for block in epilogue:
         sch.reverse_compute_at(block, w_outer)
         _vectorize(sch, sch.get_loops(block)[-1], knobs.lanes)
-    sch.parallel(sch.fuse(batch, c_outer, r_outer))
+    sch.parallel(sch.fuse(batch, r_outer, c_outer))
     sch.unroll(c_inner)
     sch.unroll(r_inner)
     sch.vectorize(w_inner)

@@ -42,9 +42,9 @@ from hwkd.cache import cache_dir
 from hwkd.errors import MeasureError, error_line
 from hwkd.file_lock import file_lock
 from hwkd.files import write_atomic
-from hwkd.latency.lowered import LoweredGraph
+from hwkd.latency.lowered import LOWERING_VERSION, LoweredGraph
 from hwkd.latency.measure import CompiledStudent, Measurement
-from hwkd.latency.schedule import VARIANT_KNOBS, schedule_variants
+from hwkd.latency.schedule import VARIANT_KNOBS, register_tile, schedule_variants
 from hwkd.profiles import DeviceProfile
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,9 @@ class TuningResult:
 
 
 def database_dir(profile: DeviceProfile, where: str) -> Path:
-    """One database per target, thread count and board: a timing holds only there."""
-    key = json.dumps([profile.target, profile.runtime.threads, where], sort_keys=True)
+    """One database per target, thread count, board and version of hwkd's schedule: a timing holds
+    only there, and a variant's label names other code once the schedule changes."""
+    key = json.dumps([profile.target, profile.runtime.threads, where, LOWERING_VERSION], sort_keys=True)
     return cache_dir() / "tuning" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -174,6 +175,7 @@ def tune_kernels(lowered: LoweredGraph, profile: DeviceProfile, plan: TuningPlan
     folder = database_dir(profile, where)
     folder.mkdir(parents=True, exist_ok=True)
     target = _target(profile)
+    registers = register_tile(profile.cpu.simd_bits)
     kernels = _main_kernels(lowered)
     with file_lock(folder / "lock", "another tuning writes this database"):
         database = ms.database.JSONDatabase(work_dir=str(folder))
@@ -187,7 +189,7 @@ def tune_kernels(lowered: LoweredGraph, profile: DeviceProfile, plan: TuningPlan
                 continue
             # a kernel tuned before with fewer variants than asked now gets only the ones it lacks
             known = {label for label, _ in stored}
-            variants = [(label, sch) for label, sch in schedule_variants(workload["main"], limit=plan.variants)
+            variants = [(label, sch) for label, sch in schedule_variants(workload["main"], plan.variants, registers)
                         if label not in known]
             todo[key] = (workload, variants)
         measure = {key: entry for key, entry in todo.items() if entry[1]}

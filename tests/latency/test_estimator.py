@@ -41,6 +41,23 @@ def test_repeated_students_cost_nothing_the_second_time(tmp_path) -> None:
     assert estimator.lowerer.stats["kernel_misses"] == misses
 
 
+def test_a_wider_register_file_lowers_to_its_own_kernels_and_cache_entries(tmp_path) -> None:
+    """An AVX-512 board's tiled convolutions use 16-float rows; the same student for a NEON board
+    keeps 8-float ones, even from a disk cache the other filled."""
+    from dataclasses import replace
+
+    rpi4 = load_profile("rpi4")
+    wide = replace(rpi4, cpu=replace(rpi4.cpu, simd_bits=512))
+    space = load_space("nb201")
+
+    def tile_lanes(profile) -> set[int]:
+        lowered = Estimator(profile, disk_cache=LoweredCache(tmp_path)).lowered_arch(space, ALL_3X3)
+        return {b.lanes for k in lowered.kernels if k.features.strategy == "tiled" for b in k.features.bodies}
+
+    assert 16 in tile_lanes(wide) and 16 not in tile_lanes(rpi4)
+    assert 16 in tile_lanes(wide)  # from the cache this time
+
+
 @pytest.mark.slow
 def test_host_measures_and_keeps_the_model_figure() -> None:
     estimate = Estimator(load_profile("host")).estimate_arch(load_space("nb201"), SMALL)

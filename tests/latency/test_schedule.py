@@ -8,9 +8,20 @@ import pytest
 
 from hwkd.latency.lowering import Lowerer
 from hwkd.latency.relax_import import torch_to_relax
-from hwkd.latency.schedule import TILE_FLOATS, ConvTile, conv_tile, conv_tiles, schedule_primfunc, schedule_variants
+from hwkd.latency.schedule import (
+    ConvTile,
+    RegisterTile,
+    conv_tile,
+    conv_tiles,
+    register_tile,
+    schedule_primfunc,
+    schedule_variants,
+)
 from hwkd.latency.tir_analysis import kernel_kind
 from hwkd.spaces import load_space
+
+TILE_FLOATS = RegisterTile().tile_floats
+AVX512 = register_tile(512)
 
 # an fbnet student with every kind of kernel: dense stem conv, pointwise, depthwise (a grouped conv to
 # TVM), the global mean, the classifier
@@ -92,9 +103,11 @@ def test_a_dense_tile_keeps_its_accumulators_in_registers_and_fills_whole_vector
 
 
 @pytest.mark.slow
-def test_a_strided_and_a_padded_convolution_compute_the_same_when_tiled() -> None:
+@pytest.mark.parametrize("simd_bits", [128, 512])
+def test_a_strided_and_a_padded_convolution_compute_the_same_when_tiled(simd_bits: int) -> None:
     """The stem (stride 2, padding), 1x1 convs with stride 2, on a 16x16 image and on a 4x4 image
-    (flattened) are tiled correctly."""
+    (flattened) are tiled correctly, with NEON/AVX2 tiles and with AVX-512's (compiled for this CPU:
+    what the schedule computes does not depend on the instructions LLVM picks)."""
     import torch
     from tvm import tirx
 
@@ -118,7 +131,7 @@ def test_a_strided_and_a_padded_convolution_compute_the_same_when_tiled() -> Non
     for _, func in fused.functions.items():
         if not isinstance(func, tirx.PrimFunc) or "conv" not in kernel_kind(func):
             continue
-        scheduled = schedule_primfunc(func)
+        scheduled = schedule_primfunc(func, register_tile(simd_bits))
         tiled += scheduled.strategy == "tiled"
         if [int(d) for d in func.params[-1].shape] == [1, 48, 4, 4]:  # `late`: one flattened 16-float row
             assert "T.vectorized(T.int64(16))" in scheduled.func.script()
@@ -194,6 +207,45 @@ def test_variants_for_tuning_start_with_the_default_differ_and_compute_the_same(
     expected = _run(func, inputs)[-1]
     for label, sch in variants:
         np.testing.assert_allclose(_run(sch.mod["main"], inputs)[-1], expected, rtol=1e-4, atol=1e-4, err_msg=label)
+
+
+def test_avx512_tiles_fill_16_float_vectors_and_twice_the_accumulators() -> None:
+    assert register_tile(128) == register_tile(256) == RegisterTile(vector_floats=8, tile_floats=96)
+    assert AVX512 == RegisterTile(vector_floats=16, tile_floats=192)
+    # nb201's convolutions on 32x32: 4 channels x 2 rows of one zmm vector, 8 multiply-adds per 6 loads
+    assert conv_tile(16, 32, 32, registers=AVX512) == ConvTile(channels=4, rows=2, row_floats=16)
+    assert conv_tile(16, 32, 32) == ConvTile(channels=4, rows=2, row_floats=8)
+    # a 14-float row is one vector, not a 16-float tile across two image rows
+    assert conv_tile(96, 14, 14, registers=AVX512) == ConvTile(channels=6, rows=2, row_floats=14)
+    for shape in [(64, 8, 8), (184, 1, 16), (352, 1, 49), (3, 224, 224), (1504, 1, 1), (32, 112, 112)]:
+        for tile in conv_tiles(*shape, registers=AVX512):
+            assert tile.channels * tile.rows * -(-tile.row_floats // 16) * 16 <= 192
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("registers", "zmm"), [(RegisterTile(), False), (AVX512, True)])
+def test_a_tiled_convolution_for_avx512_multiplies_in_512_bit_registers(registers: RegisterTile, zmm: bool) -> None:
+    """Rows of 8 floats compile to 256-bit FMAs on AVX-512 (half the machine); rows of 16 to 512-bit
+    ones. Compiled only (LLVM targets any x86 CPU), so it holds on a machine without AVX-512."""
+    import re
+
+    import torch
+    import tvm
+    from tvm import tirx
+
+    shape = (1, 96, 32, 32)
+    fused = Lowerer(registers).lower(torch_to_relax(torch.nn.Conv2d(96, 32, 1).eval(), shape)).fused_mod
+    func = next(f for _, f in fused.functions.items()
+                if isinstance(f, tirx.PrimFunc) and kernel_kind(f) == "pointwise_conv")
+    scheduled = schedule_primfunc(func, registers)
+    assert scheduled.strategy == "tiled"
+    # the parallel loop runs over row tiles, then channel tiles: a thread computes a band of rows
+    assert re.search(r"for \w*yy_0\w*ff_0\w*fused in T\.parallel", scheduled.func.script())
+    lib = tvm.compile(tvm.IRModule({"main": scheduled.func.with_attr("global_symbol", "main")}),
+                      target=tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"}))
+    asm = "".join(m.inspect_source("asm") for m in [lib.mod, *lib.mod.imports] if m.kind == "llvm")
+    fmas = re.findall(r"vfmadd\w*\s+\S+,\s*%(\w)mm", asm)
+    assert fmas and (set(fmas) == {"z"}) == zmm and ("y" in fmas) != zmm
 
 
 def test_conv_tiles_are_ranked_best_first_and_the_first_is_conv_tile() -> None:
