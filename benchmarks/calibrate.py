@@ -91,9 +91,10 @@ class TvmRunner:
         from hwkd.latency.lowering import Lowerer
         from hwkd.latency.measure import compile_student
         from hwkd.latency.relax_import import torch_to_relax
+        from hwkd.latency.schedule import register_tile
 
         graph = torch_to_relax(module, input_shape)  # type: ignore[arg-type]
-        lowered = Lowerer().lower(graph)
+        lowered = Lowerer(register_tile(profile.cpu.simd_bits)).lower(graph)  # type: ignore[attr-defined]
         self.tuning = None
         if tuning is not None:  # a TuningPlan: tune the kernels here first, as `hwkd export --tune` does
             from hwkd.latency.tuning import tune_student

@@ -31,7 +31,7 @@ def main_body_bound(kernel: object, profile: object) -> str:
     """Which limit bounds the body that takes most of the kernel's modeled cycles."""
     from hwkd.latency.cost_model import BODY_BOUNDS, body_bounds, body_cycles
 
-    body = max(kernel.features.bodies, key=lambda b: body_cycles(b, profile))  # type: ignore[attr-defined]
+    body = max(kernel.features.bodies, key=lambda b: body_cycles(b, profile))  # type: ignore[attr-defined,arg-type]
     bounds = dict(zip(BODY_BOUNDS, body_bounds(body, profile)))  # type: ignore[arg-type]
     chains = f"{body.chains} chain" + ("s" if body.chains != 1 else "")
     return f"{max(bounds, key=bounds.__getitem__)} ({chains} of {body.chain_steps} steps)"
@@ -51,6 +51,7 @@ def main() -> None:
     from hwkd.latency.lowering import Lowerer
     from hwkd.latency.measure import measure_local
     from hwkd.latency.relax_import import torch_to_relax
+    from hwkd.latency.schedule import register_tile
     from hwkd.latency.tuning import TuningPlan, tune_kernels
     from hwkd.profiles import load_profile
     from hwkd.spaces import load_space
@@ -60,6 +61,7 @@ def main() -> None:
     os.environ["HWKD_CACHE_DIR"] = tempfile.mkdtemp(prefix="hwkd-kernels-")
     space = load_space(args.space)
     shape = space.default_input_shape
+    lowerer = Lowerer(register_tile(host.cpu.simd_bits))  # the tiles the host's library gets
     rng = random.Random(args.seed)
     archs = list(dict.fromkeys(space.parse(space.sample(rng)) for _ in range(args.students * 20)))[:args.students]
     by_kind: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
@@ -69,7 +71,7 @@ def main() -> None:
     for n, arch in enumerate(archs, start=1):
         print(f"\r  {args.space} student {n}/{len(archs)}", end="", flush=True)
         graph = torch_to_relax(space.build(arch, 10, shape), shape)
-        lowered = Lowerer().lower(graph)
+        lowered = lowerer.lower(graph)
         # hwkd's schedule of each kernel, timed alone by the tuner with no other variant; a kernel
         # shared with an earlier student is read from the database
         timed = {k.kernel: k.default_us * 1e-3 for k in tune_kernels(lowered, host, TuningPlan(variants=1)).kernels}
