@@ -4,7 +4,15 @@ from dataclasses import replace
 
 import pytest
 
-from hwkd.latency.cost_model import body_cycles, kernel_cost, latency_ms, node_cost, node_kind, parallel_rounds
+from hwkd.latency.cost_model import (
+    body_cycles,
+    kernel_cost,
+    latency_ms,
+    memory_pieces,
+    node_cost,
+    node_kind,
+    parallel_rounds,
+)
 from hwkd.latency.lowered import Kernel, KernelFeatures, LoopBody
 from hwkd.latency.lowering import Lowerer
 from hwkd.latency.onnxruntime_graph import RuntimeNode
@@ -36,6 +44,19 @@ def test_a_reduction_step_by_hand() -> None:
     assert body_cycles(tap, rpi4) == pytest.approx(1000 * 4 * 75 / 128)
     wide_window = replace(rpi4, cpu=replace(rpi4.cpu, reorder_window=512))
     assert body_cycles(tap, wide_window) == pytest.approx(1000 * 2)  # now load-bound: 2 loads per step
+
+
+def test_a_row_that_is_not_whole_registers_loads_in_power_of_two_pieces() -> None:
+    assert memory_pieces(32, 16) == 2 and memory_pieces(28, 16) == 3  # 16 + 8 + 4
+    assert memory_pieces(14, 16) == 3 and memory_pieces(7, 4) == 3 and memory_pieces(8, 4) == 2
+    assert memory_pieces(5, 1) == 5
+    host512 = replace(load_profile("rpi4"), cpu=replace(load_profile("rpi4").cpu, simd_bits=512, loads_per_cycle=2,
+                                                       fma_per_cycle=2))
+    # a depthwise tap on a 28-float row: 2 FMAs (one per cycle each of two units) but 3 + 1 loads
+    tap = LoopBody("dw", iterations=100, parallel_extent=1, lanes=28, alu_ops=1, vector_loads=1,
+                   gather_loads=0, invariant_loads=1, stores=0, carried=False)
+    assert body_cycles(tap, host512) == pytest.approx(100 * (3 + 1) / 2)
+    assert body_cycles(replace(tap, lanes=32), host512) == pytest.approx(100 * (2 + 1) / 2)
 
 
 def test_parallel_rounds() -> None:
