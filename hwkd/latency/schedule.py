@@ -311,7 +311,7 @@ def register_tile(simd_bits: int) -> RegisterTile:
     AVX-512's 32 registers of 16 floats take rows of 16 and twice the accumulators: rows of 8 compiled
     to 256-bit instructions, half of the machine, and its 1x1 convolutions ran at ~40 % of its peak.
     On the 2-core AVX-512 VM, whole libraries (benchmarks/runtimes.py's students): 192 floats in rows
-    of 16 were 3-21 % faster than 96 in rows of 8; 256 and 384 floats no faster than 192.
+    of 16 were 1-21 % faster than 96 in rows of 8; 256 and 384 floats no faster than 192.
     """
     return RegisterTile(vector_floats=16, tile_floats=192) if simd_bits >= 512 else RegisterTile()
 
@@ -383,7 +383,7 @@ def _register_tiled(sch: Any, knobs: Knobs = Knobs(), registers: RegisterTile = 
     thread computes a band of rows with all their channels, the band the next tiled convolution
     reads from it (a 1x1 convolution reads every channel of its pixels): activations stay in the
     core that wrote them. Channels first, a thread read half of its input from the other core's
-    cache; on the 2-core AVX-512 VM, whole libraries ran 4-16 % faster with rows first.
+    cache; on the 2-core AVX-512 VM, whole libraries ran 5-19 % faster with rows first.
     """
     root, anchor = _anchor(sch, "tiled")
     name = sch.get(anchor).name_hint
