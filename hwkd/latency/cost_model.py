@@ -137,7 +137,8 @@ def memory_pieces(lanes: int, hw_lanes: int) -> int:
 
     LLVM widens a vector's arithmetic to whole registers but splits its loads and stores into
     power-of-two pieces, so that none touches memory past the row: a 28-float row on AVX-512 is
-    16 + 8 + 4 floats, three loads where its arithmetic takes two FMAs. Counted so, the host
+    16 + 8 + 4 floats, three loads where its arithmetic takes two FMAs (and a 14-float one 8 + 4 +
+    2 for one FMA; both checked in the assembly of depthwise rows). Counted so, the host
     model's uncalibrated median error on 110 mbconv-small students (28x28 images: rows of 28, 14
     and 7) fell from 22.1 % to 4.7 % and from 14.5 % to 5.5 % on the previous schedule's library,
     fbnet's (32x32) moved 2.3 -> 2.1 % and 6.8 -> 7.2 % (benchmarks/calibrate.py, seed 2, 2-core
