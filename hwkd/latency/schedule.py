@@ -50,6 +50,31 @@ class Knobs:
     lanes: int = 0  # vectorize at most this many elements at a time (0: `_vectorize`'s rule)
 
 
+@dataclass(frozen=True)
+class RegisterTile:
+    """How much of the vector register file one tile of accumulators may fill.
+
+    `tile_floats` accumulators in rows of `vector_floats`-float vectors (a row that is not a multiple
+    of it is padded to whole vectors in registers). The default, 96 floats in rows of 8, is 12 of
+    AVX2's 16 registers and 24 of NEON's 32 (a row of 8 is two NEON registers), which leaves room for
+    the loaded inputs and weights on both.
+    """
+
+    vector_floats: int = 8
+    tile_floats: int = 96
+
+
+def register_tile(simd_bits: int) -> RegisterTile:
+    """The tile for a CPU whose vector registers hold `simd_bits` (the profile's `cpu.simd_bits`).
+
+    AVX-512's 32 registers of 16 floats take rows of 16 and twice the accumulators: rows of 8 compiled
+    to 256-bit instructions, half of the machine, and its 1x1 convolutions ran at ~40 % of its peak.
+    On the 2-core AVX-512 VM, whole libraries (benchmarks/runtimes.py's students): 192 floats in rows
+    of 16 were 1-21 % faster than 96 in rows of 8; 256 and 384 floats no faster than 192.
+    """
+    return RegisterTile(vector_floats=16, tile_floats=192) if simd_bits >= 512 else RegisterTile()
+
+
 def _strategies(knobs: Knobs, registers: RegisterTile) -> list[tuple[str, Callable[[Any], None]]]:
     return [
         ("tiled", lambda sch: _register_tiled(sch, knobs, registers)),
@@ -71,10 +96,10 @@ def _apply(func: Any, name: str, apply: Callable[[Any], None]) -> Any | None:
     return sch
 
 
-def schedule_primfunc(func: Any, registers: RegisterTile | None = None) -> KernelSchedule:
+def schedule_primfunc(func: Any, registers: RegisterTile = RegisterTile()) -> KernelSchedule:
     """Apply the first strategy that succeeds to one fused PrimFunc, for a CPU of `registers`
     (`register_tile`; the default suits AVX2 and NEON)."""
-    for name, apply in _strategies(Knobs(), registers or RegisterTile()):
+    for name, apply in _strategies(Knobs(), registers):
         sch = _apply(func, name, apply)
         if sch is not None:
             return KernelSchedule(sch.mod["main"], name)
@@ -89,7 +114,7 @@ VARIANT_KNOBS = (Knobs(tile_rank=1), Knobs(tile_rank=2), Knobs(tile_rank=3), Kno
 
 
 def schedule_variants(func: Any, limit: int = 1 + len(VARIANT_KNOBS),
-                      registers: RegisterTile | None = None) -> list[tuple[str, Any]]:
+                      registers: RegisterTile = RegisterTile()) -> list[tuple[str, Any]]:
     """Distinct traced schedules of `func` for tuning to measure, hwkd's default first, each with a
     label that says what it changed: at most `limit`."""
     import tvm_ffi
@@ -105,7 +130,6 @@ def schedule_variants(func: Any, limit: int = 1 + len(VARIANT_KNOBS),
             seen.add(key)
             variants.append((label, sch))
 
-    registers = registers or RegisterTile()
     default = schedule_primfunc(func, registers).strategy
     for knobs in (Knobs(), *VARIANT_KNOBS):
         for name, apply in _strategies(knobs, registers):
@@ -119,7 +143,7 @@ def _label(strategy: str, knobs: Knobs) -> str:
     return " ".join(parts)
 
 
-def schedule_module(mod: Any, tuned: Mapping[str, Any] | None = None, registers: RegisterTile | None = None) -> Any:
+def schedule_module(mod: Any, tuned: Mapping[str, Any] | None = None, registers: RegisterTile = RegisterTile()) -> Any:
     """A copy of a fused IRModule with every PrimFunc scheduled: by hwkd's schedule for `registers`,
     or for a kernel named in `tuned`, by its tuned PrimFunc (which is renamed back to the kernel's
     symbol)."""
@@ -290,31 +314,6 @@ def _per_block(sch: Any, knobs: Knobs = Knobs()) -> None:
 
 
 # --- register-tiled convolutions ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RegisterTile:
-    """How much of the vector register file one tile of accumulators may fill.
-
-    `tile_floats` accumulators in rows of `vector_floats`-float vectors (a row that is not a multiple
-    of it is padded to whole vectors in registers). The default, 96 floats in rows of 8, is 12 of
-    AVX2's 16 registers and 24 of NEON's 32 (a row of 8 is two NEON registers), which leaves room for
-    the loaded inputs and weights on both.
-    """
-
-    vector_floats: int = 8
-    tile_floats: int = 96
-
-
-def register_tile(simd_bits: int) -> RegisterTile:
-    """The tile for a CPU whose vector registers hold `simd_bits` (the profile's `cpu.simd_bits`).
-
-    AVX-512's 32 registers of 16 floats take rows of 16 and twice the accumulators: rows of 8 compiled
-    to 256-bit instructions, half of the machine, and its 1x1 convolutions ran at ~40 % of its peak.
-    On the 2-core AVX-512 VM, whole libraries (benchmarks/runtimes.py's students): 192 floats in rows
-    of 16 were 1-21 % faster than 96 in rows of 8; 256 and 384 floats no faster than 192.
-    """
-    return RegisterTile(vector_floats=16, tile_floats=192) if simd_bits >= 512 else RegisterTile()
-
 
 MAX_ROW = 32  # floats of one output row in a tile
 # A 1x1 convolution's image rows shorter than this are flattened into one row (a matrix product);
