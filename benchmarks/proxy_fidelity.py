@@ -52,6 +52,7 @@ from hwkd.stats import kendall, spearman
 from hwkd.teachers import default_teacher
 from hwkd.teachers.base import Teacher
 from hwkd.training import pick_device
+from hwkd.zero_cost import synflow
 
 SMALL_VAL = 1000  # the "smaller validation split" option: the first images of the 10 % split
 TIE_POINTS = 0.5  # brief accuracies this close count as a tie for the SynFlow tie-breaker
@@ -111,21 +112,6 @@ def val_scores(model: nn.Module, dataset: Dataset, teacher_val: torch.Tensor,
     right = (logits.argmax(1) == split.labels).float()
     kl = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(teacher_val, 1), log_target=True, reduction="batchmean")
     return float(right.mean()), float(right[:SMALL_VAL].mean()), float(kl)
-
-
-def synflow(model: nn.Module, input_shape: tuple[int, ...]) -> float:
-    """SynFlow (Tanaka et al., NeurIPS 2020; as a zero-cost NAS score, Abdelfattah et al., ICLR 2021):
-    sum over weights of |w * dR/dw| where R is the summed output of the network with every weight
-    made positive, on an all-ones input; log10, in float64 so deep products do not overflow."""
-    model = model.double().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.abs_()
-    model.zero_grad()
-    model(torch.ones((1, *input_shape[1:]), dtype=torch.float64)).sum().backward()
-    with torch.no_grad():
-        total = sum(float((p * p.grad).abs().sum()) for p in model.parameters() if p.grad is not None)
-    return float(torch.log10(torch.tensor(max(total, 1e-300))))
 
 
 def top_overlap(proxy: Sequence[float], truth: Sequence[float], k: int = 3) -> int:

@@ -119,6 +119,7 @@ def calibrate(config: CalibrateConfig, show: bool = False) -> CalibrationOutcome
     """Fit `config.device`'s cost constants to measurements and write the calibrated profile;
     `show`: progress bars on the terminal."""
     from hwkd.latency.calibration import MIN_MEASUREMENTS, breakdown, calibrated_profile, fit
+    from hwkd.latency.cost_model import model_version
     from hwkd.latency.estimator import Estimator
     from hwkd.profiles import COST_MODELS, load_profile, profile_to_dict
     from hwkd.progress import progress_bar
@@ -193,7 +194,7 @@ def calibrate(config: CalibrateConfig, show: bool = False) -> CalibrationOutcome
         date=datetime.date.today().isoformat(), source=source,
         loo_median_abs_error_pct=round(result.loo_median_abs_error_pct, 2),
         loo_spearman=round(result.loo_spearman, 4),
-        caveat=result.caveat,
+        caveat=result.caveat, model_version=model_version(base),
     )
     profile = calibrated_profile(base, result, info, out.stem, keep_measuring=runtime == "tvm")
     _write_profile(out, profile_to_dict(profile))

@@ -21,9 +21,14 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
+    from hwkd.latency.calibration import stale_calibration
     from hwkd.profiles import builtin_profiles, load_profile
 
-    rows = [load_profile(name).summary() for name in [*builtin_profiles(), *args.files]]
+    profiles = [load_profile(name) for name in [*builtin_profiles(), *args.files]]
+    stale = {p.name: stale_calibration(p) for p in profiles}
+    # a calibration fitted to another version of the model no longer knows its error
+    rows = [{**p.summary(), **({"expected_error_pct": None, "stale_calibration": stale[p.name]}
+                               if stale[p.name] else {})} for p in profiles]
     if args.json:
         for row in rows:
             print(json.dumps(row, sort_keys=True))
@@ -32,13 +37,16 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     print(f"{'device':<{width}} {'cores':>5} {'GHz':>5} {'GFLOP/s':>8} {'GB/s':>6}  {'measures':<10} "
           f"{'model error':<14} description")
     for row in rows:
-        error = (f"{row['expected_error_pct']:.1f} % median" if row["calibrated"] else "uncalibrated")
+        error = ("stale (below)" if row.get("stale_calibration") else
+                 f"{row['expected_error_pct']:.1f} % median" if row["calibrated"] else "uncalibrated")
         print(
             f"{row['name']:<{width}} {row['cores']:>5} {row['clock_ghz']:>5.2f} {row['peak_gflops']:>8.1f} "
             f"{row['dram_bandwidth_gb_s']:>6.1f}  {row['measures']:<10} {error:<14} {row['description']}"
         )
     for row in rows:
-        if row["calibration"] and row["calibration"].get("caveat"):
+        if row.get("stale_calibration"):
+            print(row["stale_calibration"])
+        elif row["calibration"] and row["calibration"].get("caveat"):
             print(f"{row['name']}: {row['calibration']['caveat']}")
     print("\nAdd a board with --device path/to/board.yaml (copy one of the files under "
           f"{rows[0]['path'].rsplit('/', 1)[0] if rows else 'device_profiles'}/).")

@@ -92,7 +92,9 @@ def run_estimate(args: argparse.Namespace) -> int:
                 )
             bar.update()
     if not args.json and not estimator.measure:
-        if profile.calibration is not None:
+        if estimator.stale_calibration:
+            print(f"model latencies of {profile.name}: {estimator.stale_calibration}")
+        elif profile.calibration is not None:
             print(f"model latencies of {profile.name}, calibrated to {profile.calibration.runtime}: "
                   f"median error {profile.calibration.loo_median_abs_error_pct:.1f} % (leave-one-out)")
             if profile.calibration.caveat:

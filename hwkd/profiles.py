@@ -119,6 +119,7 @@ class CalibrationInfo:
     loo_median_abs_error_pct: float  # leave-one-out median |estimate - measured| / measured, in %
     loo_spearman: float  # leave-one-out rank correlation of estimate and measurement
     caveat: str | None = None  # multipliers the measurements pinned down poorly (calibration.Fit.caveat)
+    model_version: str | None = None  # cost_model.model_version at the fit; None: written before it was recorded
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ _SCHEMA: dict[str, list[tuple[str, type, bool]]] = {
         ("loo_median_abs_error_pct", float, True),
         ("loo_spearman", float, True),
         ("caveat", str, False),
+        ("model_version", str, False),
     ],
 }
 _OPTIONAL_SECTIONS = ("rpc", "calibration")

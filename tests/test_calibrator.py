@@ -14,6 +14,7 @@ import yaml
 from hwkd.calibrator import CalibrateConfig, calibrate
 from hwkd.cli import main
 from hwkd.errors import HwkdError
+from hwkd.latency.cost_model import model_version
 from hwkd.latency.estimator import Estimator
 from hwkd.profiles import load_profile
 from hwkd.spaces import load_space
@@ -78,6 +79,34 @@ def test_calibrating_from_a_csv_writes_a_profile_every_command_takes(board_twice
     assert "warned: poorly determined, far from the global factor x2.00: overhead x0.10" in capsys.readouterr().out
     assert main(["estimate", "--device", str(warned), "--space", SPACE, "--arch", NEW]) == 0
     assert "caveat of that calibration: poorly determined" in capsys.readouterr().out
+
+
+def test_a_calibration_of_another_model_version_warns_and_knows_no_error(board_twice_as_slow, tmp_path,
+                                                                         capsys) -> None:
+    out = tmp_path / "my-rpi4.yaml"
+    assert main(["calibrate", "--device", "rpi4", "--measurements", str(board_twice_as_slow), "--space", SPACE,
+                 "--runtime", "tvm", "--out", str(out)]) == 0
+    capsys.readouterr()
+    raw = yaml.safe_load(out.read_text())
+    assert raw["calibration"]["model_version"] == model_version(load_profile("rpi4"))
+    for old, said in [("schedule model 1, lowering 8", "was fitted to schedule model 1, lowering 8"),
+                      (None, "records no model version")]:
+        if old is None:
+            del raw["calibration"]["model_version"]
+        else:
+            raw["calibration"]["model_version"] = old
+        stale = tmp_path / "stale.yaml"
+        stale.write_text(yaml.safe_dump(raw, sort_keys=False))
+        assert main(["estimate", "--device", str(stale), "--space", SPACE, "--arch", NEW, "--json"]) == 0
+        row = json.loads(capsys.readouterr().out)
+        assert row["calibrated"] is True and row["expected_error_pct"] is None  # the multipliers still apply
+        assert main(["estimate", "--device", str(stale), "--space", SPACE, "--arch", NEW]) == 0
+        text = capsys.readouterr().out
+        assert said in text and "calibrate again (hwkd calibrate --device rpi4" in text
+        assert "median error" not in text
+        assert main(["devices", str(stale), "--json"]) == 0
+        rows = {r["name"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+        assert rows["stale"]["expected_error_pct"] is None and said in rows["stale"]["stale_calibration"]
 
 
 def test_onnx_measurements_relative_to_the_csv(tmp_path, capsys) -> None:

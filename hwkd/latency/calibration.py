@@ -47,7 +47,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from hwkd.errors import HwkdError
-from hwkd.latency.cost_model import KERNEL_CLASSES, graph_cost, kernel_class
+from hwkd.latency.cost_model import KERNEL_CLASSES, graph_cost, kernel_class, model_version
 from hwkd.latency.lowered import Kernel
 from hwkd.latency.onnxruntime_graph import RuntimeNode
 from hwkd.profiles import CalibrationInfo, DeviceProfile
@@ -215,6 +215,22 @@ def _solve(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
             break
         weights = new
     return theta
+
+
+def stale_calibration(profile: DeviceProfile) -> str | None:
+    """Why `profile`'s calibration no longer describes hwkd's estimates, or None when it does.
+
+    Its multipliers were fitted to one version of the cost model and of the schedule it prices; after
+    either changed they scale a different model, and the error the fit recorded is no longer known.
+    """
+    info = profile.calibration
+    if info is None or info.model_version == model_version(profile):
+        return None
+    fitted = (f"was fitted to {info.model_version}" if info.model_version
+              else "records no model version (fitted before 2026-12)")
+    return (f"device {profile.name}'s calibration {fitted}, hwkd now estimates with {model_version(profile)}: "
+            f"its expected error ({info.loo_median_abs_error_pct:.1f} %) no longer holds; calibrate again "
+            f"(hwkd calibrate --device {info.base_profile} ...)")
 
 
 def calibrated_profile(base: DeviceProfile, result: Fit, info: CalibrationInfo, name: str,

@@ -17,7 +17,8 @@ lowered students; such a profile is never measured with TVM, which would time an
 
 Every estimate says how far to trust it: `calibrated` (the profile was fitted to measurements of
 the board by `hwkd calibrate`) and `expected_error_pct` (that fit's leave-one-out median error;
-None for an uncalibrated profile, whose error nobody measured, and for a measured latency).
+None for an uncalibrated profile, whose error nobody measured, for a calibration fitted to another
+version of the cost model or schedule, which warns, and for a measured latency).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from torch import nn
 
 from hwkd.errors import HwkdError
 from hwkd.files import sha256_file
+from hwkd.latency.calibration import stale_calibration
 from hwkd.latency.cost_model import latency_ms as model_latency_ms
 from hwkd.latency.lowered import LoweredGraph
 from hwkd.latency.lowered_cache import LoweredCache, graph_key
@@ -112,6 +114,9 @@ class Estimator:
         if tuning is not None and latency_source != "measured":
             raise HwkdError("tuning needs --latency-source measured: it measures the kernels where the student runs")
         self.profile = profile
+        self.stale_calibration = stale_calibration(profile)
+        if self.stale_calibration:
+            log.warning("%s", self.stale_calibration)
         self.tuning = tuning
         self.measure = latency_source == "measured" or (latency_source == "auto" and profile.can_measure)
         self.timing = timing
@@ -263,7 +268,7 @@ class Estimator:
             threads=self.profile.runtime.threads,
             measured_on=measured.where if measured else None,
             calibrated=self.profile.calibration is not None,
-            expected_error_pct=None if measured else self.profile.expected_error_pct,
+            expected_error_pct=None if measured or self.stale_calibration else self.profile.expected_error_pct,
             tuned_kernels=result.tuned_kernels,
         )
 
