@@ -258,6 +258,7 @@ class TrialOutcome:
     peak_memory_bytes: int | None = None
     params_bytes: int | None = None
     macs: int | None = None
+    synflow: float | None = None  # log10 SynFlow of the untrained student (hwkd.zero_cost), a second accuracy proxy
     train_images_per_s: float | None = None
     train_seconds: float | None = None
     duration_s: float | None = None

@@ -25,7 +25,7 @@ from hwkd.run_folder import STUDY_NAME, RunFolder
 log = logging.getLogger(__name__)
 
 COLUMNS = [
-    "trial", "state", "arch", "val_accuracy", "latency_ms", "latency_source", "latency_calibrated",
+    "trial", "state", "arch", "val_accuracy", "synflow", "latency_ms", "latency_source", "latency_calibrated",
     "latency_expected_error_pct", "model_latency_ms",
     "peak_memory_bytes", "params_bytes", "macs", "duration_s", "train_images_per_s", "duplicate_of",
     "function_key", "reason", "full_test_accuracy",
@@ -99,10 +99,14 @@ class ProxyFidelity:
     students: int
     spearman: float
     kendall: float
+    synflow_spearman: float | None = None  # SynFlow's, over the same students (when every one records it)
 
     def line(self) -> str:
-        return (f"proxy fidelity over {self.students} fully distilled students: Spearman {self.spearman:.3f}, "
+        line = (f"proxy fidelity over {self.students} fully distilled students: Spearman {self.spearman:.3f}, "
                 f"Kendall {self.kendall:.3f} (brief validation accuracy vs full test accuracy)")
+        if self.synflow_spearman is not None:
+            line += f"; SynFlow of the untrained students: Spearman {self.synflow_spearman:.3f}"
+        return line
 
 
 MIN_FIDELITY_STUDENTS = 3
@@ -130,7 +134,8 @@ def proxy_fidelity(trials: pd.DataFrame) -> ProxyFidelity | None:
     if len(both) < MIN_FIDELITY_STUDENTS:
         return None
     brief, full = list(both.val_accuracy), list(both.full_test_accuracy)
-    return ProxyFidelity(len(both), spearman(brief, full), kendall(brief, full))
+    syn = None if both.synflow.isna().any() else spearman(list(both.synflow), full)  # runs before it was recorded
+    return ProxyFidelity(len(both), spearman(brief, full), kendall(brief, full), syn)
 
 
 def build_report(folder: RunFolder, study: Any | None = None) -> Report:

@@ -58,6 +58,7 @@ from hwkd.storage import check_storage, default_url, hide_secrets, masked, recor
 from hwkd.teachers import Teacher, copy_into, default_teacher, load_run_teacher, load_teacher_file
 from hwkd.training import pick_device
 from hwkd.workers import TrialTickets, WorkerOutcome, run_workers
+from hwkd.zero_cost import synflow
 
 log = logging.getLogger(__name__)
 
@@ -506,6 +507,9 @@ class Search:
             writer.update(infeasible="; ".join(reasons), duration_s=round(time.monotonic() - started, 3))
             log.info("trial %d: %s is over budget (%s), not trained", trial.number, arch, "; ".join(reasons))
             raise optuna.TrialPruned("; ".join(reasons))
+        # recorded beside the brief score, so `hwkd report` can say which of the two ranked this run's
+        # fully distilled students better (benchmarks/proxy_fidelity.py measures both at scale)
+        writer.update(synflow=round(synflow(student, self.input_shape), 4))
         try:
             result = brief_distill(student, self.brief_data, logits, self.config.brief, self.train_device)
         except TrainingDiverged as exc:

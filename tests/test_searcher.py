@@ -21,7 +21,9 @@ from hwkd.records import TrialOutcome
 from hwkd.reports import front_table
 from hwkd.run_folder import STUDY_NAME
 from hwkd.searcher import Budgets, Search, SearchConfig
+from hwkd.spaces import load_space
 from hwkd.teachers import TeacherRecipe
+from hwkd.zero_cost import synflow
 
 BRIEF = BriefConfig(steps=40, batch_size=64)
 
@@ -282,6 +284,12 @@ def test_a_trial_scores_the_same_whatever_ran_before_it(tmp_path: Path, teacher_
         Search(make_config(run, teacher_file, trials=1)).run(progress=False)
         values.append(study_of(run).trials[0].values)
     assert values[0] == values[1]
+    # its SynFlow is that of the student as trained: built from the brief seed, untrained
+    trial = study_of(run).trials[0]
+    torch.manual_seed(BRIEF.seed)
+    student = load_space("nb201-small").build(trial.user_attrs["arch"], 10, (1, 1, 28, 28))
+    assert trial.user_attrs["synflow"] == pytest.approx(synflow(student, (1, 1, 28, 28)), abs=1e-4)
+    assert pd.read_csv(run / "trials.csv").synflow[0] == pytest.approx(trial.user_attrs["synflow"])
 
 
 @pytest.mark.slow
