@@ -105,9 +105,10 @@ def test_a_dense_tile_keeps_its_accumulators_in_registers_and_fills_whole_vector
 @pytest.mark.slow
 @pytest.mark.parametrize("simd_bits", [128, 512])
 def test_a_strided_and_a_padded_convolution_compute_the_same_when_tiled(simd_bits: int) -> None:
-    """The stem (stride 2, padding), 1x1 convs with stride 2, on a 16x16 image and on a 4x4 image
-    (flattened) are tiled correctly, with NEON/AVX2 tiles and with AVX-512's (compiled for this CPU:
-    what the schedule computes does not depend on the instructions LLVM picks)."""
+    """The stem (stride 2, padding), 1x1 convs with stride 2, on a 16x16 image, on an 8x8 image with a
+    residual (flattened for AVX-512's 16 lanes) and on a 4x4 image (flattened) are tiled correctly,
+    with NEON/AVX2 tiles and with AVX-512's (compiled for this CPU: what the schedule computes does
+    not depend on the instructions LLVM picks)."""
     import torch
     from tvm import tirx
 
@@ -118,11 +119,13 @@ def test_a_strided_and_a_padded_convolution_compute_the_same_when_tiled(simd_bit
             self.down = torch.nn.Conv2d(16, 24, 1, stride=2)
             self.wide = torch.nn.Conv2d(24, 40, 5, padding=2)
             self.point = torch.nn.Conv2d(16, 16, 1)  # on 16x16: a tile of 2 rows of 8
+            self.mid = torch.nn.Conv2d(24, 24, 1)  # on 8x8: 4 image rows in two 16-lane vectors on AVX-512
             self.late = torch.nn.Conv2d(40, 48, 1)  # on 4x4: the image flattened into one 16-float row
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             x = torch.relu(self.point(torch.relu(self.stem(x))))
-            x = self.wide(torch.relu(self.down(x)))
+            x = torch.relu(self.down(x))
+            x = self.wide(x + self.mid(x))
             return torch.relu(self.late(torch.nn.functional.max_pool2d(x, 2)))
 
     shape = (1, 3, 32, 32)
@@ -135,11 +138,17 @@ def test_a_strided_and_a_padded_convolution_compute_the_same_when_tiled(simd_bit
         tiled += scheduled.strategy == "tiled"
         if [int(d) for d in func.params[-1].shape] == [1, 48, 4, 4]:  # `late`: one flattened 16-float row
             assert "T.vectorized(T.int64(16))" in scheduled.func.script()
+        shapes = [[int(d) for d in p.shape] for p in func.params]
+        if shapes[0] == shapes[-1] == [1, 24, 8, 8] and simd_bits == 512:  # `mid`, with its residual
+            update = scheduled.func.script().split('T.sblock("conv2d_nchw_update")')[1].split("T.sblock(")[0]
+            # one axis of 64 pixels in the block itself, not row and column loops fused: those left
+            # (p // 8, p % 8) in the loop indices, which compiled to element-by-element inserts
+            assert "T.vectorized(T.int64(32))" in scheduled.func.script() and "T.axis.spatial(T.int64(64)" in update
         inputs = _inputs(func, seed=1)
         expected = _run(func, [a.copy() for a in inputs])[-1]
         got = _run(scheduled.func, [a.copy() for a in inputs])[-1]
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
-    assert tiled == 5
+    assert tiled == 6
 
 
 @pytest.mark.slow
