@@ -59,8 +59,6 @@ from hwkd.latency.lowered import LOWERING_VERSION, Kernel, LoopBody
 from hwkd.latency.onnxruntime_graph import RuntimeNode
 from hwkd.profiles import DeviceProfile
 
-# The classes a calibration scales separately: they differ most in how well a runtime's code
-# reaches the datasheet peak (a dense 3x3 convolution reuses every load; a depthwise one hardly).
 # Bumped whenever a change moves what the models predict for the same constants (2: split vector
 # loads, `memory_pieces`). A calibration records it: its multipliers were fitted to one model.
 COST_MODEL_VERSION = 2
@@ -73,6 +71,8 @@ def model_version(profile: DeviceProfile) -> str:
     return model if profile.cost.model == "onnxruntime" else f"{model}, lowering {LOWERING_VERSION}"
 
 
+# The classes a calibration scales separately: they differ most in how well a runtime's code
+# reaches the datasheet peak (a dense 3x3 convolution reuses every load; a depthwise one hardly).
 KERNEL_CLASSES = ("dense_conv", "pointwise_conv", "depthwise_conv", "other")
 _CLASS_OF_KIND = {
     "conv": "dense_conv",
