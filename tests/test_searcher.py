@@ -463,12 +463,14 @@ def test_a_calibrated_profile_s_expected_error_reaches_trials_csv_and_the_report
     import yaml
 
     from hwkd.latency.calibration import CostBreakdown, calibrated_profile, fit
+    from hwkd.latency.cost_model import model_version
     from hwkd.profiles import CalibrationInfo, load_profile, profile_to_dict
 
     rpi4 = load_profile("rpi4")
     parts = [CostBreakdown((1.0 * i, 0.5, 0.2, 0.1), 0.05) for i in range(1, 5)]
     result = fit(parts, [1.5 * p.total_ms for p in parts])
-    info = CalibrationInfo("rpi4", "tflite", 4, 4, "2026-12-02", "m.csv", 3.2, 0.97)
+    info = CalibrationInfo("rpi4", "tflite", 4, 4, "2026-12-02", "m.csv", 3.2, 0.97,
+                           model_version=model_version(rpi4))  # fitted to the model hwkd runs now
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(profile_to_dict(calibrated_profile(rpi4, result, info, "mine", False))))
     run = tmp_path / "run"
