@@ -141,8 +141,7 @@ def test_a_strided_and_a_padded_convolution_compute_the_same_when_tiled(simd_bit
         shapes = [[int(d) for d in p.shape] for p in func.params]
         if shapes[0] == shapes[-1] == [1, 24, 8, 8] and simd_bits == 512:  # `mid`, with its residual
             update = scheduled.func.script().split('T.sblock("conv2d_nchw_update")')[1].split("T.sblock(")[0]
-            # one axis of 64 pixels in the block itself, not row and column loops fused (whose
-            # (p // 8, p % 8) indices measured up to 13 % slower), in whole 16-lane vectors
+            # one axis of 64 pixels in the block itself (linear indices), in whole 16-lane vectors
             assert "T.vectorized(T.int64(32))" in scheduled.func.script() and "T.axis.spatial(T.int64(64)" in update
         inputs = _inputs(func, seed=1)
         expected = _run(func, [a.copy() for a in inputs])[-1]
