@@ -9,7 +9,8 @@ Several proxies come out of the same brief runs, side by side (the options of th
 validation accuracy on the whole 10 % split (the search's score) and on its first 1,000 images,
 the validation KL divergence to the teacher, the two combined, the score halfway through (what
 a pruner sees) and a median pruner that stops the worse half there, plus two scores that need no
-training (MACs and the SynFlow zero-cost score) and SynFlow as a tie-breaker. For each it prints
+training (MACs and the SynFlow zero-cost score), and brief accuracy combined with SynFlow (SynFlow
+breaking ties, the mean of the two ranks, and a fixed blend of points per decade). For each it prints
 Spearman and Kendall against full test accuracy, the overlap of the top 3, and the compute ratio
 in training images: against the full distillation run here, and against `hwkd distill`'s default.
 The teacher's outputs on the full runs' batches are computed once and shared by the students
@@ -56,6 +57,7 @@ from hwkd.zero_cost import synflow
 
 SMALL_VAL = 1000  # the "smaller validation split" option: the first images of the 10 % split
 TIE_POINTS = 0.5  # brief accuracies this close count as a tie for the SynFlow tie-breaker
+SYNFLOW_POINTS = 1.0  # the blend: brief accuracy plus this many points per decade of SynFlow
 
 
 @dataclass
@@ -223,6 +225,11 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
             # accuracies within TIE_POINTS are a tie, ordered by SynFlow
             (f"{steps} steps: accuracy, SynFlow breaks ties",
              [round(100 * a / TIE_POINTS) + r / len(b) for a, r in zip(acc, mean_rank(syn))], images),
+            # two ways to combine them: by rank (needs every student's scores) and by a fixed blend
+            # (a trial can compute it alone; its scale, points per decade, may depend on the space)
+            (f"{steps} steps: accuracy and SynFlow, mean rank", mean_rank(acc, syn), images),
+            (f"{steps} steps: accuracy + {SYNFLOW_POINTS:g} pt per decade of SynFlow",
+             [a + SYNFLOW_POINTS / 100 * s for a, s in zip(acc, syn)], images),
             (f"{steps} steps: accuracy after {steps // 2} steps", [x.half_acc for x in b], images / 2),
         ]
         # a median pruner at half the steps: the worse half stops there and ranks below every finished student
