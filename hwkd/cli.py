@@ -24,11 +24,14 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     from hwkd.latency.calibration import stale_calibration
     from hwkd.profiles import builtin_profiles, load_profile
 
-    profiles = [load_profile(name) for name in [*builtin_profiles(), *args.files]]
-    stale = {p.name: stale_calibration(p) for p in profiles}
-    # a calibration fitted to another version of the model no longer knows its error
-    rows = [{**p.summary(), **({"expected_error_pct": None, "stale_calibration": stale[p.name]}
-                               if stale[p.name] else {})} for p in profiles]
+    rows = []
+    for name in [*builtin_profiles(), *args.files]:
+        profile = load_profile(name)
+        row = profile.summary()
+        stale = stale_calibration(profile)
+        if stale:  # a calibration fitted to another version of the model no longer knows its error
+            row.update(expected_error_pct=None, stale_calibration=stale)
+        rows.append(row)
     if args.json:
         for row in rows:
             print(json.dumps(row, sort_keys=True))
