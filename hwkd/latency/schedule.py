@@ -411,12 +411,13 @@ def _register_tiled(sch: Any, knobs: Knobs = Knobs(), registers: RegisterTile = 
     batch, channel, row, column = spatial
     column_stride = _column_stride(sch, anchor)  # read off the block's own axes, before flattening them
     image_width = 0
-    if _flattens(int(sch.get(column).extent), registers) and _is_unit_stride_pointwise(sch, anchor, reduction):
+    width = int(sch.get(column).extent)
+    if _flattens(width, registers) and _is_unit_stride_pointwise(sch, anchor, reduction):
         # a matrix product over the channels: the image is one row, so short rows fill vectors. The
         # block itself gets one pixel axis, so its indices are linear in it (fused row and column
         # loops leave (p // width, p % width) in them; alone, with the same tile, both compiled to
         # equally fast code on 8x8 images)
-        image_width = width = int(sch.get(column).extent)
+        image_width = width
         sch.transform_block_layout(anchor, lambda n, c, h, w, rc, ry, rx: (n, c, h * width + w, rc, ry, rx))
         batch, channel, column, *reduction = sch.get_loops(anchor)
         row = sch.add_unit_loop(column)
