@@ -6,11 +6,12 @@ teacher outputs cached, scored on validation) at each budget of `--brief-steps`,
 (`hwkd distill`'s loop: the teacher on every augmented batch, warm-up + cosine, scored on test).
 
 Several proxies come out of the same brief runs, side by side (the options of the proxy issue):
-validation accuracy on the whole 10 % split (the search's score) and on its first 1,000 images,
+validation accuracy on the whole 10 % split and on its first 1,000 images,
 the validation KL divergence to the teacher, the two combined, the score halfway through (what
 a pruner sees) and a median pruner that stops the worse half there, plus two scores that need no
 training (MACs and the SynFlow zero-cost score), and brief accuracy combined with SynFlow (SynFlow
-breaking ties, the mean of the two ranks, and a fixed blend of points per decade). For each it prints
+breaking ties, the mean of the two ranks, and the search's score: accuracy plus
+`BriefConfig.synflow_points` per decade). For each it prints
 Spearman and Kendall against full test accuracy, the overlap of the top 3, and the compute ratio
 in training images: against the full distillation run here, and against `hwkd distill`'s default.
 The teacher's outputs on the full runs' batches are computed once and shared by the students
@@ -57,7 +58,6 @@ from hwkd.zero_cost import synflow
 
 SMALL_VAL = 1000  # the "smaller validation split" option: the first images of the 10 % split
 TIE_POINTS = 0.5  # brief accuracies this close count as a tie for the SynFlow tie-breaker
-SYNFLOW_POINTS = 1.0  # the blend: brief accuracy plus this many points per decade of SynFlow
 
 
 @dataclass
@@ -218,7 +218,8 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
         images = float(steps * BriefConfig.batch_size)
         acc, kl = [x.acc for x in b], [-x.kl for x in b]
         rows += [
-            (f"{steps} steps: val accuracy" + (" (the search's)" if steps == BriefConfig.steps else ""), acc, images),
+            (f"{steps} steps: val accuracy" + (" (--synflow-points 0)" if steps == BriefConfig.steps else ""),
+             acc, images),
             (f"{steps} steps: accuracy, first {SMALL_VAL} val images", [x.acc_small for x in b], images),
             (f"{steps} steps: -KL to teacher", kl, images),
             (f"{steps} steps: accuracy and -KL, mean rank", mean_rank(acc, kl), images),
@@ -226,10 +227,11 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
             (f"{steps} steps: accuracy, SynFlow breaks ties",
              [round(100 * a / TIE_POINTS) + r / len(b) for a, r in zip(acc, mean_rank(syn))], images),
             # two ways to combine them: by rank (needs every student's scores) and by a fixed blend
-            # (a trial can compute it alone; its scale, points per decade, may depend on the space)
+            # (a trial can compute it alone: the search's score; its scale may depend on the space)
             (f"{steps} steps: accuracy and SynFlow, mean rank", mean_rank(acc, syn), images),
-            (f"{steps} steps: accuracy + {SYNFLOW_POINTS:g} pt per decade of SynFlow",
-             [a + SYNFLOW_POINTS / 100 * s for a, s in zip(acc, syn)], images),
+            (f"{steps} steps: accuracy + {BriefConfig.synflow_points:g} pt per decade of SynFlow"
+             + (" (the search's)" if steps == BriefConfig.steps else ""),
+             [BriefConfig().score(a, s) for a, s in zip(acc, syn)], images),
             (f"{steps} steps: accuracy after {steps // 2} steps", [x.half_acc for x in b], images / 2),
         ]
         # a median pruner at half the steps: the worse half stops there and ranks below every finished student
@@ -247,11 +249,11 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
                      images * (2 * len(b) - sum(stopped)) / (2 * len(b))))
     print(f"\n{space_name}: {len(students)} students; full: {args.epochs} epochs x {train_images} images, test accuracy "
           f"{100 * min(truth):.2f}% to {100 * max(truth):.2f}%")
-    print(f"{'proxy':<56} {'Spearman':>8} {'Kendall':>8} {'top-3':>5} {'front':>5} {'images/full':>11} "
+    print(f"{'proxy':<64} {'Spearman':>8} {'Kendall':>8} {'top-3':>5} {'front':>5} {'images/full':>11} "
           f"{f'/{FullConfig.epochs} ep':>8}")
     for name, score, images in rows:
         kept = len(front & pareto_front(latency, score))
-        print(f"{name:<56} {spearman(score, truth):>8.3f} {kendall(score, truth):>8.3f} "
+        print(f"{name:<64} {spearman(score, truth):>8.3f} {kendall(score, truth):>8.3f} "
               f"{top_overlap(score, truth):>3}/3 {kept:>2}/{len(front):<2} {images / full_images:>11.2%} "
               f"{images / default_images:>8.2%}")
     print(f"front: students on the front of full accuracy against rpi4 latency that the proxy's front also has. "

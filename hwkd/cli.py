@@ -103,6 +103,23 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synflow_points(args: argparse.Namespace, default: float) -> float:
+    """--synflow-points, else the run's own when continuing one (a run started before the score
+    existed ranked by accuracy alone), else the default."""
+    from hwkd.errors import RunError
+    from hwkd.run_folder import RunFolder
+    from hwkd.searcher import SearchConfig
+
+    if args.synflow_points is not None:
+        return float(args.synflow_points)
+    folder = RunFolder(SearchConfig(device=args.device, space=args.space, data=args.data,
+                                    run_dir=args.run_dir).resolved_run_dir())
+    try:
+        return folder.read().fixed.brief.synflow_points if folder.exists() else default
+    except RunError:  # the search itself reports a broken run folder
+        return default
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     from hwkd.distillation.config import BriefConfig
     from hwkd.searcher import Budgets, SearchConfig
@@ -116,6 +133,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         brief=BriefConfig(
             steps=args.steps, batch_size=args.batch_size, lr=args.lr if args.lr is not None else defaults.lr,
             temperature=args.temperature, alpha=args.alpha, loss=args.loss, seed=args.seed,
+            synflow_points=_synflow_points(args, defaults.synflow_points),
         ),
         train_device=args.train_device, latency_source=args.latency_source, threads=args.threads,
         workers=args.workers, heartbeat_s=args.heartbeat_s,
@@ -124,7 +142,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from hwkd.reports import front_table
 
     summary = search(config, progress=None)
-    print(summary.budget_hint or front_table(summary.front))
+    print(summary.budget_hint or front_table(summary.front, config.brief.synflow_points))
     print(
         f"\n{summary.new_trials} new trials in {summary.seconds:.0f} s: {summary.completed} trained, "
         f"{summary.infeasible} infeasible, {summary.failed} failed"
@@ -149,7 +167,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     report = build(args.run)  # checks the folder
     folder = RunFolder(Path(args.run))
     states = report.state_counts()
-    print(front_table(report.front))
+    print(front_table(report.front, folder.read().fixed.brief.synflow_points if folder.exists() else 0.0))
     print(f"\n{len(report.trials)} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))})")
     fidelity = report.fidelity
     distilled = len(report.full_test_accuracy)
@@ -346,6 +364,10 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=brief.temperature, help="distillation temperature T")
     p.add_argument("--alpha", type=float, default=brief.alpha, help="weight of the distillation term (0..1)")
     _add_loss(p, brief.loss)
+    p.add_argument("--synflow-points", type=float, default=None,
+                   help="the search ranks students by brief accuracy plus this many points per decade of their "
+                   f"untrained SynFlow score; 0: accuracy alone (default {brief.synflow_points:g}, or a continued "
+                   "run's own)")
     p.add_argument("--train-device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--latency-source", choices=["auto", "model", "measured"], default="auto")
     p.add_argument("--threads", type=int, help="threads on the device (default: the profile's)")

@@ -21,7 +21,7 @@ from typing import Any
 from hwkd.distillation.config import BriefConfig, FullConfig
 from hwkd.errors import RunError
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: trials keep val_accuracy as an attribute, the objective may be a blend
 
 
 def check_version(data: Mapping[str, Any], what: str) -> None:
@@ -99,7 +99,8 @@ class FixedSettings:
         return cls(
             space=str(data["space"]), device=str(data["device"]), data=str(data["data"]),
             data_dir=data.get("data_dir"), teacher=data.get("teacher"),
-            brief=BriefConfig(**{"loss": "kd", **data.get("brief", {})}),  # older runs all used KD
+            # older runs all used KD and ranked by accuracy alone
+            brief=BriefConfig(**{"loss": "kd", "synflow_points": 0.0, **data.get("brief", {})}),
             input_shape=tuple(int(d) for d in data["input_shape"]),
             num_classes=int(data["num_classes"]), latency_source=str(data.get("latency_source", "auto")),
             threads=None if data.get("threads") is None else int(data["threads"]),
@@ -242,6 +243,7 @@ class TrialOutcome:
 
     number: int
     state: str  # COMPLETE, INFEASIBLE (over a budget or not valid, never trained), FAIL, RUNNING, WAITING
+    score: float | None = None  # the objective the search ranked by (BriefConfig.score); accuracy in older runs
     val_accuracy: float | None = None  # after brief distillation
     constraints: Mapping[str, float] = field(default_factory=dict)  # budget name -> excess, <= 0 when met
     # -- user attributes
@@ -287,7 +289,7 @@ class TrialOutcome:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"number": self.number, "state": self.state, "val_accuracy": self.val_accuracy,
+        return {"number": self.number, "state": self.state, "score": self.score,
                 "constraints": dict(self.constraints), **self.attrs()}
 
     @classmethod
@@ -302,10 +304,10 @@ class TrialOutcome:
         state = _STATES.get(trial.state.name, trial.state.name)
         prefix = "constraints:"
         constraints = {k[len(prefix):]: float(v) for k, v in trial.system_attrs.items() if k.startswith(prefix)}
-        values = trial.values
-        return cls.from_dict({**trial.user_attrs, "number": trial.number, "state": state,
-                              "val_accuracy": None if values is None else float(values[0]),
-                              "constraints": constraints})
+        score = None if trial.values is None else float(trial.values[0])
+        # runs before record version 2 ranked by accuracy alone and kept it only as the objective
+        return cls.from_dict({"val_accuracy": score, **trial.user_attrs, "number": trial.number, "state": state,
+                              "score": score, "constraints": constraints})
 
     def trained(self) -> TrainedStudent:
         """This trial as a trained student; a one-line error when it is not one."""
@@ -323,7 +325,7 @@ class TrialOutcome:
 
 
 _TRAINED_FIGURES = ("arch", "val_accuracy", "latency_ms", "peak_memory_bytes", "params_bytes", "macs")
-_NOT_ATTRS = frozenset({"number", "state", "val_accuracy", "constraints"})
+_NOT_ATTRS = frozenset({"number", "state", "score", "constraints"})
 
 
 def planned_attrs() -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 - `trials.csv`: every trial (state, architecture, accuracy, latency with its source, memory,
   MACs, parameters, duration, and the reason of an infeasible or failed one);
-- `pareto.csv`: the front of feasible trained students (higher validation accuracy, lower
-  latency), best accuracy first;
+- `pareto.csv`: the front of feasible trained students (higher score, lower latency), best
+  score first; the score is the brief validation accuracy plus the run's points per decade of
+  SynFlow (`--synflow-points`), or the accuracy alone;
 - `pareto.png` (matplotlib) and `pareto.html` (plotly, self-contained: works offline).
 """
 
@@ -25,7 +26,7 @@ from hwkd.run_folder import STUDY_NAME, RunFolder
 log = logging.getLogger(__name__)
 
 COLUMNS = [
-    "trial", "state", "arch", "val_accuracy", "synflow", "latency_ms", "latency_source", "latency_calibrated",
+    "trial", "state", "arch", "score", "val_accuracy", "synflow", "latency_ms", "latency_source", "latency_calibrated",
     "latency_expected_error_pct", "model_latency_ms",
     "peak_memory_bytes", "params_bytes", "macs", "duration_s", "train_images_per_s", "duplicate_of",
     "function_key", "reason", "full_test_accuracy",
@@ -64,7 +65,7 @@ class Report:
     """What `hwkd report` shows: every trial that ran, the front, and the students after the search."""
 
     trials: tuple[TrialOutcome, ...]
-    front: tuple[TrialOutcome, ...]  # best accuracy first
+    front: tuple[TrialOutcome, ...]  # best score first
     full_test_accuracy: Mapping[int, float]  # trial -> test accuracy after `hwkd distill`
     fidelity: ProxyFidelity | None
     final: tuple[FinalStudent, ...] = ()  # fully distilled, pruned (hwkd compress) and int8 (hwkd export)
@@ -85,27 +86,31 @@ def trials_frame(trials: Sequence[TrialOutcome], full: Mapping[int, float] | Non
 
 
 def pareto_front(study: Any) -> tuple[TrialOutcome, ...]:
-    """Trained students no other beats on both accuracy and latency (Optuna's `best_trials`, which
-    keeps only feasible trials), without repeats of a student trained before; best accuracy first."""
+    """Trained students no other beats on both score and latency (Optuna's `best_trials`, which
+    keeps only feasible trials), without repeats of a student trained before; best score first."""
     front = [TrialOutcome.from_trial(t) for t in study.best_trials]
-    front = [t for t in front if t.duplicate_of is None and t.val_accuracy is not None]
-    return tuple(sorted(front, key=lambda t: (-(t.val_accuracy or 0.0), t.latency_ms or 0.0, t.number)))
+    front = [t for t in front if t.duplicate_of is None and t.score is not None]
+    return tuple(sorted(front, key=lambda t: (-(t.score or 0.0), t.latency_ms or 0.0, t.number)))
 
 
 @dataclass(frozen=True)
 class ProxyFidelity:
-    """How well brief distillation ranked the students that were later fully distilled."""
+    """How well the search's score ranked the students that were later fully distilled, and how
+    well each of its two parts did."""
 
     students: int
-    spearman: float
+    spearman: float  # the search's score against full test accuracy
     kendall: float
-    synflow_spearman: float | None = None  # SynFlow's, over the same students (when every one records it)
+    accuracy_spearman: float | None = None  # brief accuracy alone, when the score was more than that
+    synflow_spearman: float | None = None  # SynFlow alone (when every student records it)
 
     def line(self) -> str:
         line = (f"proxy fidelity over {self.students} fully distilled students: Spearman {self.spearman:.3f}, "
-                f"Kendall {self.kendall:.3f} (brief validation accuracy vs full test accuracy)")
+                f"Kendall {self.kendall:.3f} (the search's score vs full test accuracy)")
+        if self.accuracy_spearman is not None:
+            line += f"; brief accuracy alone: Spearman {self.accuracy_spearman:.3f}"
         if self.synflow_spearman is not None:
-            line += f"; SynFlow of the untrained students: Spearman {self.synflow_spearman:.3f}"
+            line += f"; SynFlow of the untrained students alone: Spearman {self.synflow_spearman:.3f}"
         return line
 
 
@@ -129,13 +134,15 @@ def full_accuracies(folder: RunFolder) -> dict[int, float]:
 def proxy_fidelity(trials: pd.DataFrame) -> ProxyFidelity | None:
     from hwkd.stats import kendall, spearman
 
-    both = trials.dropna(subset=["val_accuracy", "full_test_accuracy"])
+    both = trials.dropna(subset=["score", "full_test_accuracy"])
     both = both[both.duplicate_of.isna()]
     if len(both) < MIN_FIDELITY_STUDENTS:
         return None
-    brief, full = list(both.val_accuracy), list(both.full_test_accuracy)
+    score, full = list(both.score), list(both.full_test_accuracy)
+    blended = not both.val_accuracy.equals(both.score)
+    accuracy = spearman(list(both.val_accuracy), full) if blended else None
     syn = None if both.synflow.isna().any() else spearman(list(both.synflow), full)  # runs before it was recorded
-    return ProxyFidelity(len(both), spearman(brief, full), kendall(brief, full), syn)
+    return ProxyFidelity(len(both), spearman(score, full), kendall(score, full), accuracy, syn)
 
 
 def build_report(folder: RunFolder, study: Any | None = None) -> Report:
@@ -178,28 +185,37 @@ def write_reports(folder: RunFolder, study: Any | None = None) -> Report:
     if report.final:
         final = pd.DataFrame([asdict(f) for f in report.final])
         write_atomic(folder.file("final.csv"), final.to_csv(index=False))
-    title = _title(folder.read()) if folder.exists() else ""
+    record = folder.read() if folder.exists() else None
+    title = _title(record) if record is not None else ""
+    points = record.fixed.brief.synflow_points if record is not None else 0.0
     note = latency_note([t for t in report.trials if t.state == "COMPLETE"])
-    _plot_png(folder, trials, front, title, note, report.final)
-    _plot_html(folder, trials, front, title, note)
+    _plot_png(folder, trials, front, title, note, report.final, points)
+    _plot_html(folder, trials, front, title, note, points)
     if report.fidelity is not None:
-        _plot_fidelity(folder, trials, report.fidelity)
+        _plot_fidelity(folder, trials, report.fidelity, points)
     return report
 
 
-def _plot_fidelity(folder: RunFolder, trials: pd.DataFrame, fidelity: ProxyFidelity) -> None:
+def score_name(synflow_points: float) -> str:
+    """What a run's score is, in words."""
+    if not synflow_points:
+        return "brief validation accuracy"
+    return f"brief validation accuracy + {synflow_points:g} pt per decade of SynFlow"
+
+
+def _plot_fidelity(folder: RunFolder, trials: pd.DataFrame, fidelity: ProxyFidelity, synflow_points: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    both = trials.dropna(subset=["val_accuracy", "full_test_accuracy"])
+    both = trials.dropna(subset=["score", "full_test_accuracy"])
     fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
-    ax.scatter(100 * both.val_accuracy, 100 * both.full_test_accuracy, color="#1f6feb")
+    ax.scatter(100 * both.score, 100 * both.full_test_accuracy, color="#1f6feb")
     for r in both.itertuples():
-        ax.annotate(f"#{int(r.trial)}", (100 * r.val_accuracy, 100 * r.full_test_accuracy), textcoords="offset points",
+        ax.annotate(f"#{int(r.trial)}", (100 * r.score, 100 * r.full_test_accuracy), textcoords="offset points",
                     xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("validation accuracy after brief distillation (%)")
+    ax.set_xlabel(f"the search's score: {score_name(synflow_points)} (%)")
     ax.set_ylabel("test accuracy after full distillation (%)")
     ax.set_title(f"Spearman {fidelity.spearman:.2f}, Kendall {fidelity.kendall:.2f} ({fidelity.students} students)")
     ax.grid(alpha=0.3)
@@ -216,7 +232,7 @@ def _title(record: RunRecord) -> str:
 
 
 def _plot_png(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, title: str, note: str,
-              final: Sequence[FinalStudent] = ()) -> None:
+              final: Sequence[FinalStudent] = (), synflow_points: float = 0.0) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -234,10 +250,14 @@ def _plot_png(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, titl
         ax.scatter(over.latency_ms, [ax.get_ylim()[0]] * len(over), marker="x", color="#d64545",
                    label="over budget (not trained)")
     if not front.empty:
+        # the front is the score's; on the accuracy axis it is a staircase only when the score is the accuracy
         ordered = front.sort_values("latency_ms")
-        ax.step(ordered.latency_ms, 100 * ordered.val_accuracy, where="post", color="#1f6feb", linewidth=1.5)
+        if synflow_points:
+            ax.plot(ordered.latency_ms, 100 * ordered.val_accuracy, color="#1f6feb", linewidth=1, alpha=0.6)
+        else:
+            ax.step(ordered.latency_ms, 100 * ordered.val_accuracy, where="post", color="#1f6feb", linewidth=1.5)
         ax.scatter(ordered.latency_ms, 100 * ordered.val_accuracy, s=46, color="#1f6feb", zorder=3,
-                   label="Pareto front")
+                   label="Pareto front" + (f" of the score ({score_name(synflow_points)})" if synflow_points else ""))
         for _, row in ordered.iterrows():
             ax.annotate(f"#{int(row.trial)}", (row.latency_ms, 100 * row.val_accuracy), textcoords="offset points",
                         xytext=(4, 4), fontsize=8, color="#1f6feb")
@@ -278,12 +298,15 @@ def _plot_final(ax: Any, final: Sequence[FinalStudent]) -> None:
     ax.legend(loc="lower right", fontsize=8)
 
 
-def _plot_html(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, title: str, note: str) -> None:
+def _plot_html(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, title: str, note: str,
+               synflow_points: float = 0.0) -> None:
     import plotly.graph_objects as go
 
     def hover(frame: pd.DataFrame) -> list[str]:
         return [
-            f"trial {int(r.trial)}<br>{r.arch}<br>accuracy {100 * (r.val_accuracy or 0):.2f}%<br>"
+            f"trial {int(r.trial)}<br>{r.arch}<br>accuracy {100 * (r.val_accuracy or 0):.2f}%, "
+            f"log10 SynFlow {r.synflow if pd.notna(r.synflow) else float('nan'):.1f}, "
+            f"score {100 * (r.score or 0):.2f}<br>"
             f"latency {r.latency_ms:.3f} ms ({r.latency_source})<br>"
             f"peak memory {(r.peak_memory_bytes or 0) / 1024:.0f} KiB"
             f"<br>{(r.macs or 0) / 1e6:.1f} MMACs, {(r.params_bytes or 0) / 4 / 1e3:.1f} k params"
@@ -297,7 +320,8 @@ def _plot_html(folder: RunFolder, trials: pd.DataFrame, front: pd.DataFrame, tit
     if not front.empty:
         ordered = front.sort_values("latency_ms")
         fig.add_trace(go.Scatter(x=ordered.latency_ms, y=100 * ordered.val_accuracy, mode="lines+markers",
-                                 line={"shape": "hv", "color": "#1f6feb"}, name="Pareto front",
+                                 line={"shape": "linear" if synflow_points else "hv", "color": "#1f6feb"},
+                                 name="Pareto front" + (" of the score" if synflow_points else ""),
                                  hovertext=hover(ordered), hoverinfo="text"))
     fig.update_layout(title=title, xaxis_title=f"latency (ms, {note})",
                       yaxis_title="validation accuracy (%)",
@@ -319,16 +343,25 @@ def latency_note(trials: Sequence[TrialOutcome]) -> str:
     return trust if sources == ["model"] else f"{trust}; some measured"
 
 
-def front_table(front: Sequence[TrialOutcome]) -> str:
+def front_table(front: Sequence[TrialOutcome], synflow_points: float = 0.0) -> str:
+    """The front as `hwkd search` and `hwkd report` print it; with the score and SynFlow columns
+    when the run's score was more than the accuracy (`synflow_points`, BriefConfig)."""
     if not front:
         return "no trained student yet"
-    lines = [f"{'trial':>5} {'val_acc':>8} {'latency_ms':>11} {'source':<8} {'mem_KiB':>8} {'MMACs':>7} "
+    blended = bool(synflow_points)
+    extra = f" {'score':>7} {'synflow':>7}" if blended else ""
+    lines = [f"{'trial':>5}{extra} {'val_acc':>8} {'latency_ms':>11} {'source':<8} {'mem_KiB':>8} {'MMACs':>7} "
              f"{'params_k':>8}  arch"]
     for r in front:
+        syn = r.synflow if r.synflow is not None else float("nan")
+        extra = f" {100 * (r.score or 0):>7.2f} {syn:>7.2f}" if blended else ""
         lines.append(
-            f"{r.number:>5} {100 * (r.val_accuracy or 0):>7.2f}% {r.latency_ms or 0:>11.3f} {str(r.latency_source):<8} "
+            f"{r.number:>5}{extra} {100 * (r.val_accuracy or 0):>7.2f}% {r.latency_ms or 0:>11.3f} "
+            f"{str(r.latency_source):<8} "
             f"{(r.peak_memory_bytes or 0) / 1024:>8.0f} {(r.macs or 0) / 1e6:>7.2f} {(r.params_bytes or 0) / 4e3:>8.1f}"
             f"  {r.arch}"
         )
+    if blended:
+        lines.append(f"score: {score_name(synflow_points)} (log10, the synflow column)")
     lines.append(f"latency: {latency_note(front)}")
     return "\n".join(lines)

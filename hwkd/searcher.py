@@ -129,7 +129,8 @@ class SearchConfig:
             "timeout": self.timeout_s, "sampler": self.sampler, "seed": self.seed,
             "max-latency-ms": r.max_latency_ms, "max-memory-kb": r.max_memory_kb, "max-params": r.max_params,
             "steps": b.steps, "batch-size": b.batch_size, "lr": b.lr, "temperature": b.temperature, "alpha": b.alpha,
-            "loss": b.loss, "train-device": self.train_device, "latency-source": self.latency_source,
+            "loss": b.loss, "synflow-points": b.synflow_points, "train-device": self.train_device,
+            "latency-source": self.latency_source,
             "threads": self.threads, "workers": self.workers, "heartbeat-s": self.heartbeat_s,
         }
 
@@ -156,7 +157,7 @@ class SearchSummary:
     failed: int
     interrupted: bool
     seconds: float
-    front: tuple[TrialOutcome, ...]  # trained students no other beats on both axes, best accuracy first
+    front: tuple[TrialOutcome, ...]  # trained students no other beats on both axes, best score first
     latency_note: str  # how far the front's latencies can be trusted, in a few words
     budget_hint: str | None = None  # why the front is empty, when every student was over a budget
     free_trials: int = 0  # proposals that cost nothing (TrialOutcome.cost_nothing): they used no trial
@@ -319,7 +320,7 @@ class Search:
             raise RunError(f"--storage {masked(url)}: cannot open the study "
                            f"({hide_secrets(error_line(exc), url)})") from None
         if study.metric_names is None:
-            study.set_metric_names(["val_accuracy", "latency_ms"])
+            study.set_metric_names(["score", "latency_ms"])
         return study
 
     def startup_plan(self, study: Any) -> list[dict[str, Any]]:
@@ -449,7 +450,8 @@ class Search:
                 f"{', '.join(lowest)}; raise the budget or choose a space with smaller students")
 
     def trial_values(self, trial: Any, logits: torch.Tensor, writer: TrialWriter | None = None) -> list[float]:
-        """One trial, as an Optuna objective: [val_accuracy, latency_ms] of the student it proposes;
+        """One trial, as an Optuna objective: [score, latency_ms] of the student it proposes (the
+        score: brief validation accuracy, plus `BriefConfig.synflow_points` per decade of SynFlow);
         raises optuna.TrialPruned for a student that is not valid or over a budget (recorded as
         infeasible, never trained) and TrialFailed for one that cannot be compiled or trained.
         Its outcome goes into the trial's user attributes through `writer` as the trial goes."""
@@ -486,7 +488,7 @@ class Search:
                 trial.set_constraint(name, value)
             log.info("trial %d: computes what trial %d computes, result reused (%s)", trial.number, earlier.number,
                      mine.arch)
-            return [float(earlier.val_accuracy or 0.0), float(earlier.latency_ms or 0.0)]
+            return [float(earlier.score or 0.0), float(earlier.latency_ms or 0.0)]
         try:
             estimate = self.estimator.estimate_arch(self.space, arch, self.input_shape, self.num_classes)
         except CompileError as exc:
@@ -507,21 +509,20 @@ class Search:
             writer.update(infeasible="; ".join(reasons), duration_s=round(time.monotonic() - started, 3))
             log.info("trial %d: %s is over budget (%s), not trained", trial.number, arch, "; ".join(reasons))
             raise optuna.TrialPruned("; ".join(reasons))
-        # recorded beside the brief score, so `hwkd report` can say which of the two ranked this run's
-        # fully distilled students better (benchmarks/proxy_fidelity.py measures both at scale)
-        writer.update(synflow=round(synflow(student, self.input_shape), 4))
+        log10_synflow = round(synflow(student, self.input_shape), 4)
+        writer.update(synflow=log10_synflow)
         try:
             result = brief_distill(student, self.brief_data, logits, self.config.brief, self.train_device)
         except TrainingDiverged as exc:
             writer.update(fail_reason=str(exc))
             log.warning("trial %d failed: %s", trial.number, exc)
             raise TrialFailed(str(exc)) from None
-        writer.update(train_images_per_s=round(result.images_per_s, 1), train_seconds=round(result.seconds, 2),
-                      duration_s=round(time.monotonic() - started, 3))
-        log.info("trial %d: val accuracy %.2f%%, %.3f ms (%s), %.1f MMACs, %.0f s  %s", trial.number,
-                 100 * result.val_accuracy, estimate.latency_ms, estimate.source, estimate.macs / 1e6,
-                 time.monotonic() - started, arch)
-        return [result.val_accuracy, estimate.latency_ms]
+        writer.update(val_accuracy=result.val_accuracy, train_images_per_s=round(result.images_per_s, 1),
+                      train_seconds=round(result.seconds, 2), duration_s=round(time.monotonic() - started, 3))
+        log.info("trial %d: val accuracy %.2f%%, log10 SynFlow %.1f, %.3f ms (%s), %.1f MMACs, %.0f s  %s",
+                 trial.number, 100 * result.val_accuracy, log10_synflow, estimate.latency_ms, estimate.source,
+                 estimate.macs / 1e6, time.monotonic() - started, arch)
+        return [self.config.brief.score(result.val_accuracy, log10_synflow), estimate.latency_ms]
 
 
 def run_worker(config: SearchConfig, index: int, tickets: TrialTickets) -> WorkerOutcome:

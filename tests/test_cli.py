@@ -70,6 +70,8 @@ def test_search_then_report_from_the_command_line(tmp_path, teacher_file, capsys
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "val_acc" in out and "2 new trials" in out and str(run) in out
+    assert out.split()[:3] == ["trial", "score", "synflow"]
+    assert "score: brief validation accuracy + 1 pt per decade of SynFlow" in out
     assert main(["report", str(run)]) == 0
     out = capsys.readouterr().out
     assert "latency_ms" in out and "2 trials" in out and str(run / "pareto.png") in out
@@ -79,15 +81,29 @@ def test_search_then_report_from_the_command_line(tmp_path, teacher_file, capsys
     assert "3 trials" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_a_run_ranked_by_accuracy_alone_continues_so_without_the_flag(tmp_path, teacher_file, capsys) -> None:
+    run = tmp_path / "run"
+    argv = ["search", "--teacher", str(teacher_file), "--run-dir", str(run), "--trials", "1", "--steps", "20",
+            "--train-device", "cpu"]
+    assert main(argv + ["--synflow-points", "0"]) == 0  # as every run before the score existed
+    assert capsys.readouterr().out.split()[:2] == ["trial", "val_acc"]
+    assert main(argv) == 0  # the default is 1, but a continued run keeps its own
+    assert main(argv + ["--synflow-points", "1"]) == 2
+    assert "brief.synflow_points: 0.0 -> 1.0" in capsys.readouterr().err
+
+
 def test_search_and_report_bad_input_are_one_line(tmp_path, capsys) -> None:
     assert main(["report", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"hwkd report: error: {tmp_path / 'nope'}: no such run folder"
     assert main(["report", str(tmp_path)]) == 2
     assert "not a hwkd run folder (no run.json)" in capsys.readouterr().err
-    assert main(["search", "--steps", "0", "--alpha", "2", "--loss", "ce", "--run-dir", str(tmp_path / "r")]) == 2
+    assert main(["search", "--steps", "0", "--alpha", "2", "--loss", "ce", "--synflow-points", "-1",
+                 "--run-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert "--steps 0: must be at least 1" in err and "--alpha 2.0: must be in [0, 1]" in err and "\n" not in err
     assert "--loss 'ce': choose kd, dkd, dist, ls" in err
+    assert "--synflow-points -1.0: must be a number >= 0 (0: rank by accuracy alone)" in err
     assert main(["search", "--device", "pi4", "--run-dir", str(tmp_path / "r")]) == 2
     assert "unknown device 'pi4'" in capsys.readouterr().err

@@ -228,12 +228,14 @@ def test_report_shows_proxy_fidelity_from_three_distilled_students(run, capsys) 
     assert "1 fully distilled student(s); proxy fidelity is shown from 3" in capsys.readouterr().out
     frame = pd.DataFrame({"val_accuracy": [0.80, 0.85, 0.90, 0.70], "full_test_accuracy": [0.86, 0.88, 0.91, 0.89],
                           "synflow": [9.0, 8.0, 10.0, 7.0], "duplicate_of": [None] * 4})
+    frame["score"] = frame.val_accuracy  # a run ranked by accuracy alone (--synflow-points 0)
     fidelity = proxy_fidelity(frame)
     assert fidelity is not None and fidelity.students == 4
     assert fidelity.spearman == pytest.approx(0.4) and fidelity.kendall == pytest.approx(1 / 3)
     # SynFlow ranks them 3, 2, 4, 1 against the truth's 1, 2, 4, 3: 1 - 6 * 8 / (4 * 15)
     assert fidelity.synflow_spearman == pytest.approx(0.2)
-    assert "SynFlow of the untrained students: Spearman 0.200" in fidelity.line()
+    assert "SynFlow of the untrained students alone: Spearman 0.200" in fidelity.line()
+    assert fidelity.accuracy_spearman is None and "brief accuracy alone" not in fidelity.line()
     older = frame.assign(synflow=[9.0, None, 10.0, 7.0])  # a trial from before SynFlow was recorded
     assert proxy_fidelity(older).synflow_spearman is None and "SynFlow" not in proxy_fidelity(older).line()
     assert proxy_fidelity(frame.iloc[:2]) is None

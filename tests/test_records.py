@@ -73,3 +73,26 @@ def test_results_written_before_the_loss_option_read_as_kd() -> None:
     fixed = make_fixed(brief=BriefConfig(loss="dist")).to_dict()
     del fixed["brief"]["loss"]
     assert FixedSettings.from_dict(fixed).brief.loss == "kd"  # every earlier run distilled with KD
+
+
+def test_runs_written_before_the_synflow_score_ranked_by_accuracy_alone() -> None:
+    fixed = make_fixed().to_dict()
+    assert fixed["brief"]["synflow_points"] == 1.0  # the default now
+    del fixed["brief"]["synflow_points"]
+    assert FixedSettings.from_dict(fixed).brief.synflow_points == 0.0
+
+
+def test_a_trial_keeps_its_accuracy_beside_the_score_it_was_ranked_by() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    trial = study.ask()
+    TrialWriter(trial).update(arch="a", val_accuracy=0.75, synflow=20.0)
+    study.tell(trial, [BriefConfig(synflow_points=1.0).score(0.75, 20.0), 2.5])
+    outcome = TrialOutcome.from_trial(study.trials[0])
+    assert outcome.val_accuracy == 0.75 and outcome.score == pytest.approx(0.95)
+    assert TrialOutcome.from_dict(outcome.to_dict()) == outcome
+    # a trial of a run before record version 2: its only accuracy is its objective
+    old = study.ask()
+    TrialWriter(old).update(arch="b")
+    study.tell(old, [0.7, 1.0])
+    outcome = TrialOutcome.from_trial(study.trials[1])
+    assert outcome.val_accuracy == outcome.score == 0.7

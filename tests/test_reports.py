@@ -88,3 +88,36 @@ def test_the_note_names_measured_latencies(sources: list[str], note: str) -> Non
 
     assert latency_note([TrialOutcome(number=i, state="COMPLETE", latency_source=s)
                          for i, s in enumerate(sources)]) == note
+
+
+def test_a_score_blended_with_synflow_ranks_the_front_and_the_report_says_so(tmp_path: Path) -> None:
+    # (val_accuracy, log10 SynFlow, latency): the score of 1 point per decade ranks 1 above 0
+    rows = [(0.80, 10.0, 1.0), (0.79, 12.0, 1.0), (0.60, 8.0, 0.5)]
+    study = optuna.create_study(study_name=STUDY_NAME, directions=["maximize", "minimize"])
+    for accuracy, syn, latency in rows:
+        trial = study.ask()
+        TrialWriter(trial).update(arch="a", val_accuracy=accuracy, synflow=syn, latency_ms=latency,
+                                  latency_source="model", macs=1, peak_memory_bytes=1, params_bytes=4)
+        study.tell(trial, [accuracy + syn / 100, latency])
+    front = pareto_front(study)
+    assert [t.number for t in front] == [1, 2]
+    table = front_table(front, synflow_points=1.0).splitlines()
+    assert table[0].split()[:4] == ["trial", "score", "synflow", "val_acc"]
+    assert table[1].split()[:4] == ["1", "91.00", "12.00", "79.00%"]
+    assert table[-2] == "score: brief validation accuracy + 1 pt per decade of SynFlow (log10, the synflow column)"
+
+
+def test_proxy_fidelity_names_the_score_and_each_of_its_parts() -> None:
+    from hwkd.reports import proxy_fidelity
+
+    frame = pd.DataFrame({"val_accuracy": [0.80, 0.85, 0.90, 0.70], "synflow": [10.0, 10.0, 10.0, 22.0],
+                          "full_test_accuracy": [0.86, 0.88, 0.91, 0.89], "duplicate_of": [None] * 4})
+    frame["score"] = frame.val_accuracy + frame.synflow / 100  # 0.90, 0.95, 1.00, 0.92
+    fidelity = proxy_fidelity(frame)
+    assert fidelity is not None and fidelity.students == 4
+    # full ranks 1 2 4 3; the score 1 3 4 2: 1 - 6 * 2 / 60; accuracy 2 3 4 1: 1 - 6 * 6 / 60;
+    # SynFlow 2 2 2 4 (a three-way tie): the ranks' Pearson, 1 / sqrt(3 * 5)
+    assert fidelity.spearman == pytest.approx(0.8) and fidelity.accuracy_spearman == pytest.approx(0.4)
+    assert fidelity.synflow_spearman == pytest.approx(15 ** -0.5)
+    assert fidelity.line().endswith("(the search's score vs full test accuracy); brief accuracy alone: Spearman "
+                                    "0.400; SynFlow of the untrained students alone: Spearman 0.258")

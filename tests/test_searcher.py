@@ -75,11 +75,14 @@ def test_search_trains_ranks_writes_the_run_folder_and_resumes(tmp_path: Path, t
     assert (done.peak_memory_bytes > 0).all() and (done.macs > 0).all() and (done.params_bytes > 0).all()
     assert (done.duration_s > 0).all() and done.arch.str.match(r"^(C\d+:)?\|").all()
 
+    # the search ranks by brief accuracy plus a point per decade of the untrained student's SynFlow
+    assert (done.score - done.val_accuracy - done.synflow / 100).abs().max() < 1e-9
+    assert (done.synflow > 1).all()
     front = pd.read_csv(run / "pareto.csv")
-    assert len(front) >= 1 and list(front.val_accuracy) == sorted(front.val_accuracy, reverse=True)
+    assert len(front) >= 1 and list(front.score) == sorted(front.score, reverse=True)
     # no trained student beats a front member on both objectives
     for row in front.itertuples():
-        assert not ((done.val_accuracy > row.val_accuracy) & (done.latency_ms < row.latency_ms)).any()
+        assert not ((done.score > row.score) & (done.latency_ms < row.latency_ms)).any()
 
     info = json.loads((run / "run.json").read_text())
     assert info["config"]["device"] == "rpi4" and info["config"]["brief"]["steps"] == 40

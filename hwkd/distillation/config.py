@@ -19,11 +19,22 @@ class BriefConfig:
     alpha: float = 0.7  # weight of the distillation term; 1 - alpha goes to the labels
     loss: str = "kd"  # hwkd.distillation.losses.LOSSES
     seed: int = 0
+    # The search ranks a student by its brief validation accuracy plus this many points per decade
+    # of its untrained SynFlow (hwkd.zero_cost): on full Fashion-MNIST that ranked 12 students of
+    # each of two spaces closer to full distillation than accuracy alone (benchmarks/proxy_fidelity.py,
+    # README "How far the brief score can be trusted"). 0: accuracy alone.
+    synflow_points: float = 1.0
 
     def problems(self) -> list[str]:
         """Every bad value, each as the flag that set it (`hwkd search` reports them with its own)."""
         steps = [f"--steps {self.steps}: must be at least 1"] if self.steps < 1 else []
+        if not 0 <= self.synflow_points < float("inf"):
+            steps.append(f"--synflow-points {self.synflow_points}: must be a number >= 0 (0: rank by accuracy alone)")
         return steps + _training_problems(self.batch_size, self.lr, self.temperature, self.alpha, self.loss)
+
+    def score(self, val_accuracy: float, log10_synflow: float) -> float:
+        """What the search ranks a trained student by (a fraction, like the accuracy)."""
+        return val_accuracy + self.synflow_points / 100 * log10_synflow
 
 
 @dataclass(frozen=True)
