@@ -122,6 +122,20 @@ def top_overlap(proxy: Sequence[float], truth: Sequence[float], k: int = 3) -> i
     return len(top(proxy) & top(truth))
 
 
+CLOSE_LATENCY = 1.25  # "close" students: the slower within this factor of the faster one's latency
+
+
+def close_pairs(proxy: Sequence[float], truth: Sequence[float], latency: Sequence[float]) -> tuple[float, int]:
+    """Of the pairs of students with close latencies (the choices a front is made of, where "bigger
+    is better" cannot decide), how many the proxy orders as full distillation does (a tie: half),
+    and how many there are (pairs tied in full accuracy are left out)."""
+    pairs = [(i, j) for i in range(len(truth)) for j in range(i + 1, len(truth))
+             if max(latency[i], latency[j]) <= CLOSE_LATENCY * min(latency[i], latency[j]) and truth[i] != truth[j]]
+    agree = sum(0.5 if proxy[i] == proxy[j] else float((proxy[i] > proxy[j]) == (truth[i] > truth[j]))
+                for i, j in pairs)
+    return agree, len(pairs)
+
+
 def pareto_front(latency: Sequence[float], score: Sequence[float]) -> set[int]:
     """Students no other student beats: as fast or faster and better, one of them strictly."""
     return {i for i in range(len(score)) if not any(
@@ -249,14 +263,17 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
                      images * (2 * len(b) - sum(stopped)) / (2 * len(b))))
     print(f"\n{space_name}: {len(students)} students; full: {args.epochs} epochs x {train_images} images, test accuracy "
           f"{100 * min(truth):.2f}% to {100 * max(truth):.2f}%")
-    print(f"{'proxy':<64} {'Spearman':>8} {'Kendall':>8} {'top-3':>5} {'front':>5} {'images/full':>11} "
+    print(f"{'proxy':<64} {'Spearman':>8} {'Kendall':>8} {'top-3':>5} {'front':>5} {'close':>5} {'images/full':>11} "
           f"{f'/{FullConfig.epochs} ep':>8}")
     for name, score, images in rows:
         kept = len(front & pareto_front(latency, score))
+        agree, pairs = close_pairs(score, truth, latency)
         print(f"{name:<64} {spearman(score, truth):>8.3f} {kendall(score, truth):>8.3f} "
-              f"{top_overlap(score, truth):>3}/3 {kept:>2}/{len(front):<2} {images / full_images:>11.2%} "
-              f"{images / default_images:>8.2%}")
+              f"{top_overlap(score, truth):>3}/3 {kept:>2}/{len(front):<2} {agree / max(pairs, 1):>5.0%} "
+              f"{images / full_images:>11.2%} {images / default_images:>8.2%}")
     print(f"front: students on the front of full accuracy against rpi4 latency that the proxy's front also has. "
+          f"close: of the {pairs} pairs of students whose rpi4 latencies are within {CLOSE_LATENCY:g}x, those the "
+          "proxy orders as full distillation does (a tie counts half). "
           f"images/full: brief training images over the {args.epochs}-epoch full distillation above; "
           f"/{FullConfig.epochs} ep: over hwkd distill's default {FullConfig.epochs} epochs. "
           "Goal: Spearman >= 0.85 at <= 5% of full compute", flush=True)
