@@ -391,6 +391,7 @@ def test_a_student_that_computes_what_a_trained_one_computes_is_not_trained_agai
     assert trials[0].params == original and trials[1].params == twin
     assert trials[0].user_attrs["arch"] != trials[1].user_attrs["arch"]
     assert trials[1].user_attrs["duplicate_of"] == 0 and trials[1].values == trials[0].values
+    assert trials[1].user_attrs["val_accuracy"] == trials[0].user_attrs["val_accuracy"]
     assert trials[1].user_attrs["function_key"] == trials[0].user_attrs["function_key"]
     assert trials[2].params == constant and trials[2].state == TrialState.PRUNED
     # neither the twin nor the constant cell cost a trial: --trials 2 trained two students
