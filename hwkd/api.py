@@ -2,10 +2,10 @@
 
     import hwkd
 
-    summary = hwkd.searcher(hwkd.SearchConfig(device="rpi4", trials=8, run_dir="runs/rpi4"))
-    best = summary.front[0]                       # a TrialOutcome: arch, val_accuracy, latency_ms, ...
-    hwkd.distillation("runs/rpi4", best.number, hwkd.FullConfig(epochs=5))
-    hwkd.exporter("runs/rpi4", best.number, formats=["onnx"])
+    summary = hwkd.search(hwkd.SearchConfig(device="rpi4", trials=8, run_dir="runs/rpi4"))
+    best = summary.front[0]                       # a TrialOutcome: arch, score, val_accuracy, latency_ms, ...
+    hwkd.distill("runs/rpi4", best.number, hwkd.FullConfig(epochs=5))
+    hwkd.export("runs/rpi4", best.number, formats=["onnx"])
 
 The `hwkd` command is a thin layer over these functions. Each raises `HwkdError` (one line
 naming the bad value) for bad input; none prints, and progress bars show only when asked.

@@ -1,7 +1,7 @@
 """Reports of a run: the table of trials, the Pareto front, and its plots.
 
-- `trials.csv`: every trial (state, architecture, accuracy, latency with its source, memory,
-  MACs, parameters, duration, and the reason of an infeasible or failed one);
+- `trials.csv`: every trial (state, architecture, score, brief accuracy, SynFlow, latency with its
+  source, memory, MACs, parameters, duration, and the reason of an infeasible or failed one);
 - `pareto.csv`: the front of feasible trained students (higher score, lower latency), best
   score first; the score is the brief validation accuracy plus the run's points per decade of
   SynFlow (`--synflow-points`), or the accuracy alone;

@@ -3,8 +3,9 @@
 Each trial: the sampler proposes an architecture; hwkd estimates it on the device (TVM-compiled
 graph, cost model or measurement); a student over a budget (`--max-latency-ms`,
 `--max-memory-kb`, `--max-params`) is recorded as infeasible with its reason and never trained;
-the others are distilled briefly from the teacher and score their validation accuracy. The two
-objectives are validation accuracy (maximize) and latency_ms (minimize).
+the others are distilled briefly from the teacher. The two objectives are a score (maximize: the
+brief validation accuracy plus `BriefConfig.synflow_points` per decade of the untrained student's
+SynFlow) and latency_ms (minimize).
 
 The study lives in the run folder (SQLite by default) or any Optuna storage; running the same
 command again continues it, and any number of processes (`--workers`, other machines) add trials

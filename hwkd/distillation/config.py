@@ -20,9 +20,9 @@ class BriefConfig:
     loss: str = "kd"  # hwkd.distillation.losses.LOSSES
     seed: int = 0
     # The search ranks a student by its brief validation accuracy plus this many points per decade
-    # of its untrained SynFlow (hwkd.zero_cost): on full Fashion-MNIST that ranked 12 students of
-    # each of two spaces closer to full distillation than accuracy alone (benchmarks/proxy_fidelity.py,
-    # README "How far the brief score can be trusted"). 0: accuracy alone.
+    # of its untrained SynFlow (hwkd.zero_cost): on full Fashion-MNIST that ranked the students of
+    # two spaces closer to full distillation than accuracy alone (benchmarks/proxy_fidelity.py,
+    # README "How far the search's score can be trusted"). 0: accuracy alone.
     synflow_points: float = 1.0
 
     def problems(self) -> list[str]:
