@@ -13,12 +13,14 @@ plots the mean hypervolume against the trials run.
     python benchmarks/search_efficiency.py [--trials 16] [--seeds 10] [--steps 40] [--plot FILE.png]
 
 The trial budget is cheaper than the default search's (`--steps` brief distillation steps instead
-of 200, said in the output; students ranked by brief accuracy alone, `--synflow-points 0`), the same for every sampler; T trials are T students estimated, as
+of 200, said in the output), the same for every sampler; T trials are T students estimated, as
 `--trials` counts them (a proposal that costs nothing uses no trial); the brief distillation's own seed is
 fixed, so a student scores the same in every run and only the samplers' choices differ.
-Hypervolume of the (validation accuracy, latency_ms) front, against the reference point (chance
-accuracy, the largest latency any run saw), as a fraction of the box from that point to (100 %,
-0 ms). About 9 minutes per sampler on 2 cores at the defaults; run it while nothing else runs.
+Hypervolume of the front of what the search maximizes, its score (`--synflow-points`, the
+search's default; 0: validation accuracy alone), against latency_ms: against the reference point
+(chance accuracy, the largest latency any run saw) as a fraction of the box from that point to
+(100 %, 0 ms); for a score with SynFlow, whose scale has no natural bounds, the box spans the
+lowest to the highest score any run saw. About 9 minutes per sampler on 2 cores at the defaults; run it while nothing else runs.
 """
 
 from __future__ import annotations
@@ -30,36 +32,37 @@ import tempfile
 import time
 from pathlib import Path
 
+from hwkd.distillation.config import BriefConfig
+from hwkd.reports import score_name
+
 SAMPLERS = ("gp", "tpe", "nsga2", "random")
 
 
-def hypervolume(points: list[tuple[float, float]], chance: float, max_latency_ms: float) -> float:
-    """Area dominated by (accuracy up, latency down) points inside the reference box, as a fraction of it."""
+def hypervolume(points: list[tuple[float, float]], chance: float, max_latency_ms: float, top: float = 1.0) -> float:
+    """Area dominated by (score up, latency down) points inside the reference box from (chance,
+    max_latency_ms) to (top, 0), as a fraction of it."""
     area, best = 0.0, chance
     # sweep from the fastest student up: each adds the strip its accuracy gains over the faster ones
     for latency, accuracy in sorted((lat, acc) for acc, lat in points if lat <= max_latency_ms):
         if accuracy > best:
             area += (accuracy - best) * (max_latency_ms - latency)
             best = accuracy
-    return area / ((1.0 - chance) * max_latency_ms)
+    return area / ((top - chance) * max_latency_ms)
 
 
-def run_search(sampler: str, seed: int, trials: int, steps: int, folder: Path,
+def run_search(sampler: str, seed: int, trials: int, steps: int, synflow_points: float, folder: Path,
                max_latency_ms: float | None = None) -> list[tuple[float, float] | None]:
-    """(val_accuracy, latency_ms) of each trial that `--trials` counts, in order; None for one not trained."""
+    """(score, latency_ms) of each trial that `--trials` counts, in order; None for one not trained."""
     from optuna.trial import TrialState
 
     from hwkd.api import search
-    from hwkd.distillation.config import BriefConfig
     from hwkd.records import TrialOutcome
     from hwkd.reports import load_study
     from hwkd.run_folder import RunFolder
     from hwkd.searcher import Budgets, SearchConfig
 
     search(SearchConfig(device="rpi4", run_dir=str(folder), trials=trials, sampler=sampler, seed=seed,
-                        # ranked by accuracy alone, so the hypervolume is of what the samplers optimized
-                        # (the figures in the README predate the SynFlow term of the default score)
-                        brief=BriefConfig(steps=steps, seed=0, synflow_points=0.0),
+                        brief=BriefConfig(steps=steps, seed=0, synflow_points=synflow_points),
                         budgets=Budgets(max_latency_ms=max_latency_ms)),
            progress=False)
     outcomes: list[tuple[float, float] | None] = []
@@ -79,6 +82,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--steps", type=int, default=40, help="brief distillation steps per trial (default 40)")
     parser.add_argument("--samplers", default=",".join(SAMPLERS))
+    parser.add_argument("--synflow-points", type=float, default=BriefConfig.synflow_points,
+                        help=f"the searches' score (default {BriefConfig.synflow_points:g}, the search's; "
+                        "0: brief accuracy alone)")
     parser.add_argument("--max-latency-ms", type=float, help="a latency budget for every search (students over it "
                         "are not trained); the hypervolume's reference latency is then the budget")
     parser.add_argument("--plot", default="search_efficiency.png", help="where the plot goes ('' for none)")
@@ -91,19 +97,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             for sampler in samplers:  # interleaved: a drift in the machine's speed touches every sampler alike
-                runs[sampler].append(run_search(sampler, seed, args.trials, args.steps, Path(tmp) / f"{sampler}-{seed}",
-                                                args.max_latency_ms))
+                runs[sampler].append(run_search(sampler, seed, args.trials, args.steps, args.synflow_points,
+                                                Path(tmp) / f"{sampler}-{seed}", args.max_latency_ms))
                 print(f"  {sampler} seed {seed}: {sum(o is not None for o in runs[sampler][-1])} trained students, "
                       f"{time.monotonic() - started:.0f} s", flush=True)
     max_latency = args.max_latency_ms or max(o[1] for trials in runs.values() for run in trials for o in run
                                              if o is not None)
 
+    scores = [o[0] for trials in runs.values() for run in trials for o in run if o is not None]
+    low, top = (chance, 1.0) if not args.synflow_points else (min(scores), max(scores))
+
     def curve(run: list[tuple[float, float] | None]) -> list[float]:
-        return [hypervolume([o for o in run[: t + 1] if o is not None], chance, max_latency) for t in range(len(run))]
+        return [hypervolume([o for o in run[: t + 1] if o is not None], low, max_latency, top)
+                for t in range(len(run))]
 
     final = {s: [curve(run)[-1] for run in runs[s]] for s in samplers}
     print(f"\nhypervolume after {args.trials} trials, {args.seeds} seeds; brief distillation {args.steps} steps per "
-          f"trial (the default search: 200); reference: {100 * chance:.0f} % accuracy, {max_latency:.3f} ms "
+          f"trial (the default search: 200); score: {score_name(args.synflow_points)}; reference: "
+          f"{100 * low:.2f} to {100 * top:.2f} (score), {max_latency:.3f} ms "
           f"({'the budget' if args.max_latency_ms else 'the slowest student seen'}); "
           f"{time.monotonic() - started:.0f} s in all")
     print(f"{'sampler':<8} {'mean':>7} {'median':>7} {'stdev':>7} {'p > random':>11}  per seed")
