@@ -142,7 +142,8 @@ def main() -> None:
             ax.plot(range(1, args.trials + 1), mean, label=f"{s} (mean of {len(curves)} seeds)")
         ax.set_xlabel("trials")
         ax.set_ylabel("hypervolume (fraction of the reference box)")
-        ax.set_title(f"nb201-widths on rpi4, embedded data, brief {args.steps} steps")
+        ax.set_title(f"nb201-widths on rpi4, embedded data, brief {args.steps} steps\n"
+                     f"score: {score_name(args.synflow_points)}", fontsize=10)
         ax.legend()
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)
