@@ -167,7 +167,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     report = build(args.run)  # checks the folder
     folder = RunFolder(Path(args.run))
     states = report.state_counts()
-    print(front_table(report.front, folder.read().fixed.brief.synflow_points if folder.exists() else 0.0))
+    print(front_table(report.front, report.synflow_points))
     print(f"\n{len(report.trials)} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))})")
     fidelity = report.fidelity
     distilled = len(report.full_test_accuracy)

@@ -69,6 +69,7 @@ class Report:
     full_test_accuracy: Mapping[int, float]  # trial -> test accuracy after `hwkd distill`
     fidelity: ProxyFidelity | None
     final: tuple[FinalStudent, ...] = ()  # fully distilled, pruned (hwkd compress) and int8 (hwkd export)
+    synflow_points: float = 0.0  # the run's score (BriefConfig.synflow_points); 0: brief accuracy alone
 
     def frame(self) -> pd.DataFrame:
         """The trials as trials.csv holds them."""
@@ -150,8 +151,9 @@ def build_report(folder: RunFolder, study: Any | None = None) -> Report:
     trials = tuple(TrialOutcome.from_trial(t) for t in study.get_trials(deepcopy=False)
                    if t.state.name != "WAITING")  # queued opening students: not tried yet
     full = full_accuracies(folder)
+    points = folder.read().fixed.brief.synflow_points if folder.exists() else 0.0
     return Report(trials, pareto_front(study), full, proxy_fidelity(trials_frame(trials, full)),
-                  final_students(folder, trials, full))
+                  final_students(folder, trials, full), points)
 
 
 def final_students(folder: RunFolder, trials: Sequence[TrialOutcome],
@@ -185,9 +187,8 @@ def write_reports(folder: RunFolder, study: Any | None = None) -> Report:
     if report.final:
         final = pd.DataFrame([asdict(f) for f in report.final])
         write_atomic(folder.file("final.csv"), final.to_csv(index=False))
-    record = folder.read() if folder.exists() else None
-    title = _title(record) if record is not None else ""
-    points = record.fixed.brief.synflow_points if record is not None else 0.0
+    title = _title(folder.read()) if folder.exists() else ""
+    points = report.synflow_points
     note = latency_note([t for t in report.trials if t.state == "COMPLETE"])
     _plot_png(folder, trials, front, title, note, report.final, points)
     _plot_html(folder, trials, front, title, note, points)

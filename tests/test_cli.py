@@ -75,6 +75,7 @@ def test_search_then_report_from_the_command_line(tmp_path, teacher_file, capsys
     assert main(["report", str(run)]) == 0
     out = capsys.readouterr().out
     assert "latency_ms" in out and "2 trials" in out and str(run / "pareto.png") in out
+    assert out.split()[:3] == ["trial", "score", "synflow"]  # the run's own score, from its run.json
     # the same command continues the same study
     assert main(argv[:-4] + ["--trials", "1", "--steps", "30", "--train-device", "cpu"]) == 0
     assert main(["report", str(run)]) == 0
