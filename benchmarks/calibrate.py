@@ -196,7 +196,19 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
             parts, picks, rest, result = fits[models[runtime].cost.model]
             model = [p.total_ms for p in parts]
             macs = np.array([float(low.macs) for low in lowered])
-            noise.append((name, runtime, statistics.median(float(r["pass_spread_pct"]) for r in mine)))
+            # the ranking's noise ceiling: how alike two passes of the same students rank them, beside
+            # how alike the model ranks them to one pass (both sides as noisy as one pass's)
+            passes = [[float(v) for v in r["passes_ms"].split()] for r in mine]
+            runs = range(min(len(p) for p in passes))
+            pass_vs_pass = [spearman([p[i] for p in passes], [p[j] for p in passes])
+                            for i in runs for j in runs if i < j]
+            model_vs_pass = [spearman(model, [p[i] for p in passes]) for i in runs]
+            half = len(runs) // 2  # with 4 or more passes: the fastest of each half, as the latency is taken
+            halves = (spearman([min(p[:half]) for p in passes], [min(p[half:2 * half]) for p in passes])
+                      if half >= 2 else float("nan"))
+            noise.append((name, runtime, statistics.median(float(r["pass_spread_pct"]) for r in mine),
+                          statistics.median(pass_vs_pass) if pass_vs_pass else float("nan"),
+                          statistics.median(model_vs_pass), halves))
             measured_by[name, runtime] = {r["arch"]: float(r["latency_ms"]) for r in mine}
             ceiling.append((name, runtime, best_weighting_spearman(parts, y)))
             calibrated = [result.predict_ms(parts[i]) for i in rest]
@@ -235,11 +247,15 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
     print("|---|---|---:|---:|---:|")
     for name, runtime, by_model in both:
         print(f"| {name} | {runtime} | " + " | ".join(f"{rho:.3f}, {err:.1f} %" for rho, err in by_model.values()) + " |")
-    print("\nMeasurement noise: median over students of (slowest - fastest pass) / fastest pass:\n")
-    print("| space | runtime | pass spread |")
-    print("|---|---|---:|")
-    for name, runtime, spread in noise:
-        print(f"| {name} | {runtime} | {spread:.1f} % |")
+    print("\nMeasurement noise: median over students of (slowest - fastest pass) / fastest pass; how alike two "
+          "passes rank the students (Spearman, median over pairs of passes: the ceiling of any ranking scored "
+          "against one pass) and how alike the uncalibrated model ranks them to one pass (median over passes); with 4 or more passes, how alike the fastest of the first half ranks them to the fastest of the second (the ceiling for a latency taken as the fastest of several):\n")
+    print("| space | runtime | pass spread | pass vs pass Spearman | model vs one pass Spearman | "
+          "fastest of half the passes vs the other half |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, runtime, spread, pass_rho, model_rho, halves in noise:
+        print(f"| {name} | {runtime} | {spread:.1f} % | {pass_rho:.3f} | {model_rho:.3f} | "
+              + ("-" if halves != halves else f"{halves:.3f}") + " |")
     print("\nHow alike the two runtimes rank the same students (Spearman of their measured latencies), how MACs "
           "rank each, and how the weighting of the model's parts that fits all students best ranks them "
           "(non-negative least relative squares, in-sample: what the parts can say, not a calibration):\n")
