@@ -199,6 +199,38 @@ def test_a_stride_2_depthwise_conv_reads_its_padded_input_by_parity_and_computes
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(("op", "size", "per_channel"), [
+    ("depthwise", 32, True), ("depthwise-stride-2", 16, True), ("avg_pool", 8, True), ("depthwise", 112, False)])
+def test_a_small_padded_plane_is_padded_channel_by_channel_inside_the_parallel_loop(
+        op: str, size: int, per_channel: bool) -> None:
+    """Before a depthwise convolution or pooling, each channel's padded plane is written inside the
+    kernel's one parallel loop over channels (it stays in L1 until read); a plane beyond
+    CHANNEL_PAD_BYTES (114 x 114 floats) keeps its own parallel loop over rows. Same outputs."""
+    import re
+
+    import torch
+    from tvm import tirx
+
+    from hwkd.latency.schedule import CHANNEL_PAD_BYTES
+
+    channels = 8
+    net = (torch.nn.AvgPool2d(3, 1, 1) if op == "avg_pool" else
+           torch.nn.Conv2d(channels, channels, 3, stride=2 if "stride" in op else 1, padding=1, groups=channels))
+    shape = (1, channels, size, size)
+    fused = Lowerer().lower(torch_to_relax(net.eval(), shape)).fused_mod
+    funcs = [f for _, f in fused.functions.items() if isinstance(f, tirx.PrimFunc) and "pad" in f.script()]
+    assert len(funcs) == 1
+    scheduled = schedule_primfunc(funcs[0])
+    assert scheduled.strategy == "anchored"
+    assert (4 * (size + 2) ** 2 <= CHANNEL_PAD_BYTES) == per_channel
+    parallel = [int(n) for n in re.findall(r"T\.parallel\((?:T\.int64\()?(\d+)", scheduled.func.script())]
+    assert parallel == ([channels] if per_channel else [channels * (size + 2), channels * size])
+    inputs = _inputs(funcs[0], seed=4)
+    expected = _run(funcs[0], [a.copy() for a in inputs])[-1]
+    got = _run(scheduled.func, [a.copy() for a in inputs])[-1]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["conv", "pointwise_conv", "group_conv"])
 def test_variants_for_tuning_start_with_the_default_differ_and_compute_the_same(kernels_by_kind, kind: str) -> None:
     import tvm_ffi
