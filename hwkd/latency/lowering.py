@@ -62,11 +62,7 @@ class Lowerer:
         memoize_layout_ops()  # legalizing infers types again; a graph may come from another importer
         self._added = {}
         try:
-            # Identical calls become one first: an NB201 cell applies ReLU to a node's output once per
-            # edge leaving it; computed once, it fuses into the kernel that makes that output
-            # (the all-3x3 student: 178 kernels -> 103, 77 elementwise -> 2)
-            mod = relax.transform.EliminateCommonSubexpr()(graph.mod)
-            mod = relax.transform.LegalizeOps(self._legalize_map())(mod)
+            mod = relax.transform.LegalizeOps(self._legalize_map())(graph.mod)
             fused = tvm.transform.Sequential(
                 [
                     relax.transform.AnnotateTIROpPattern(),
