@@ -338,9 +338,10 @@ def _anchored_per_channel(sch: Any, root: Any, anchor: Any, spatial: list[Any], 
     Padded whole, a depthwise convolution's input went to a buffer the size of the image, written
     in one parallel loop and read back in the next: in a student, that buffer has left the caches
     since the last inference, and each core read half of it from the other's. One channel's plane
-    stays in L1 between its copy and its reads. Alone, on the 2-core AVX-512 VM, fbnet's and
-    fbnet-imagenet's depthwise kernels ran 1.2-2.1x faster (3x3 and 5x5, stride 1 and 2, 4x4 to
-    56x56 images); 112x112 planes (52 KB, beyond L1) ran 1.1-1.2x slower and keep the whole copy.
+    stays in L1 between its copy and its reads. Alone, on the 2-core AVX-512 VM, 13 of fbnet's and
+    fbnet-imagenet's depthwise kernels ran 1.02-2.1x faster, median 1.35x (3x3 and 5x5, stride 1
+    and 2, 4x4 to 56x56 images); 112x112 planes (52 KB, beyond L1) ran 1.1-1.2x slower and keep
+    the whole copy. With a channel multiplier, a plane is written once per output channel reading it.
     """
     batch, channel, row, column = spatial
     sch.reorder(batch, channel, row, *reduction, column)
