@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import random
 import statistics
@@ -249,13 +250,15 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
         print(f"| {name} | {runtime} | " + " | ".join(f"{rho:.3f}, {err:.1f} %" for rho, err in by_model.values()) + " |")
     print("\nMeasurement noise: median over students of (slowest - fastest pass) / fastest pass; how alike two "
           "passes rank the students (Spearman, median over pairs of passes: the ceiling of any ranking scored "
-          "against one pass) and how alike the uncalibrated model ranks them to one pass (median over passes); with 4 or more passes, how alike the fastest of the first half ranks them to the fastest of the second (the ceiling for a latency taken as the fastest of several):\n")
+          "against one pass) and how alike the uncalibrated model ranks them to one pass (median over passes); "
+          "with 4 or more passes, how alike the fastest of the first half ranks them to the fastest of the "
+          "second (the ceiling for a latency taken as the fastest of several):\n")
     print("| space | runtime | pass spread | pass vs pass Spearman | model vs one pass Spearman | "
           "fastest of half the passes vs the other half |")
     print("|---|---|---:|---:|---:|---:|")
     for name, runtime, spread, pass_rho, model_rho, halves in noise:
         print(f"| {name} | {runtime} | {spread:.1f} % | {pass_rho:.3f} | {model_rho:.3f} | "
-              + ("-" if halves != halves else f"{halves:.3f}") + " |")
+              + ("-" if math.isnan(halves) else f"{halves:.3f}") + " |")
     print("\nHow alike the two runtimes rank the same students (Spearman of their measured latencies), how MACs "
           "rank each, and how the weighting of the model's parts that fits all students best ranks them "
           "(non-negative least relative squares, in-sample: what the parts can say, not a calibration):\n")
