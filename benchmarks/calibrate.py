@@ -88,14 +88,15 @@ class OrtRunner:
 class TvmRunner:
     """One student as hwkd's TVM library, compiled once and timed as `hwkd estimate` times it."""
 
-    def __init__(self, module: object, input_shape: tuple[int, ...], profile: object, tuning: object = None) -> None:
+    def __init__(self, module: object, input_shape: tuple[int, ...], profile: object, tuning: object = None,
+                 blocked: bool = True) -> None:
         from hwkd.latency.lowering import Lowerer
         from hwkd.latency.measure import compile_student
         from hwkd.latency.relax_import import torch_to_relax
         from hwkd.latency.schedule import register_tile
 
         graph = torch_to_relax(module, input_shape)  # type: ignore[arg-type]
-        lowered = Lowerer(register_tile(profile.cpu.simd_bits)).lower(graph)  # type: ignore[attr-defined]
+        lowered = Lowerer(register_tile(profile.cpu.simd_bits), blocked).lower(graph)  # type: ignore[attr-defined]
         self.tuning = None
         if tuning is not None:  # a TuningPlan: tune the kernels here first, as `hwkd export --tune` does
             from hwkd.latency.tuning import tune_student

@@ -33,7 +33,8 @@ def relax_macs(mod: Any) -> int:
 
 
 def planned_memory_bytes(fused: Any) -> int:
-    """Bytes of activation storage in TVM's static memory plan of `main`."""
+    """Bytes of activation storage in TVM's static memory plan of `main`, without its weight-only
+    kernels (weight layout transforms, say), whose outputs the library gets precomputed."""
     import tvm
     from tvm import relax
 
@@ -45,10 +46,21 @@ def planned_memory_bytes(fused: Any) -> int:
             relax.transform.CallTIRRewrite(),
             relax.transform.StaticPlanBlockMemory(),
         ]
-    )(fused)
+    )(main_only(relax.transform.LiftTransformParams()(fused)))
     alloc_storage = tvm.ir.Op.get("relax.memory.alloc_storage")
     return sum(int(b.value.args[0].values[0]) for b in bindings(planned["main"])
                if isinstance(b.value, relax.Call) and b.value.op.same_as(alloc_storage))
+
+
+def main_only(lifted: Any) -> Any:
+    """`main` of a module after `LiftTransformParams`, and what it calls, without the lifted
+    weight-only function."""
+    import tvm
+    from tvm import relax
+
+    return relax.transform.DeadCodeElimination(entry_functions=["main"])(
+        tvm.IRModule({gv: f for gv, f in lifted.functions.items() if gv.name_hint != "main_transform_params"},
+                     attrs=lifted.attrs))
 
 
 def bindings(func: Any) -> list[Any]:

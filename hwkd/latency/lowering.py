@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from hwkd.errors import CompileError, error_line
+from hwkd.latency.blocked_layout import blocked_graph
 from hwkd.latency.graph_analysis import all_from, bindings, planned_memory_bytes, relax_macs, tensor_bytes
 from hwkd.latency.lowered import Kernel, KernelFeatures, LoweredGraph
 from hwkd.latency.relax_import import RelaxGraph
@@ -46,8 +47,9 @@ class Lowerer:
     """Lowers graphs for CPUs of one register file (`hwkd.latency.schedule.register_tile`); holds
     the caches that make the thousandth student cheap."""
 
-    def __init__(self, registers: RegisterTile | None = None) -> None:
+    def __init__(self, registers: RegisterTile | None = None, blocked: bool = True) -> None:
         self.registers = registers or RegisterTile()
+        self.blocked = blocked
         self._legalized: dict[tuple[Any, ...], tuple[Any, str, list[int]]] = {}
         self._features: dict[int, KernelFeatures] = {}
         self._legalizers: dict[str, Callable[[Any, Any], Any]] | None = None
@@ -62,7 +64,8 @@ class Lowerer:
         memoize_layout_ops()  # legalizing infers types again; a graph may come from another importer
         self._added = {}
         try:
-            mod = relax.transform.LegalizeOps(self._legalize_map())(graph.mod)
+            mod = blocked_graph(graph.mod, self.registers.vector_floats) if self.blocked else graph.mod
+            mod = relax.transform.LegalizeOps(self._legalize_map())(mod)
             fused = tvm.transform.Sequential(
                 [
                     relax.transform.AnnotateTIROpPattern(),

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from hwkd.errors import CompileError, MeasureError, error_line
+from hwkd.latency.graph_analysis import main_only
 from hwkd.latency.lowered import LoweredGraph
 from hwkd.latency.schedule import register_tile, schedule_module
 from hwkd.profiles import DeviceProfile
@@ -73,16 +74,6 @@ def compile_student(lowered: LoweredGraph, params: list[np.ndarray], profile: De
         return CompiledStudent(_compile(main_only(lifted), target), weights)
     except Exception as exc:  # noqa: BLE001 - TVM raises many types
         raise CompileError(f"TVM cannot compile this model for {profile.name}: {error_line(exc)}") from None
-
-
-def main_only(lifted: Any) -> Any:
-    """`main` and what it calls, without the lifted weight-only function."""
-    import tvm
-    from tvm import relax
-
-    return relax.transform.DeadCodeElimination(entry_functions=["main"])(
-        tvm.IRModule({gv: f for gv, f in lifted.functions.items() if gv.name_hint != "main_transform_params"},
-                     attrs=lifted.attrs))
 
 
 def _compile(mod: Any, target: Any) -> Any:

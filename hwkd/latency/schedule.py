@@ -65,6 +65,10 @@ class RegisterTile:
 
     vector_floats: int = 8
     tile_floats: int = 96
+    # vectors of accumulators in a tile of a channel-blocked convolution (`_blocked_tiled`), where
+    # each holds a pixel's block of channels and the tile's other operands are one broadcast input
+    # and a weight vector per channel block: 12 of AVX2's 16 registers
+    blocked_accumulators: int = 12
 
 
 def register_tile(simd_bits: int) -> RegisterTile:
@@ -75,11 +79,15 @@ def register_tile(simd_bits: int) -> RegisterTile:
     On the 2-core AVX-512 VM, whole libraries (benchmarks/runtimes.py's students): 192 floats in rows
     of 16 were 1-21 % faster than 96 in rows of 8; 256 and 384 floats no faster than 192.
     """
-    return RegisterTile(vector_floats=16, tile_floats=192) if simd_bits >= 512 else RegisterTile()
+    if simd_bits >= 512:
+        # 24 of AVX-512's 32 registers: fbnet libraries 1-6 % faster than with 12 (28: no faster)
+        return RegisterTile(vector_floats=16, tile_floats=192, blocked_accumulators=24)
+    return RegisterTile()
 
 
 def _strategies(knobs: Knobs, registers: RegisterTile) -> list[tuple[str, Callable[[Any], None]]]:
     return [
+        ("blocked", lambda sch: _blocked_tiled(sch, knobs, registers)),
         ("tiled", lambda sch: _register_tiled(sch, knobs, registers)),
         ("anchored", lambda sch: _anchored(sch, knobs)),
         ("per-block", lambda sch: _per_block(sch, knobs)),
@@ -549,3 +557,86 @@ def _blocks_before(sch: Any, root: Any, name: str) -> list[Any]:
     blocks = sch.get_child_blocks(root)
     names = [sch.get(b).name_hint for b in blocks]
     return blocks[:names.index(name)]
+
+
+# --- convolutions in the channel-blocked layout (hwkd.latency.blocked_layout) ---------------------
+
+MAX_BLOCKED_PIXELS = 8  # output pixels of one row in a tile
+DEPTHWISE_BAND_ROWS = 8  # output rows of a depthwise convolution per parallel step, at most
+PARALLEL_STEPS = 16  # ... as long as the parallel loop keeps this many steps for the threads
+
+
+def blocked_tiles(blocks: int, rows: int, columns: int, accumulators: int) -> list[tuple[int, int, int]]:
+    """(channel blocks, rows, columns) tiles of a blocked convolution within `accumulators` vectors.
+
+    A reduction step loads one weight vector per channel block and broadcasts one input per pixel,
+    and a core issues two loads and two multiply-adds per cycle: tiles whose loads do not outnumber
+    their multiply-adds come first, then those that use each weight for the most pixels (weights
+    are the larger operand of a convolution of many channels on a small image), then the largest,
+    then the widest (neighbouring pixels share cache lines).
+    """
+    ranked = []
+    for w in _divisors(columns, MAX_BLOCKED_PIXELS):
+        for r in _divisors(rows, accumulators // w):
+            for k in _divisors(blocks, accumulators // (w * r)):
+                fmas = k * r * w
+                ranked.append((fmas / max(fmas, k + r * w), r * w, fmas, w, (k, r, w)))
+    return [tile for *_, tile in sorted(ranked, key=lambda t: (-t[0], -t[1], -t[2], -t[3]))]
+
+
+def _blocked_tiled(sch: Any, knobs: Knobs = Knobs(), registers: RegisterTile = RegisterTile()) -> None:
+    """A convolution of NCHW[b]c tensors: a tile of pixels (x channel blocks, for a dense one)
+    accumulates in vector registers of b channels over the whole reduction, then the epilogue runs
+    on it. A depthwise one pads the rows each output row reads inside its parallel loop."""
+    root, anchor = _anchor(sch, "blocked")
+    name = sch.get(anchor).name_hint
+    if not name.startswith(("conv2d_blocked", "depthwise_conv2d_blocked")):
+        raise ValueError(f"{name} is not a blocked convolution")
+    spatial, reduction = _split_loops(sch, anchor)
+    batch, block, row, column, lane = spatial
+    accumulators = registers.blocked_accumulators
+    if name.startswith("depthwise"):
+        pixels = max(_divisors(int(sch.get(column).extent), MAX_BLOCKED_PIXELS))
+        c_outer, c_inner = sch.split(column, [None, pixels])
+        # a band of rows per parallel step: its padded input rows are written once for all of them
+        blocks, rows = int(sch.get(block).extent), int(sch.get(row).extent)
+        band = max(d for d in _divisors(rows, DEPTHWISE_BAND_ROWS) if blocks * rows // d >= PARALLEL_STEPS or d == 1)
+        r_outer, r_inner = sch.split(row, [None, band])
+        sch.reorder(batch, block, r_outer, r_inner, c_outer, *reduction, c_inner, lane)
+        outer = sch.fuse(batch, block, r_outer)
+        inner = [c_inner]
+        producers_at = outer
+    else:
+        tiles = blocked_tiles(int(sch.get(block).extent), int(sch.get(row).extent), int(sch.get(column).extent),
+                              accumulators)
+        if knobs.tile_rank >= len(tiles):
+            raise ValueError(f"no tile of rank {knobs.tile_rank}: {len(tiles)} tiles fit")
+        k, r, w = tiles[knobs.tile_rank]
+        b_outer, b_inner = sch.split(block, [None, k])
+        r_outer, r_inner = sch.split(row, [None, r])
+        c_outer, c_inner = sch.split(column, [None, w])
+        sch.reorder(batch, r_outer, b_outer, c_outer, *reduction, b_inner, r_inner, c_inner, lane)
+        outer = sch.fuse(batch, r_outer, b_outer)
+        inner = [b_inner, r_inner, c_inner]
+        producers_at = None
+    accumulator = sch.cache_write(anchor, 0, "local")
+    epilogue = _blocks_after(sch, root, sch.get(accumulator).name_hint)
+    if epilogue:
+        sch.compute_inline(accumulator)
+    else:
+        epilogue = [accumulator]
+    if producers_at is not None:
+        for producer in _blocks_before(sch, root, name):
+            sch.compute_at(producer, producers_at)
+            _vectorize(sch, sch.get_loops(producer)[-1], knobs.lanes)
+    else:
+        _parallel_producers(sch, root, name, knobs.lanes)
+    for block_ in epilogue:
+        sch.reverse_compute_at(block_, c_outer)
+        _vectorize(sch, sch.get_loops(block_)[-1], knobs.lanes)
+    sch.parallel(outer)
+    for loop in inner:
+        sch.unroll(loop)
+    sch.vectorize(lane)
+    init = sch.decompose_reduction(anchor, reduction[0])
+    sch.vectorize(sch.get_loops(init)[-1])

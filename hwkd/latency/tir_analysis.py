@@ -260,8 +260,10 @@ def _conv_window(stmt: Any) -> int:
         node = stack.pop()
         if isinstance(node, SBlockRealize):
             if "conv2d" in node.block.name_hint:
-                reduce = [_const(iv.dom.extent) for iv in node.block.iter_vars if int(iv.iter_type) == _REDUCE]
-                return math.prod(reduce[1:]) if len(reduce) > 1 else 1
+                reduce = [iv for iv in node.block.iter_vars if int(iv.iter_type) == _REDUCE]
+                if "blocked" in node.block.name_hint:  # channel blocks and lanes are reduced too
+                    return math.prod(_const(iv.dom.extent) for iv in reduce if str(iv.var.name).endswith(("kh", "kw")))
+                return math.prod(_const(iv.dom.extent) for iv in reduce[1:]) if len(reduce) > 1 else 1
             stack.append(node.block.body)
         elif isinstance(node, tirx.SeqStmt):
             stack.extend(node.seq)

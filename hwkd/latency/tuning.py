@@ -369,7 +369,7 @@ def _main_kernels(lowered: LoweredGraph) -> dict[str, Any]:
     import tvm
     from tvm import relax, tirx
 
-    from hwkd.latency.measure import main_only
+    from hwkd.latency.graph_analysis import main_only
 
     module = main_only(relax.transform.LiftTransformParams()(lowered.fused_mod))
     return {gv.name_hint: tvm.IRModule({"main": f.with_attr("global_symbol", "main")})

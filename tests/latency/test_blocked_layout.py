@@ -1,0 +1,89 @@
+"""The channel-blocked graph: same outputs as the NCHW graph, convolutions in blocked kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hwkd.latency.blocked_layout import blocked_graph
+from hwkd.latency.lowering import Lowerer
+from hwkd.latency.relax_import import torch_to_relax
+from hwkd.latency.schedule import blocked_tiles, register_tile
+from hwkd.spaces import load_space
+
+SHAPE = (1, 3, 32, 32)
+STUDENTS = [
+    # 24- and 184-channel tensors (padded to whole blocks), grouped 1x1 convolutions with a channel
+    # shuffle (left in NCHW), skip blocks, 3x3 and 5x5 depthwise at stride 1 and 2
+    ("fbnet", "2141777631706607431500"),
+    # 8 channels (padded to 16 for AVX-512), average pooling, the zero edge (a multiply)
+    ("nb201-widths", "C8:|avg_pool_3x3~0|+|none~0|nor_conv_1x1~1|+|none~0|nor_conv_3x3~1|nor_conv_3x3~2|"),
+    ("mbconv-small", "w16:k3e3|w24:k5e6,k5e3|w64:k3e6,k5e3|w64:k3e3,k3e6"),
+]
+
+
+def _run(mod: object, params: list[np.ndarray], x: np.ndarray) -> np.ndarray:
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    args = [tvm.runtime.tensor(a, tvm.cpu()) for a in [x, *params]]
+    return vm["main"](*args).numpy()
+
+
+@pytest.mark.parametrize("space,arch", STUDENTS)
+@pytest.mark.parametrize("block", [8, 16])
+def test_a_blocked_student_computes_what_the_nchw_one_does(space: str, arch: str, block: int) -> None:
+    torch.manual_seed(0)
+    graph = torch_to_relax(load_space(space).build(arch, 10, SHAPE).eval(), SHAPE)
+    x = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
+    expected = _run(graph.mod, graph.params, x)
+    got = _run(blocked_graph(graph.mod, block), graph.params, x)
+    assert np.abs(expected).max() > 1e-3  # a real signal, not zeros
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_convolutions_but_grouped_ones_become_blocked_kernels_and_channels_are_padded() -> None:
+    from tvm import tirx
+
+    space, arch = STUDENTS[0]
+    graph = torch_to_relax(load_space(space).build(arch, 10, SHAPE).eval(), SHAPE)
+    fused = Lowerer(register_tile(512)).lower(graph).fused_mod
+    names = [gv.name_hint for gv, f in fused.functions.items() if isinstance(f, tirx.PrimFunc)]
+    assert any("depthwise_conv2d_blocked" in n for n in names)
+    assert any("conv2d_blocked" in n and "depthwise" not in n for n in names)
+    # the 2-group 1x1 convolutions stay NCHW, between layout transforms
+    assert any(n.startswith("fused_conv2d") and "blocked" not in n for n in names)
+    assert any("layout_transform" in n for n in names)
+    # without grouped blocks, 24 channels travel only as 2 blocks of 16 (the second half zeros)
+    graph = torch_to_relax(load_space("fbnet").build("3" * 22, 10, SHAPE).eval(), SHAPE)
+    fused = Lowerer(register_tile(512)).lower(graph).fused_mod
+    shapes = {tuple(int(d) for d in p.shape) for f in fused.functions.values() if isinstance(f, tirx.PrimFunc)
+              for p in f.params}
+    assert (1, 2, 32, 32, 16) in shapes and (1, 24, 32, 32) not in shapes
+
+
+def test_a_depthwise_kernel_vectorizes_over_channels_and_tiles_pixels() -> None:
+    space, arch = STUDENTS[0]
+    graph = torch_to_relax(load_space(space).build(arch, 10, SHAPE).eval(), SHAPE)
+    lowered = Lowerer(register_tile(512)).lower(graph)
+    updates = [b for k in lowered.kernels if k.features.kind == "depthwise_conv" for b in k.features.bodies
+               if b.carried]
+    assert updates and all(k.features.strategy == "blocked" for k in lowered.kernels
+                           if k.features.kind in ("depthwise_conv", "pointwise_conv", "conv"))
+    # each tap: one 16-channel vector of each pixel (not a gather) and the tap's weight vector
+    for body in updates:
+        assert body.lanes == 16 and body.gather_loads == 0 and body.chain_steps in (9, 25)
+        assert body.chains in (1, 2, 4, 8)
+
+
+def test_blocked_tiles_feed_both_load_ports_and_reuse_weights_on_small_images() -> None:
+    # 1104 -> 352 channels on a 4x4 image (22 blocks out): a tile of 2 blocks x 8 pixels uses each
+    # weight vector 8 times; 11 blocks x 2 pixels would load as many weights for 2 pixels
+    assert blocked_tiles(22, 4, 4, 24)[0] == (2, 2, 4)
+    # fbnet's expansion on 32x32 (9 blocks out): 3 blocks x 8 pixels, 11 loads per 24 multiply-adds
+    assert blocked_tiles(9, 32, 32, 24)[0] == (3, 1, 8)
+    for blocks, rows, columns in [(1, 32, 32), (69, 4, 4), (94, 1, 1), (6, 112, 112)]:
+        for k, r, w in blocked_tiles(blocks, rows, columns, 24):
+            assert k * r * w <= 24 and blocks % k == rows % r == columns % w == 0
