@@ -114,7 +114,7 @@ class TvmRunner:
 
 
 def collect(runtime: str, path: Path, students: int, seed: int, passes: int, threads: int,
-            spaces: tuple[str, ...] = SPACES) -> None:
+            spaces: tuple[str, ...] = SPACES, blocked: bool = False) -> None:
     """Measure every student `passes` times, interleaved, so a slow minute of a shared machine hits one
     pass of many students instead of all passes of a few; the fastest pass is the latency (the least
     disturbed: on this 2-core VM two sets of 3 passes agreed within 7 % by their fastest pass and 40 %
@@ -132,7 +132,7 @@ def collect(runtime: str, path: Path, students: int, seed: int, passes: int, thr
             module = space.build(arch, 10, space.default_input_shape).eval()
             try:
                 runner = (OrtRunner(module, space.default_input_shape, threads) if runtime == "ort"
-                          else TvmRunner(module, space.default_input_shape, host))
+                          else TvmRunner(module, space.default_input_shape, host, blocked=blocked))
             except HwkdError as exc:  # one student that will not compile costs only itself
                 print(f"\n  {name} {arch}: left out, {exc}", file=sys.stderr)
                 continue
@@ -155,7 +155,8 @@ def collect(runtime: str, path: Path, students: int, seed: int, passes: int, thr
                              "passes_ms": " ".join(f"{r:.4f}" for r in runs)})
 
 
-def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tuple[str, ...] = SPACES) -> None:
+def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tuple[str, ...] = SPACES,
+           blocked: bool = False) -> None:
     from hwkd.latency.calibration import breakdown, median_abs_error_pct
     from hwkd.latency.estimator import Estimator
     from hwkd.profiles import load_profile
@@ -171,6 +172,15 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
     # onnxruntime model (the others' rankings are printed beside them)
     models = {"tvm": schedule, "ort": onnxruntime}
     estimator = Estimator(schedule, "model")
+    if blocked:  # the library of the channel-blocked layout, costed apart from the usual lowered students
+        import tempfile
+
+        from hwkd.latency.lowered_cache import LoweredCache
+        from hwkd.latency.lowering import Lowerer
+        from hwkd.latency.schedule import register_tile
+
+        estimator = Estimator(schedule, "model", disk_cache=LoweredCache(Path(tempfile.mkdtemp())))
+        estimator.lowerer = Lowerer(register_tile(schedule.cpu.simd_bits), blocked=True)
     counting = Estimator(onnxruntime, "model")  # ONNX Runtime's nodes of each student
     table = []
     both = []
@@ -328,6 +338,8 @@ def main() -> None:
                         "(PREFIX-tvm.csv, PREFIX-ort.csv), reused when present")
     parser.add_argument("--spaces", default=",".join(SPACES), help="comma-separated (default: all three)")
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated (default: both)")
+    parser.add_argument("--blocked", action="store_true", help="hwkd's library and model in the channel-blocked "
+                        "layout (hwkd.latency.blocked_layout), not the default NCHW")
     parser.add_argument("--collect", choices=RUNTIMES, help=argparse.SUPPRESS)  # one runtime, in a child process
     args = parser.parse_args()
     spaces = tuple(name.strip() for name in args.spaces.split(",") if name.strip())
@@ -336,7 +348,7 @@ def main() -> None:
         parser.error(f"--spaces {','.join(unknown)}: choose from {', '.join(SPACES)}")
     if args.collect:
         collect(args.collect, Path(f"{args.out}-{args.collect}.csv"), args.students, args.seed, args.passes,
-                args.threads, spaces)
+                args.threads, spaces, args.blocked)
         return
     runtimes = [name.strip() for name in args.runtimes.split(",") if name.strip()]
     if any(name not in RUNTIMES for name in runtimes):
@@ -348,9 +360,10 @@ def main() -> None:
             # each runtime in its own process: one runtime's thread pool never competes with the other's
             subprocess.run([sys.executable, __file__, "--collect", runtime, "--students", str(args.students),
                             "--seed", str(args.seed), "--passes", str(args.passes), "--threads", str(args.threads),
-                            "--spaces", ",".join(spaces), "--out", args.out], check=True)
+                            "--spaces", ",".join(spaces), "--out", args.out]
+                           + (["--blocked"] if args.blocked else []), check=True)
         measured[runtime] = read_rows(path)
-    report(measured, args.fit, spaces)
+    report(measured, args.fit, spaces, args.blocked)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,21 @@
-"""Benchmark of the tensor layout for depthwise convolutions: hwkd's NCHW kernels against the same
-convolutions in a channel-blocked layout (NCHW16c, as ONNX Runtime runs them on x86), side by side.
+"""Benchmark of the tensor layout for depthwise convolutions: hwkd's kernels in PyTorch's NCHW layout
+against the same convolutions in the channel-blocked layout its library uses (NCHW16c on AVX-512,
+as ONNX Runtime runs them on x86), side by side.
 
-hwkd's library keeps PyTorch's NCHW layout, so a depthwise convolution's vectors run along an image
-row: each filter tap loads the row shifted by one column (an unaligned load, which on AVX-512
-straddles two cache lines) and broadcasts one weight, and rows of 4 or 8 fill a quarter or half of
-a 16-float register. In NCHW16c the vectors run across 16 channels of one pixel: every load is
-aligned and whole, and a tile of output pixels shares each weight vector. For fbnet's depthwise
-shapes it compiles both for the `host` profile and times each kernel alone (the fastest of
+In NCHW a depthwise convolution's vectors run along an image row: each filter tap loads the row
+shifted by one column (an unaligned load, which on AVX-512 straddles two cache lines) and
+broadcasts one weight, and rows of 4 or 8 fill a quarter or half of a 16-float register. In
+NCHW16c the vectors run across 16 channels of one pixel: every load is aligned and whole, and a
+tile of output pixels shares each weight vector. For fbnet's depthwise shapes it compiles both for
+the `host` profile, as hwkd schedules them, and times each kernel alone (the fastest of
 `--repeats` interleaved runs):
 
-- `hwkd NCHW`: the kernel as hwkd's library compiles it (`hwkd.latency.schedule`);
-- `NCHW16c`: the same convolution on the blocked tensor, a tile of up to 8 output pixels x 16
-  channels accumulated over the filter window, parallel over (channel block, output row), each
-  block's padded plane written inside that loop. The layout transforms a library would need at
-  its edges are not counted: this measures what the layout buys a chain of blocked kernels.
+- `NCHW`: hwkd's NCHW schedule (`hwkd.latency.schedule`; a library still uses it with
+  `Lowerer(blocked=False)`);
+- `NCHW16c`: `hwkd.latency.blocked_layout.depthwise_conv2d_blocked`, a tile of up to 8 output
+  pixels x 16 channels accumulated over the filter window, parallel over bands of output rows of a
+  channel block, each band's padded input rows written inside that loop. The layout transforms at
+  a library's edges are not counted: a student's convolutions pass blocked tensors to each other.
 
 Run it with nothing else on the machine.
 
@@ -52,32 +54,17 @@ def nchw(channels: int, size: int, kernel: int, stride: int) -> object:
 
 
 def blocked(channels: int, size: int, kernel: int, stride: int) -> object:
-    """The convolution on NCHW16c tensors, register-blocked over output pixels."""
-    from tvm import s_tir, te, topi
+    """The convolution on NCHW16c tensors as hwkd's library compiles it (`hwkd.latency.blocked_layout`)."""
+    from tvm import te
 
-    pad = kernel // 2
-    out_size = (size + 2 * pad - kernel) // stride + 1
+    from hwkd.latency.blocked_layout import depthwise_conv2d_blocked
+    from hwkd.latency.schedule import register_tile, schedule_primfunc
+
     x = te.placeholder((1, channels // BLOCK, size, size, BLOCK), name="x")
     w = te.placeholder((channels // BLOCK, kernel, kernel, BLOCK), name="w")
-    padded = topi.nn.pad(x, (0, 0, pad, pad, 0), (0, 0, pad, pad, 0), name="pad")
-    kh, kw = te.reduce_axis((0, kernel), "kh"), te.reduce_axis((0, kernel), "kw")
-    out = te.compute((1, channels // BLOCK, out_size, out_size, BLOCK),
-                     lambda n, b, y, x_, c: te.sum(padded[n, b, y * stride + kh, x_ * stride + kw, c] * w[b, kh, kw, c],
-                                                   axis=[kh, kw]), name="depthwise")
-    sch = s_tir.Schedule(te.create_prim_func([x, w, out]))
-    pad_block, conv = sch.get_child_blocks(sch.get_sblock("root"))
-    n, b, y, x_, c, rh, rw = sch.get_loops(conv)
-    pixels = max(d for d in range(1, 9) if out_size % d == 0)
-    x_outer, x_inner = sch.split(x_, [None, pixels])
-    sch.reorder(n, b, y, x_outer, rh, rw, x_inner, c)
-    outer = sch.fuse(n, b)
-    sch.parallel(outer)
-    sch.compute_at(pad_block, outer)
-    sch.vectorize(sch.get_loops(pad_block)[-1])
-    sch.unroll(x_inner)
-    sch.vectorize(c)
-    sch.decompose_reduction(conv, rh)
-    return sch.mod["main"]
+    pad = kernel // 2
+    out = depthwise_conv2d_blocked(x, w, (stride, stride), (pad, pad, pad, pad))
+    return schedule_primfunc(te.create_prim_func([x, w, out]), register_tile(512)).func
 
 
 def main() -> None:
@@ -97,7 +84,7 @@ def main() -> None:
     dev = tvm.cpu()
     rng = np.random.default_rng(0)
     print(f"depthwise convolutions alone, {os.environ['TVM_NUM_THREADS']} threads, fastest of {args.repeats} interleaved runs\n")
-    print("| channels x image, kernel, stride | hwkd NCHW us | NCHW16c us | NCHW / NCHW16c |")
+    print("| channels x image, kernel, stride | NCHW us | NCHW16c us | NCHW / NCHW16c |")
     print("|---|---:|---:|---:|")
     ratios = []
     for channels, size, kernel, stride in SHAPES:

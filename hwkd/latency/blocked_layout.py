@@ -138,6 +138,11 @@ class _Rewriter:
 
     def _binary(self, call: Any) -> tuple[Any, int] | None:
         channels = next(self._channels(a) for a in call.args if self._is_blocked(a))
+        blocked = [a for a in call.args if self._is_blocked(a)]
+        images = [shape for a in call.args if not self._is_blocked(a)
+                  for shape in [_shape(self.plain(a))] if shape is not None and len(shape) == 4 and shape[2:] != [1, 1]]
+        if images and all(a in self.plain_of for a in blocked):
+            return None  # a residual add beside NCHW operators: both operands are NCHW already
         args = []
         for arg in call.args:
             if self._is_blocked(arg):
@@ -199,17 +204,19 @@ class _Rewriter:
         padding = tuple(int(p) for p in a.padding)
         weight = self.plain(call.args[1])
         if depthwise:
+            if not self._is_blocked(call.args[0]):
+                return None  # into the blocked layout and back costs more than it saves here
             x = self.to_blocked(call.args[0])
             w = self.bb.emit(
                 relax.op.layout_transform(weight, lambda o, i, h, w_: (o // b, h, w_, o % b), pad_value=0.0))
             out = self.bb.call_te(depthwise_conv2d_blocked, x, w, strides, padding,
                                   primfunc_name_hint="depthwise_conv2d_blocked")
             return self.bb.emit(out), channels_out
-        if self._is_blocked(call.args[0]) or channels_in >= b:
+        if self._is_blocked(call.args[0]):
             x = self.to_blocked(call.args[0])
             w = self.bb.emit(relax.op.layout_transform(
                 weight, lambda o, i, h, w_: (o // b, i // b, h, w_, i % b, o % b), pad_value=0.0))
-        else:  # a few input channels (the image): read them as they are
+        else:  # an NCHW input (the image, a grouped convolution's output) is read as it is
             x = self.plain(call.args[0])
             w = self.bb.emit(relax.op.layout_transform(weight, lambda o, i, h, w_: (o // b, i, h, w_, o % b),
                                                        pad_value=0.0))

@@ -47,7 +47,7 @@ class Lowerer:
     """Lowers graphs for CPUs of one register file (`hwkd.latency.schedule.register_tile`); holds
     the caches that make the thousandth student cheap."""
 
-    def __init__(self, registers: RegisterTile | None = None, blocked: bool = True) -> None:
+    def __init__(self, registers: RegisterTile | None = None, blocked: bool = False) -> None:
         self.registers = registers or RegisterTile()
         self.blocked = blocked
         self._legalized: dict[tuple[Any, ...], tuple[Any, str, list[int]]] = {}

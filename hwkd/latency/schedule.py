@@ -4,8 +4,10 @@ TVM 0.27's default CPU pipeline compiles untuned loop nests: one thread, every i
 (padding, bias add, ReLU) written to its own buffer. Tuning (MetaSchedule) needs the real board.
 This schedule is the middle ground every fused kernel gets, and the cost model is written for it:
 
-- dense and 1x1 convolutions are register-tiled (`_register_tiled`): a tile of output channels x
-  rows x columns accumulates in vector registers over the whole reduction;
+- convolutions come in the channel-blocked layout (`hwkd.latency.blocked_layout`) and are
+  register-tiled there (`_blocked_tiled`): a tile of pixels x blocks of channels (a vector each)
+  accumulates over the whole reduction; what stays NCHW (grouped convolutions, `Lowerer(blocked=False)`)
+  is register-tiled as output channels x rows x columns (`_register_tiled`);
 - injective producers are inlined into their consumer, except padding, which gets its own
   parallel loop (see `_is_padding`), or before a depthwise convolution or pooling whose padded
   plane fits in L1, is written one channel at a time inside the kernel's parallel loop
@@ -371,9 +373,42 @@ def _per_block(sch: Any, knobs: Knobs = Knobs()) -> None:
     root = sch.get_sblock("root")
     for block in sch.get_child_blocks(root):
         spatial, reduction = _split_loops(sch, block)
+        spatial = _writing_rows_last(sch, block, spatial)
         if reduction and spatial:
             sch.reorder(*spatial[:-1], *reduction, spatial[-1])
         _parallel_vector(sch, spatial, knobs.lanes)
+
+
+def _writing_rows_last(sch: Any, block: Any, spatial: list[Any]) -> list[Any]:
+    """For a layout transform, `spatial` reordered so that the loop over the written buffer's last
+    axis is innermost (the vectorized one), when another loop was.
+
+    TVM's layout transforms loop over their input's axes, so into or out of the channel-blocked
+    layout the vectorized loop wrote every 16th element: a scatter, one store per lane. Written row
+    by row instead, the reads are the strided ones (a gather, which the cost model counts).
+    """
+    from tvm import tirx
+
+    stmt = sch.get(block)
+    if not stmt.name_hint.startswith("te_layout_transform"):
+        return spatial
+    last = stmt.writes[0].region[-1].min if stmt.writes else None
+    lanes = 0
+    if isinstance(last, tirx.FloorMod) and isinstance(last.b, tirx.IntImm):  # into blocks: (c % 16)
+        last, lanes = last.a, int(last.b.value)
+    variables = [iv.var for iv in stmt.iter_vars]
+    where = [i for i, v in enumerate(variables) if last is not None and last.same_as(v)]
+    if not where or len(spatial) != len(variables) or where[0] == len(spatial) - 1 and not lanes:
+        return spatial
+    loop = spatial[where[0]]
+    rest = [other for i, other in enumerate(spatial) if i != where[0]]
+    if lanes:
+        if int(sch.get(loop).extent) % lanes:
+            return spatial
+        outer, loop = sch.split(loop, [None, lanes])
+        rest.insert(where[0], outer)
+    sch.reorder(*rest, loop)
+    return [*rest, loop]
 
 
 # --- register-tiled convolutions ------------------------------------------------------------------
@@ -562,8 +597,10 @@ def _blocks_before(sch: Any, root: Any, name: str) -> list[Any]:
 # --- convolutions in the channel-blocked layout (hwkd.latency.blocked_layout) ---------------------
 
 MAX_BLOCKED_PIXELS = 8  # output pixels of one row in a tile
-DEPTHWISE_BAND_ROWS = 8  # output rows of a depthwise convolution per parallel step, at most
-PARALLEL_STEPS = 16  # ... as long as the parallel loop keeps this many steps for the threads
+# A depthwise convolution computes a band of up to this many output rows per parallel step, as long
+# as the parallel loop keeps PARALLEL_STEPS steps for the threads to share.
+DEPTHWISE_BAND_ROWS = 8
+PARALLEL_STEPS = 16
 
 
 def blocked_tiles(blocks: int, rows: int, columns: int, accumulators: int) -> list[tuple[int, int, int]]:
@@ -587,7 +624,15 @@ def blocked_tiles(blocks: int, rows: int, columns: int, accumulators: int) -> li
 def _blocked_tiled(sch: Any, knobs: Knobs = Knobs(), registers: RegisterTile = RegisterTile()) -> None:
     """A convolution of NCHW[b]c tensors: a tile of pixels (x channel blocks, for a dense one)
     accumulates in vector registers of b channels over the whole reduction, then the epilogue runs
-    on it. A depthwise one pads the rows each output row reads inside its parallel loop."""
+    on it, inside the same parallel loop.
+
+    Dense: parallel over (row tiles, channel-block tiles), rows first as in `_register_tiled`; the
+    padding, if any, gets its own parallel loop. Depthwise: parallel over bands of rows of a channel
+    block, each band's padded input rows written inside that step, where it reads them. Padded for
+    each output row instead, a 3x3 kernel writes every input row three times: in fbnet k3_e6's
+    library (2 threads, AVX-512 VM) its depthwise kernels on 8x8 and 4x4 images took 1.6-1.9x as
+    long that way, on 32x32 1.05x.
+    """
     root, anchor = _anchor(sch, "blocked")
     name = sch.get(anchor).name_hint
     if not name.startswith(("conv2d_blocked", "depthwise_conv2d_blocked")):
@@ -596,8 +641,11 @@ def _blocked_tiled(sch: Any, knobs: Knobs = Knobs(), registers: RegisterTile = R
     batch, block, row, column, lane = spatial
     accumulators = registers.blocked_accumulators
     if name.startswith("depthwise"):
-        pixels = max(_divisors(int(sch.get(column).extent), MAX_BLOCKED_PIXELS))
-        c_outer, c_inner = sch.split(column, [None, pixels])
+        # tuning's tile ranks try narrower pixel tiles
+        widths = sorted(_divisors(int(sch.get(column).extent), MAX_BLOCKED_PIXELS), reverse=True)
+        if knobs.tile_rank >= len(widths):
+            raise ValueError(f"no tile of rank {knobs.tile_rank}: {len(widths)} tiles fit")
+        c_outer, c_inner = sch.split(column, [None, widths[knobs.tile_rank]])
         # a band of rows per parallel step: its padded input rows are written once for all of them
         blocks, rows = int(sch.get(block).extent), int(sch.get(row).extent)
         band = max(d for d in _divisors(rows, DEPTHWISE_BAND_ROWS) if blocks * rows // d >= PARALLEL_STEPS or d == 1)

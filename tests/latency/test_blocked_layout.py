@@ -49,7 +49,7 @@ def test_convolutions_but_grouped_ones_become_blocked_kernels_and_channels_are_p
 
     space, arch = STUDENTS[0]
     graph = torch_to_relax(load_space(space).build(arch, 10, SHAPE).eval(), SHAPE)
-    fused = Lowerer(register_tile(512)).lower(graph).fused_mod
+    fused = Lowerer(register_tile(512), blocked=True).lower(graph).fused_mod
     names = [gv.name_hint for gv, f in fused.functions.items() if isinstance(f, tirx.PrimFunc)]
     assert any("depthwise_conv2d_blocked" in n for n in names)
     assert any("conv2d_blocked" in n and "depthwise" not in n for n in names)
@@ -58,7 +58,7 @@ def test_convolutions_but_grouped_ones_become_blocked_kernels_and_channels_are_p
     assert any("layout_transform" in n for n in names)
     # without grouped blocks, 24 channels travel only as 2 blocks of 16 (the second half zeros)
     graph = torch_to_relax(load_space("fbnet").build("3" * 22, 10, SHAPE).eval(), SHAPE)
-    fused = Lowerer(register_tile(512)).lower(graph).fused_mod
+    fused = Lowerer(register_tile(512), blocked=True).lower(graph).fused_mod
     shapes = {tuple(int(d) for d in p.shape) for f in fused.functions.values() if isinstance(f, tirx.PrimFunc)
               for p in f.params}
     assert (1, 2, 32, 32, 16) in shapes and (1, 24, 32, 32) not in shapes
@@ -67,7 +67,7 @@ def test_convolutions_but_grouped_ones_become_blocked_kernels_and_channels_are_p
 def test_a_depthwise_kernel_vectorizes_over_channels_and_tiles_pixels() -> None:
     space, arch = STUDENTS[0]
     graph = torch_to_relax(load_space(space).build(arch, 10, SHAPE).eval(), SHAPE)
-    lowered = Lowerer(register_tile(512)).lower(graph)
+    lowered = Lowerer(register_tile(512), blocked=True).lower(graph)
     updates = [b for k in lowered.kernels if k.features.kind == "depthwise_conv" for b in k.features.bodies
                if b.carried]
     assert updates and all(k.features.strategy == "blocked" for k in lowered.kernels

@@ -52,7 +52,7 @@ def test_a_wider_register_file_lowers_to_its_own_kernels_and_cache_entries(tmp_p
 
     def tile_lanes(profile) -> set[int]:
         lowered = Estimator(profile, disk_cache=LoweredCache(tmp_path)).lowered_arch(space, ALL_3X3)
-        return {b.lanes for k in lowered.kernels if k.features.strategy == "blocked" for b in k.features.bodies}
+        return {b.lanes for k in lowered.kernels if k.features.strategy == "tiled" for b in k.features.bodies}
 
     assert 16 in tile_lanes(wide) and 16 not in tile_lanes(rpi4)
     assert 16 in tile_lanes(wide)  # from the cache this time

@@ -26,23 +26,22 @@ def test_every_conv_is_fused_with_its_epilogue_and_scheduled() -> None:
     # 90 cell convs + stem + 2 x 3 reduction convs, of which the two 1x1 shortcuts are pointwise
     assert len(convs) == 90 + 1 + 6
     assert sum(k.features.kind == "pointwise_conv" for k in convs) == 2
-    assert all(k.features.strategy == "blocked" for k in convs)
+    assert all(k.features.strategy == "tiled" for k in convs)
     cell_conv = next(k for k in convs if k.bytes_written == 16 * 32 * 32 * 4 and "relu" in k.name)
     update = next(b for b in cell_conv.features.bodies if b.carried)
-    # one reduction step of a register tile of 2 blocks of 8 channels x 4 pixels: 8 vector FMAs,
-    # each weight vector serves the 4 pixels, each broadcast input the 2 blocks
+    # one reduction step of a register tile of 4 channels x 2 rows x 8 columns: 8 vector FMAs, each
+    # input vector serves the 4 channels, each broadcast weight the 2 rows
     assert (update.lanes, update.alu_ops, update.unrolled, update.chains) == (8, 1, 8, 8)
     assert (update.vector_loads, update.invariant_loads) == (0.25, 0.5)
-    assert update.parallel_extent == 32  # one row of all channels per step
+    assert update.parallel_extent == 16 // 4 * 32 // 2  # channel tiles x row tiles
     assert update.iterations == 16 * 32 * 32 // 8 * 16 * 9  # output vectors x (input channels x 3 x 3)
     assert update.chain_steps == 16 * 9  # each accumulator sums input channels x 3 x 3
 
 
 def test_a_depthwise_accumulator_takes_one_step_per_kernel_tap() -> None:
     graph = lower("fbnet", "7777777777777777777777")  # every block k5_e6: 5x5 depthwise convolutions
-    steps = [b for k in graph.kernels if k.features.kind == "depthwise_conv" for b in k.features.bodies if b.carried]
-    # a tile of up to 8 pixels, each a vector of channels summing its 25 taps
-    assert steps and all(b.chain_steps == 25 and b.chains in (1, 2, 4, 8) for b in steps)
+    steps = [b for k in graph.kernels if k.features.kind == "group_conv" for b in k.features.bodies if b.carried]
+    assert steps and all((b.chains, b.chain_steps) == (1, 25) for b in steps)
     assert all(b.chain_steps == 1 for k in graph.kernels for b in k.features.bodies if not b.carried)
 
 

@@ -34,7 +34,7 @@ def kernels_by_kind() -> dict[str, object]:
 
     shape = (1, 3, 32, 32)
     graph = torch_to_relax(load_space("fbnet").build(FBNET, 10, shape), shape)
-    fused = Lowerer(blocked=False).lower(graph).fused_mod
+    fused = Lowerer().lower(graph).fused_mod
     out: dict[str, object] = {}
     for _, func in fused.functions.items():
         if isinstance(func, tirx.PrimFunc):
@@ -129,7 +129,7 @@ def test_a_strided_and_a_padded_convolution_compute_the_same_when_tiled(simd_bit
             return torch.relu(self.late(torch.nn.functional.max_pool2d(x, 2)))
 
     shape = (1, 3, 32, 32)
-    fused = Lowerer(blocked=False).lower(torch_to_relax(Net().eval(), shape)).fused_mod
+    fused = Lowerer().lower(torch_to_relax(Net().eval(), shape)).fused_mod
     tiled = 0
     for _, func in fused.functions.items():
         if not isinstance(func, tirx.PrimFunc) or "conv" not in kernel_kind(func):
@@ -161,7 +161,7 @@ def test_a_wide_depthwise_row_is_vectorized_in_16_lane_pieces_and_computes_the_s
     for size, lanes in ((112, 16), (56, 56)):
         net = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8).eval()
         shape = (1, 8, size, size)
-        fused = Lowerer(blocked=False).lower(torch_to_relax(net, shape)).fused_mod
+        fused = Lowerer().lower(torch_to_relax(net, shape)).fused_mod
         funcs = [f for _, f in fused.functions.items()
                  if isinstance(f, tirx.PrimFunc) and kernel_kind(f) == "group_conv"]
         assert len(funcs) == 1
@@ -184,7 +184,7 @@ def test_a_stride_2_depthwise_conv_reads_its_padded_input_by_parity_and_computes
 
     net = torch.nn.Conv2d(8, 8, kernel, stride=2, padding=kernel // 2, groups=8).eval()
     shape = (1, 8, size, size)
-    fused = Lowerer(blocked=False).lower(torch_to_relax(net, shape)).fused_mod
+    fused = Lowerer().lower(torch_to_relax(net, shape)).fused_mod
     funcs = [f for _, f in fused.functions.items() if isinstance(f, tirx.PrimFunc) and kernel_kind(f) == "group_conv"]
     assert len(funcs) == 1
     scheduled = schedule_primfunc(funcs[0])
@@ -217,7 +217,7 @@ def test_a_small_padded_plane_is_padded_channel_by_channel_inside_the_parallel_l
     net = (torch.nn.AvgPool2d(3, 1, 1) if op == "avg_pool" else
            torch.nn.Conv2d(channels, channels, 3, stride=2 if "stride" in op else 1, padding=1, groups=channels))
     shape = (1, channels, size, size)
-    fused = Lowerer(blocked=False).lower(torch_to_relax(net.eval(), shape)).fused_mod
+    fused = Lowerer().lower(torch_to_relax(net.eval(), shape)).fused_mod
     funcs = [f for _, f in fused.functions.items() if isinstance(f, tirx.PrimFunc) and "pad" in f.script()]
     assert len(funcs) == 1
     scheduled = schedule_primfunc(funcs[0])
@@ -274,7 +274,7 @@ def test_a_tiled_convolution_for_avx512_multiplies_in_512_bit_registers(register
     from tvm import tirx
 
     shape = (1, 96, 32, 32)
-    fused = Lowerer(registers, blocked=False).lower(torch_to_relax(torch.nn.Conv2d(96, 32, 1).eval(), shape)).fused_mod
+    fused = Lowerer(registers).lower(torch_to_relax(torch.nn.Conv2d(96, 32, 1).eval(), shape)).fused_mod
     func = next(f for _, f in fused.functions.items()
                 if isinstance(f, tirx.PrimFunc) and kernel_kind(f) == "pointwise_conv")
     scheduled = schedule_primfunc(func, registers)
