@@ -14,7 +14,7 @@ count: alone, a kernel writes the same output buffer run after run, so its lines
 a student, each kernel writes a buffer last touched several kernels before. Run it with nothing
 else on the machine.
 
-    python benchmarks/kernels.py [--space fbnet] [--students 8] [--seed 0]
+    python benchmarks/kernels.py [--space fbnet] [--students 8] [--seed 0] [--blocked]
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--students", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worst", type=int, default=8, help="kernels listed as modeled worst (default 8)")
+    parser.add_argument("--blocked", action="store_true", help="the library in the channel-blocked layout "
+                        "(hwkd.latency.blocked_layout), not the default NCHW")
     args = parser.parse_args()
     from hwkd.threads import size_tvm_pool
 
@@ -61,7 +63,7 @@ def main() -> None:
     os.environ["HWKD_CACHE_DIR"] = tempfile.mkdtemp(prefix="hwkd-kernels-")
     space = load_space(args.space)
     shape = space.default_input_shape
-    lowerer = Lowerer(register_tile(host.cpu.simd_bits))  # the tiles the host's library gets
+    lowerer = Lowerer(register_tile(host.cpu.simd_bits), blocked=args.blocked)  # the tiles the host's library gets
     rng = random.Random(args.seed)
     archs = list(dict.fromkeys(space.parse(space.sample(rng)) for _ in range(args.students * 20)))[:args.students]
     by_kind: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])

@@ -3,18 +3,22 @@
 In PyTorch's NCHW layout a depthwise convolution's vectors run along image rows: every filter tap
 is an unaligned load (on AVX-512 it straddles two cache lines) and rows of 4 or 8 pixels fill a
 quarter or half of a register. In NCHW16c the vectors run across 16 channels of one pixel: loads
-are aligned and whole, and a tile of pixels shares each weight vector (fbnet's depthwise
-convolutions alone: 1.2-4.6x faster, `benchmarks/depthwise_layout.py`). ONNX Runtime runs its x86
-convolutions the same way.
+are aligned and whole, and a tile of pixels shares each weight vector (`benchmarks/depthwise_layout.py`).
+ONNX Runtime runs its x86 convolutions the same way. `Lowerer(blocked=True)` uses it; it is not the
+default yet, as the schedule cost model does not follow its libraries (README, "Channel-blocked
+layout").
 
-Convolutions (dense with any window, and depthwise) become blocked kernels (`conv2d_blocked`,
-`depthwise_conv2d_blocked`) that read a blocked input (a dense one may read NCHW, e.g. the image)
-and write a blocked output; elementwise operators, pooling and the global mean follow the layout;
-anything else gets its NCHW input back (`layout_transform`, then a slice when channels were
-padded). A channel count that is not a multiple of the block is padded with channels whose weights
-are zero: what those channels hold never reaches a real one, since only convolutions mix channels.
-Weight layout transforms depend on weights alone, so `LiftTransformParams` moves them out of the
-library as for any weight-only kernel.
+Dense convolutions (any window) become `conv2d_blocked` kernels that write a blocked output and
+read their input in whatever layout it comes (a broadcast input is as cheap from NCHW), depthwise
+ones become `depthwise_conv2d_blocked` when their input is blocked; elementwise operators, pooling
+and the global mean follow the layout. Anything else gets its NCHW input back (`layout_transform`,
+then a slice when channels were padded), and stays there: a depthwise convolution or a residual add
+beside NCHW operators (fbnet's grouped blocks, with their channel shuffle) runs in NCHW rather than
+pay a transform in and another out. A channel count that is not a multiple of the block is padded
+with channels whose weights are zero: what those channels hold (finite: no division follows the
+layout) never reaches a real one, since only convolutions mix channels. Weight layout transforms
+depend on weights alone, so `LiftTransformParams` moves them out of the library as for any
+weight-only kernel.
 """
 
 from __future__ import annotations

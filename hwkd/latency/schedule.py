@@ -4,10 +4,10 @@ TVM 0.27's default CPU pipeline compiles untuned loop nests: one thread, every i
 (padding, bias add, ReLU) written to its own buffer. Tuning (MetaSchedule) needs the real board.
 This schedule is the middle ground every fused kernel gets, and the cost model is written for it:
 
-- convolutions come in the channel-blocked layout (`hwkd.latency.blocked_layout`) and are
-  register-tiled there (`_blocked_tiled`): a tile of pixels x blocks of channels (a vector each)
-  accumulates over the whole reduction; what stays NCHW (grouped convolutions, `Lowerer(blocked=False)`)
-  is register-tiled as output channels x rows x columns (`_register_tiled`);
+- dense and 1x1 convolutions are register-tiled (`_register_tiled`): a tile of output channels x
+  rows x columns accumulates in vector registers over the whole reduction; in the channel-blocked
+  layout (`Lowerer(blocked=True)`, `hwkd.latency.blocked_layout`) a tile of pixels x blocks of
+  channels, a vector each, does (`_blocked_tiled`);
 - injective producers are inlined into their consumer, except padding, which gets its own
   parallel loop (see `_is_padding`), or before a depthwise convolution or pooling whose padded
   plane fits in L1, is written one channel at a time inside the kernel's parallel loop
