@@ -172,14 +172,10 @@ def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tu
     # onnxruntime model (the others' rankings are printed beside them)
     models = {"tvm": schedule, "ort": onnxruntime}
     estimator = Estimator(schedule, "model")
-    if blocked:  # the library of the channel-blocked layout, costed apart from the usual lowered students
-        import tempfile
-
-        from hwkd.latency.lowered_cache import LoweredCache
+    if blocked:  # the library of the channel-blocked layout (its lowered students are cached apart)
         from hwkd.latency.lowering import Lowerer
         from hwkd.latency.schedule import register_tile
 
-        estimator = Estimator(schedule, "model", disk_cache=LoweredCache(Path(tempfile.mkdtemp())))
         estimator.lowerer = Lowerer(register_tile(schedule.cpu.simd_bits), blocked=True)
     counting = Estimator(onnxruntime, "model")  # ONNX Runtime's nodes of each student
     table = []

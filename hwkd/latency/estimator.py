@@ -198,7 +198,8 @@ class Estimator:
         return self._lowered_by_key(key, lambda: onnx_to_relax(path, input_shape))
 
     def _lowered_by_key(self, key: str, make_graph: Any) -> LoweredGraph:
-        key = graph_key(key, self.lowerer.registers)  # the same graph has other kernels for another register file
+        # the same graph has other kernels for another register file, or in the channel-blocked layout
+        key = graph_key(key, self.lowerer.registers, self.lowerer.blocked)
         lowered = self._lowered.get(key) or self.disk_cache.get(key)
         if lowered is None:
             with gc_paused():

@@ -87,3 +87,19 @@ def test_blocked_tiles_feed_both_load_ports_and_reuse_weights_on_small_images() 
     for blocks, rows, columns in [(1, 32, 32), (69, 4, 4), (94, 1, 1), (6, 112, 112)]:
         for k, r, w in blocked_tiles(blocks, rows, columns, 24):
             assert k * r * w <= 24 and blocks % k == rows % r == columns % w == 0
+
+
+def test_blocked_and_nchw_students_have_their_own_cache_entries(tmp_path) -> None:
+    from hwkd.latency.estimator import Estimator
+    from hwkd.latency.lowered_cache import LoweredCache
+    from hwkd.profiles import load_profile
+
+    space, arch = STUDENTS[1]
+    strategies = []
+    for blocked in (False, True, False):
+        estimator = Estimator(load_profile("rpi4"), "model", disk_cache=LoweredCache(tmp_path))
+        estimator.lowerer = Lowerer(estimator.lowerer.registers, blocked=blocked)
+        lowered = estimator.lowered_arch(load_space(space), arch)
+        strategies.append({k.features.strategy for k in lowered.kernels})
+    assert "blocked" in strategies[1] and "blocked" not in strategies[0]
+    assert strategies[2] == strategies[0]  # read back from the disk cache, not the blocked entry
