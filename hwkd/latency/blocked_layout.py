@@ -113,12 +113,16 @@ class _Rewriter:
         elif op == "relax.mean" and self._is_blocked(value.args[0]):
             handled = self._mean(value)
         if handled is not None:
-            return self._bind(binding.var, handled)
-        new_value = value if not isinstance(value, relax.Call) else relax.Call(
-            value.op, [self.plain(a) for a in value.args], value.attrs, value.ty_args)
-        if isinstance(value, (relax.Tuple, relax.Var)):
-            new_value = self.plain(value)
-        self.plain_of[binding.var] = self.bb.emit(new_value)
+            self._bind(binding.var, handled)
+            return
+        # anything else, in NCHW, on the new graph's values
+        if isinstance(value, relax.Call):
+            value = relax.Call(value.op, [self.plain(a) for a in value.args], value.attrs, value.ty_args)
+        elif isinstance(value, relax.TupleGetItem):
+            value = relax.TupleGetItem(self.plain(value.tuple_value), value.index)
+        elif isinstance(value, (relax.Tuple, relax.Var)):
+            value = self.plain(value)
+        self.plain_of[binding.var] = self.bb.emit(value)
 
     def _bind(self, var: Any, handled: tuple[Any, int | None]) -> None:
         expr, channels = handled

@@ -103,3 +103,21 @@ def test_blocked_and_nchw_students_have_their_own_cache_entries(tmp_path) -> Non
         strategies.append({k.features.strategy for k in lowered.kernels})
     assert "blocked" in strategies[1] and "blocked" not in strategies[0]
     assert strategies[2] == strategies[0]  # read back from the disk cache, not the blocked entry
+
+
+def test_an_operator_it_does_not_know_gets_its_nchw_input_back() -> None:
+    class Net(torch.nn.Module):  # a split (a tuple and its items) between convolutions
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 24, 3, padding=1), torch.nn.Conv2d(12, 16, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            left, right = torch.chunk(torch.relu(self.a(x)), 2, dim=1)
+            return self.b(left * right).mean(dim=(2, 3))
+
+    torch.manual_seed(0)
+    shape = (1, 3, 8, 8)
+    graph = torch_to_relax(Net().eval(), shape)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(_run(blocked_graph(graph.mod, 16), graph.params, x),
+                               _run(graph.mod, graph.params, x), rtol=1e-4, atol=1e-5)
