@@ -2,7 +2,7 @@
 same threads, side by side on this machine.
 
 For the students of the runtime issue (NB201 cells of 3x3 convolutions and of cheap operations,
-FBNet with every block alike, and FBNet at ImageNet resolution), it times three runtimes:
+FBNet with every block alike, and FBNet at ImageNet resolution), it times five runtimes:
 
 - `tvm`: the library `hwkd export` / `hwkd estimate --device host --latency-source measured`
   compiles (hwkd's default schedule), timed as `hwkd estimate` times it;

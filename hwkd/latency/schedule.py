@@ -82,7 +82,8 @@ def register_tile(simd_bits: int) -> RegisterTile:
     of 16 were 1-21 % faster than 96 in rows of 8; 256 and 384 floats no faster than 192.
     """
     if simd_bits >= 512:
-        # 24 of AVX-512's 32 registers: fbnet libraries 1-6 % faster than with 12 (28: no faster)
+        # 24 of AVX-512's 32 registers (whole blocked libraries against 12: nb201 all 3x3 8 % faster,
+        # fbnet k3_e6 2 % faster, k5_e6 3 % slower, one run each; 28: no better)
         return RegisterTile(vector_floats=16, tile_floats=192, blocked_accumulators=24)
     return RegisterTile()
 
@@ -596,6 +597,7 @@ def _blocks_before(sch: Any, root: Any, name: str) -> list[Any]:
 
 # --- convolutions in the channel-blocked layout (hwkd.latency.blocked_layout) ---------------------
 
+_BLOCKED_CONVS = ("conv2d_blocked", "depthwise_conv2d_blocked")  # hwkd.latency.blocked_layout's blocks
 MAX_BLOCKED_PIXELS = 8  # output pixels of one row in a tile
 # A depthwise convolution computes a band of up to this many output rows per parallel step, as long
 # as the parallel loop keeps PARALLEL_STEPS steps for the threads to share.
@@ -633,9 +635,12 @@ def _blocked_tiled(sch: Any, knobs: Knobs = Knobs(), registers: RegisterTile = R
     library (2 threads, AVX-512 VM) its depthwise kernels on 8x8 and 4x4 images took 1.6-1.9x as
     long that way, on 32x32 1.05x.
     """
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    if not any(n.startswith(_BLOCKED_CONVS) for n in names):  # before any work: every kernel comes here first
+        raise ValueError("no blocked convolution")
     root, anchor = _anchor(sch, "blocked")
     name = sch.get(anchor).name_hint
-    if not name.startswith(("conv2d_blocked", "depthwise_conv2d_blocked")):
+    if not name.startswith(_BLOCKED_CONVS):
         raise ValueError(f"{name} is not a blocked convolution")
     spatial, reduction = _split_loops(sch, anchor)
     batch, block, row, column, lane = spatial
