@@ -145,22 +145,19 @@ class _Rewriter:
         return self.bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args)), channels
 
     def _binary(self, call: Any) -> tuple[Any, int] | None:
-        channels = next(self._channels(a) for a in call.args if self._is_blocked(a))
         blocked = [a for a in call.args if self._is_blocked(a)]
-        images = [shape for a in call.args if not self._is_blocked(a)
-                  for shape in [_shape(self.plain(a))] if shape is not None and len(shape) == 4 and shape[2:] != [1, 1]]
+        channels = self._channels(blocked[0])
+        plain_shapes = {i: _shape(self.plain(a)) for i, a in enumerate(call.args) if not self._is_blocked(a)}
+        images = [s for s in plain_shapes.values() if s is not None and len(s) == 4 and s[2:] != [1, 1]]
         if images and all(a in self.plain_of for a in blocked):
             return None  # a residual add beside NCHW operators: both operands are NCHW already
         args = []
-        for arg in call.args:
-            if self._is_blocked(arg):
+        for i, arg in enumerate(call.args):
+            shape = plain_shapes.get(i, [])
+            if i not in plain_shapes or shape is not None and len(shape) == 4 and shape[1] == channels:
                 args.append(self.to_blocked(arg))
-                continue
-            shape = _shape(self.plain(arg))
-            if shape is not None and len(shape) == 0:
+            elif shape == []:
                 args.append(self.plain(arg))  # a scalar broadcasts in either layout
-            elif shape is not None and len(shape) == 4 and shape[1] == channels:
-                args.append(self.to_blocked(arg))
             else:
                 return None
         return self._same_layout(call, args, channels)
