@@ -101,7 +101,8 @@ class TvmRunner:
         if tuning is not None:  # a TuningPlan: tune the kernels here first, as `hwkd export --tune` does
             from hwkd.latency.tuning import tune_student
 
-            self.tuning = tune_student(lowered, graph.params, input_shape, profile, tuning)  # type: ignore[arg-type]
+            self.tuning = tune_student(graph, lowered, profile, tuning)  # type: ignore[arg-type]
+            lowered = self.tuning.lowered or lowered  # in the layout that was fastest
         schedules = self.tuning.schedules if self.tuning else None
         self.student = compile_student(lowered, graph.params, profile, schedules)  # type: ignore[arg-type]
         self.input_shape = input_shape

@@ -87,7 +87,8 @@ def run_estimate(args: argparse.Namespace) -> int:
             else:
                 print(
                     f"{estimate.latency_ms:>11.3f} {estimate.source:<8} {estimate.peak_memory_bytes / 1024:>12.1f} "
-                    f"{estimate.params_bytes / 1024:>10.1f} {estimate.macs / 1e6:>8.2f}  {label}",
+                    f"{estimate.params_bytes / 1024:>10.1f} {estimate.macs / 1e6:>8.2f}  {label}"
+                    + (f"  (tuned, {estimate.layout} library)" if estimate.layout else ""),
                     flush=True,
                 )
             bar.update()

@@ -234,9 +234,10 @@ def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, te
     if tuning is not None:
         from hwkd.latency.tuning import tune_student
 
-        tuned = tune_student(lowered, graph.params, graph.input_shape, profile, tuning)
-        log.info("tuned %d kernels %s: the %s library was fastest whole, %d kernels take another schedule than "
-                 "hwkd's default", len(tuned.kernels), tuned.where, tuned.library, tuned.changed)
+        tuned = tune_student(graph, lowered, profile, tuning)
+        log.info("tuned %d kernels %s: the %s library (%s) was fastest whole, %d kernels take another schedule "
+                 "than hwkd's default", len(tuned.kernels), tuned.where, tuned.library, tuned.layout, tuned.changed)
+        lowered = tuned.lowered or lowered
     compiled = (tuned.compiled if tuned and tuned.compiled else  # compiled already while tuning chose it
                 compile_student(lowered, graph.params, profile, tuned.schedules if tuned else None))
     params = out_dir / "student_params.npz"

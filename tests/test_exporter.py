@@ -115,6 +115,9 @@ def test_a_tuned_library_computes_what_torch_computes_and_says_what_was_tuned(ru
     assert tuning["where"] == "local" and tuning["kernels_tuned"] >= 5
     assert 0 <= tuning["kernels_changed"] <= tuning["kernels_tuned"] and tuning["variants_measured_now"] > 0
     assert all(k["best_us"] <= k["default_us"] for k in tuning["kernels"])
+    # the blocked layout was a candidate, and the manifest names the layout shipped
+    assert {"default", "blocked"} <= set(tuning["library_ms"])
+    assert (tuning["layout"] == "NCHW") == (not tuning["library"].startswith("blocked"))
 
 
 def test_tuning_for_a_device_that_cannot_measure_fails_before_writing(run, tmp_path: Path, capsys) -> None:

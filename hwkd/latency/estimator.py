@@ -70,6 +70,7 @@ class Estimate:
     calibrated: bool  # the profile's constants were fitted to measurements of the board
     expected_error_pct: float | None  # median relative error to expect; None when unknown or measured
     tuned_kernels: int | None = None  # with tuning: kernels whose measured-fastest schedule replaced hwkd's
+    layout: str | None = None  # with tuning: the activation layout of the library measured ("NCHW", "NCHW16c")
 
     def to_json(self) -> dict[str, Any]:
         row = asdict(self)
@@ -86,6 +87,7 @@ class _GraphResult:
     model_ms: float
     measurement: Measurement | None
     tuned_kernels: int | None = None
+    layout: str | None = None
 
 
 class Estimator:
@@ -236,18 +238,19 @@ class Estimator:
         result = self._by_structure.get((lowered.structure_hash, nodes))
         if result is None:
             model_ms = model_latency_ms(lowered.kernels, self.profile, nodes)
-            measurement, tuned = None, None
+            measurement, tuned, shipped, layout = None, None, lowered, None
             if self.measure and graph is not None:
                 schedules = None
                 if self.tuning is not None:
-                    tuning = tune_student(lowered, graph.params, graph.input_shape, self.profile, self.tuning)
+                    tuning = tune_student(graph, lowered, self.profile, self.tuning)
                     schedules, tuned = tuning.schedules, len(tuning.schedules)
                     measurement = tuning.measurement  # the shipped library, timed whole while choosing it
+                    shipped, layout = tuning.lowered or lowered, tuning.layout  # the layout that was fastest
                 if measurement is None:
                     measure = measure_local if self.profile.measure_local else measure_rpc
-                    measurement = measure(lowered, graph.params, graph.input_shape, self.profile, self.timing,
+                    measurement = measure(shipped, graph.params, graph.input_shape, self.profile, self.timing,
                                           schedules)
-            result = _GraphResult(lowered, model_ms, measurement, tuned)
+            result = _GraphResult(shipped, model_ms, measurement, tuned, layout)
             self._by_structure[lowered.structure_hash, nodes] = result
         return result
 
@@ -261,16 +264,17 @@ class Estimator:
             source="measured" if measured else "model",
             model_latency_ms=round(result.model_ms, 4),
             latency_spread_ms=round(measured.spread_ms, 4) if measured else None,
-            peak_memory_bytes=lowered.peak_memory_bytes,
+            peak_memory_bytes=result.lowered.peak_memory_bytes,  # of the library measured, when tuned
             params_bytes=lowered.params_bytes,
             macs=lowered.macs,
-            kernels=len(lowered.kernels),
+            kernels=len(result.lowered.kernels),
             device=self.profile.name,
             threads=self.profile.runtime.threads,
             measured_on=measured.where if measured else None,
             calibrated=self.profile.calibration is not None,
             expected_error_pct=None if measured or self.stale_calibration else self.profile.expected_error_pct,
             tuned_kernels=result.tuned_kernels,
+            layout=result.layout,
         )
 
 

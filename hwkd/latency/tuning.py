@@ -15,6 +15,13 @@ fastest, and only the kernels at least `SIGNIFICANT` faster alone) are compiled 
 alternately, and the fastest library is the one shipped; tuning never ships a library slower than
 the default one as measured.
 
+The layout is tuned the same way: the student is also lowered into the channel-blocked layout
+(`hwkd.latency.blocked_layout`, NCHW16c on AVX-512), its kernels get their variants, and its
+libraries join the candidates. It is not hwkd's default because the cost model does not follow it
+yet (benchmarks/calibrate.py --blocked), but a tuned library is chosen by measurement, not by the
+model: on this 2-core AVX-512 machine the blocked library ran 0.67-1.04x the default one's time
+(benchmarks/runtimes.py, `tvm-blocked`).
+
 Why hwkd's variants and not MetaSchedule's generic search space: on this 2-core machine its first
 16 candidates for one fbnet 1x1 convolution took 4.5 minutes (its builder imports
 `tvm.s_tir.tensor_intrin`, 30 s per worker) and the next 16 another 70 s, against about 2 s per
@@ -34,7 +41,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +54,9 @@ from hwkd.latency.measure import CompiledStudent, Measurement
 from hwkd.latency.schedule import VARIANT_KNOBS, register_tile, schedule_variants
 from hwkd.profiles import DeviceProfile
 
+if TYPE_CHECKING:
+    from hwkd.latency.relax_import import RelaxGraph
+
 log = logging.getLogger(__name__)
 
 DEFAULT_VARIANTS = 1 + len(VARIANT_KNOBS)
@@ -58,6 +68,7 @@ class TuningPlan:
     number: int = 10  # calls per timed run
     repeat: int = 5  # timed runs; the database keeps their times, the choice uses their mean
     min_repeat_ms: int = 20
+    blocked: bool = True  # also tune the channel-blocked layout and ship it where it is faster whole
 
 
 @dataclass(frozen=True)
@@ -80,8 +91,14 @@ class TuningResult:
     database: str  # the folder of MetaSchedule's JSON database
     kernels: tuple[KernelTuning, ...]
     schedules: dict[str, Any]  # kernel name -> its tuned PrimFunc, for the compiler: the shipped choice
-    library: str = "default"  # which candidate library was fastest whole: "default", "all" or "significant"
+    # which candidate library was fastest whole: "default", "all" or "significant" (the kernels'
+    # schedules), each also in the blocked layout ("blocked", "blocked all", "blocked significant")
+    library: str = "default"
     library_ms: dict[str, float] | None = None  # each candidate library, timed whole
+    layout: str = "NCHW"  # the shipped library's activation layout ("NCHW16c": blocked by 16 channels)
+    # the student lowered in that layout, whose kernels `schedules` names: what the compiler compiles
+    lowered: LoweredGraph | None = field(default=None, compare=False, repr=False)
+    measured_other_layouts: int = 0  # schedules measured now for the layout not shipped
     # the shipped library as compiled and timed for the choice (None when no candidate differed from
     # hwkd's default): an estimate or export uses them instead of compiling and timing it again
     compiled: CompiledStudent | None = field(default=None, compare=False, repr=False)
@@ -98,10 +115,11 @@ class TuningResult:
             "database": self.database,
             "library": self.library,
             "library_ms": self.library_ms,
+            "layout": self.layout,
             "kernels_tuned": len(self.kernels),
             "kernels_faster_alone": sum(k.best_us < k.default_us for k in self.kernels),
             "kernels_changed": self.changed,
-            "variants_measured_now": sum(k.measured_now for k in self.kernels),
+            "variants_measured_now": sum(k.measured_now for k in self.kernels) + self.measured_other_layouts,
             "kernel_sum_default_us": round(sum(k.default_us for k in self.kernels), 2),
             "kernel_sum_tuned_us": round(sum(k.best_us for k in self.kernels), 2),
             "kernels": [asdict(k) | {"from_database": k.from_database} for k in self.kernels],
@@ -115,38 +133,59 @@ def database_dir(profile: DeviceProfile, where: str) -> Path:
     return cache_dir() / "tuning" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def tune_student(lowered: LoweredGraph, params: list[np.ndarray], input_shape: tuple[int, ...],
-                 profile: DeviceProfile, plan: TuningPlan = TuningPlan(),
+def tune_student(graph: RelaxGraph, lowered: LoweredGraph, profile: DeviceProfile, plan: TuningPlan = TuningPlan(),
                  on_kernel: Callable[[int, int], None] | None = None) -> TuningResult:
-    """Measure the variants of every kernel of `lowered`'s `main` that the database lacks, then time
+    """Measure the variants of every kernel of `lowered`'s `main` (hwkd's default lowering of `graph`)
+    that the database lacks, and with `plan.blocked` those of `graph` in the blocked layout, then time
     the candidate libraries whole and return the schedules of the fastest. `on_kernel(done, total)`
-    reports the kernels' progress."""
-    kernels = tune_kernels(lowered, profile, plan, on_kernel)
-    return choose_library(kernels, lowered, params, input_shape, profile, plan)
+    reports the kernels' progress, one layout after the other."""
+    from hwkd.latency.lowering import Lowerer  # imports torch, which `hwkd --help` must not
+
+    layouts = {"NCHW": lowered}
+    if plan.blocked:
+        registers = register_tile(profile.cpu.simd_bits)
+        blocked = Lowerer(registers, blocked=True).lower(graph)
+        if blocked.structure_hash != lowered.structure_hash:  # a student with no convolution to block
+            layouts[f"NCHW{registers.vector_floats}c"] = blocked
+    tuned = {layout: tune_kernels(low, profile, plan, on_kernel) for layout, low in layouts.items()}
+    return choose_library(tuned, layouts, graph.params, graph.input_shape, profile, plan)
 
 
 SIGNIFICANT = 0.9  # a kernel alone at most this fraction of its default time: a "significant" change
 LIBRARY_ROUNDS = 3  # alternating whole-library timings; each candidate's fastest counts
 
 
-def choose_library(result: TuningResult, lowered: LoweredGraph, params: list[np.ndarray],
+def choose_library(tuned: dict[str, TuningResult], layouts: dict[str, LoweredGraph], params: list[np.ndarray],
                    input_shape: tuple[int, ...], profile: DeviceProfile, plan: TuningPlan) -> TuningResult:
-    """Time hwkd's default library and the tuned candidates whole, alternately, where the student
-    runs (each compiled and loaded once); keep the fastest, with its runs of every round as its
-    measurement."""
+    """Time hwkd's default library and the tuned candidates of each layout whole, alternately, where
+    the student runs (each compiled and loaded once); keep the fastest, with its runs of every round
+    as its measurement. `tuned` and `layouts` by layout name, hwkd's default layout first."""
     from hwkd.latency.measure import Board, TimingPlan, compile_student
 
-    significant = {k.kernel for k in result.kernels if k.best_us <= SIGNIFICANT * k.default_us}
-    candidates: dict[str, dict[str, Any]] = {"default": {}}
-    for name, chosen in (("all", result.schedules),
-                         ("significant", {k: v for k, v in result.schedules.items() if k in significant})):
-        if chosen and chosen not in candidates.values():
-            candidates[name] = chosen
+    candidates: dict[str, tuple[str, dict[str, Any]]] = {}  # name -> (layout, kernels' schedules)
+    for n, (layout, result) in enumerate(tuned.items()):
+        significant = {k.kernel for k in result.kernels if k.best_us <= SIGNIFICANT * k.default_us}
+        options = [("default", {}), ("all", result.schedules),
+                   ("significant", {k: v for k, v in result.schedules.items() if k in significant})]
+        seen: list[dict[str, Any]] = []
+        for name, chosen in options:
+            if name == "default" or (chosen and chosen not in seen):
+                seen.append(chosen)
+                label = name if n == 0 else "blocked" if name == "default" else f"blocked {name}"
+                candidates[label] = (layout, chosen)
+    measured_now = {layout: sum(k.measured_now for k in r.kernels) for layout, r in tuned.items()}
+
+    def shipped(name: str, layout: str, **fields: Any) -> TuningResult:
+        others = sum(count for other, count in measured_now.items() if other != layout)
+        return replace(tuned[layout], schedules=candidates[name][1], library=name, layout=layout,
+                       lowered=layouts[layout], measured_other_layouts=others, **fields)
+
     if len(candidates) == 1:
-        return replace(result, schedules={}, library="default", library_ms=None)
+        return shipped("default", next(iter(tuned)), library_ms=None)
     timing = TimingPlan(number=plan.number, repeat=plan.repeat, min_repeat_ms=plan.min_repeat_ms)
     with Board(profile) as board:
-        compiled = {name: compile_student(lowered, params, profile, chosen) for name, chosen in candidates.items()}
+        compiled = {name: compile_student(layouts[layout], params, profile, chosen)
+                    for name, (layout, chosen) in candidates.items()}
         loaded = {name: board.load(student) for name, student in compiled.items()}
         runs: dict[str, list[float]] = {name: [] for name in candidates}
         best_ms: dict[str, float] = {}
@@ -158,9 +197,8 @@ def choose_library(result: TuningResult, lowered: LoweredGraph, params: list[np.
         fastest = min(best_ms, key=lambda name: best_ms[name])
         measurement = board.summary(runs[fastest])
     log.info("whole libraries, ms: %s; shipping %s", {k: round(v, 4) for k, v in best_ms.items()}, fastest)
-    return replace(result, schedules=candidates[fastest], library=fastest,
-                   library_ms={k: round(v, 4) for k, v in best_ms.items()}, compiled=compiled[fastest],
-                   measurement=measurement)
+    return shipped(fastest, candidates[fastest][0], library_ms={k: round(v, 4) for k, v in best_ms.items()},
+                   compiled=compiled[fastest], measurement=measurement)
 
 
 def tune_kernels(lowered: LoweredGraph, profile: DeviceProfile, plan: TuningPlan = TuningPlan(),

@@ -17,6 +17,7 @@ from hwkd.latency import tuning
 from hwkd.latency.lowering import Lowerer
 from hwkd.latency.measure import compile_student
 from hwkd.latency.relax_import import torch_to_relax
+from hwkd.latency.schedule import register_tile
 from hwkd.latency.tuning import ASKED, TIMINGS, TuningPlan, tune_kernels, tune_student
 from hwkd.profiles import load_profile
 from hwkd.spaces import load_space
@@ -92,19 +93,35 @@ def test_tuning_keeps_the_fastest_variant_computes_like_torch_and_measures_a_ker
     # another thread count is another database: timings hold only for the threads they ran with
     assert tune_kernels(lowered, host.with_threads(1), TuningPlan(variants=1)).database != first.database
 
-    # the shipped library is the fastest of the candidates timed whole, and the default is one of them;
-    # each candidate is compiled once, and the shipped one's runs of every round are its measurement
+    # the shipped library is the fastest of the candidates timed whole, hwkd's default and the blocked
+    # layout's among them; each candidate is compiled once, and the shipped one's runs of every round
+    # are its measurement
     compiles = _count_compiles(monkeypatch)
-    whole = tune_student(lowered, graph.params, graph.input_shape, host, PLAN)
-    assert whole.library_ms is not None and "default" in whole.library_ms
+    whole = tune_student(graph, lowered, host, PLAN)
+    assert whole.library_ms is not None and {"default", "blocked"} <= set(whole.library_ms)
     assert whole.library_ms[whole.library] == min(whole.library_ms.values())
     assert len(compiles) == len(whole.library_ms) and whole.compiled is not None
     assert whole.measurement is not None and whole.measurement.runs == tuning.LIBRARY_ROUNDS * PLAN.repeat
     assert whole.measurement.latency_ms >= whole.library_ms[whole.library] - 1e-4  # a median of all rounds
-    expected_schedules = {} if whole.library == "default" else {
+    blocked = whole.library.startswith("blocked")
+    block = register_tile(host.cpu.simd_bits).vector_floats
+    assert whole.layout == (f"NCHW{block}c" if blocked else "NCHW") and whole.to_json()["layout"] == whole.layout
+    assert whole.lowered is not None and any("blocked" in k.name for k in whole.lowered.kernels) == blocked
+    # the NCHW kernels were in the database already: what this tuning measured is the blocked layout's
+    assert whole.to_json()["variants_measured_now"] > 0
+    which = whole.library.removeprefix("blocked").strip() or "default"
+    expected_schedules = {} if which == "default" else {
         k.kernel for k in whole.kernels if k.best_us < k.default_us and (
-            whole.library == "all" or k.best_us <= 0.9 * k.default_us)}
+            which == "all" or k.best_us <= 0.9 * k.default_us)}
     assert set(whole.schedules) == set(expected_schedules)
+    # the shipped library, in whichever layout, computes what torch computes
+    vm = tvm.relax.VirtualMachine(whole.compiled.executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x), *[tvm.runtime.tensor(w) for w in whole.compiled.weights]).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    # tuned again, nothing is measured but the libraries; without the blocked layout, only NCHW candidates
+    assert tune_student(graph, lowered, host, PLAN).to_json()["variants_measured_now"] == 0
+    nchw = tune_student(graph, lowered, host, replace(PLAN, blocked=False))
+    assert nchw.layout == "NCHW" and not any(name.startswith("blocked") for name in nchw.library_ms or {})
 
 
 def _count_compiles(monkeypatch: pytest.MonkeyPatch) -> list[object]:
@@ -126,8 +143,7 @@ def test_tuning_over_rpc_measures_on_the_board(cache: Path, rpc_server: int, boa
     board = load_profile(board_file(rpc_server))
     _, graph, lowered = _student()
     compiles = _count_compiles(monkeypatch)
-    result = tune_student(lowered, graph.params, graph.input_shape, board,
-                          TuningPlan(variants=2, number=3, repeat=3, min_repeat_ms=5))
+    result = tune_student(graph, lowered, board, TuningPlan(variants=2, number=3, repeat=3, min_repeat_ms=5))
     assert result.where == f"rpc 127.0.0.1:{rpc_server}" and result.library in (result.library_ms or {"default": 0})
     assert result.kernels and all(0 < k.best_us <= k.default_us for k in result.kernels)
     assert any(k.variants == 2 for k in result.kernels)
