@@ -170,6 +170,7 @@ def test_estimate_cli_tunes_measured_students_and_refuses_bad_flags(cache: Path,
     assert main([*base, "--latency-source", "measured", "--tune", "--tune-trials", "2", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["source"] == "measured" and row["tuned_kernels"] >= 0 and row["latency_ms"] > 0
+    assert row["layout"] == chosen[0].layout  # the layout of the library measured, NCHW or blocked
     # the library timed while choosing it is the estimate: nothing compiled or timed again
     library_ms = chosen[0].library_ms
     assert len(compiles) == (len(library_ms) if library_ms else 1)
