@@ -252,6 +252,9 @@ def _export_tvm(student: torch.nn.Module, context: RunContext, out_dir: Path, te
         "load": "vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(LIB), tvm.cpu()); "
                 "vm['main'](x, *[w[k] for k in sorted(w)]) with w = numpy.load(PARAMS)",
         "tuning": tuned.to_json() if tuned else None,
+        # of this library's static memory plan: a tuned library in the blocked layout pads channels
+        "peak_memory_bytes": lowered.peak_memory_bytes,
+        "layout": tuned.layout if tuned else "NCHW",
     }
     problem = toolchain_problem(compiler) if compiler is not None else None
     if compiler is not None and problem is not None:

@@ -100,6 +100,7 @@ def test_a_library_for_this_machine_computes_what_torch_computes(run, tmp_path: 
     info = export_module._export_tvm(student, host, tmp_path, x, logits, [])
     assert info["kind"] == "shared library" and info["checked_images"] == 20
     assert info["max_abs_diff_vs_torch"] < 1e-3 and info["agreement_with_torch"] == 1.0
+    assert info["layout"] == "NCHW" and info["peak_memory_bytes"] > 0
 
 
 def test_a_tuned_library_computes_what_torch_computes_and_says_what_was_tuned(run, tmp_path: Path,
@@ -118,6 +119,7 @@ def test_a_tuned_library_computes_what_torch_computes_and_says_what_was_tuned(ru
     # the blocked layout was a candidate, and the manifest names the layout shipped
     assert {"default", "blocked"} <= set(tuning["library_ms"])
     assert (tuning["layout"] == "NCHW") == (not tuning["library"].startswith("blocked"))
+    assert info["layout"] == tuning["layout"] and info["peak_memory_bytes"] > 0
 
 
 def test_tuning_for_a_device_that_cannot_measure_fails_before_writing(run, tmp_path: Path, capsys) -> None:
