@@ -19,8 +19,8 @@ The layout is tuned the same way: the student is also lowered into the channel-b
 (`hwkd.latency.blocked_layout`, NCHW16c on AVX-512), its kernels get their variants, and its
 libraries join the candidates. It is not hwkd's default because the cost model does not follow it
 yet (benchmarks/calibrate.py --blocked), but a tuned library is chosen by measurement, not by the
-model: on this 2-core AVX-512 machine the blocked library ran 0.67-1.04x the default one's time
-(benchmarks/runtimes.py, `tvm-blocked`).
+model: on this 2-core AVX-512 machine the blocked library ran 0.61-1.04x the default one's time
+in two runs of benchmarks/runtimes.py (`tvm-blocked`), fastest on the 3x3 and 224x224 students.
 
 Why hwkd's variants and not MetaSchedule's generic search space: on this 2-core machine its first
 16 candidates for one fbnet 1x1 convolution took 4.5 minutes (its builder imports
