@@ -131,3 +131,41 @@ def test_the_memory_plan_of_a_blocked_student_leaves_out_its_weight_layout_trans
     # the same activations (16, 32 and 64 channels are whole blocks of 8); counted, the transformed
     # 3x3 weights alone took 1.7x the plan
     assert blocked <= nchw <= 8 * 16 * 32 * 32 * 4
+
+
+def test_a_blocked_library_computes_what_torch_computes_and_splits_heavy_1x1_weights_among_threads() -> None:
+    import tvm
+    from tvm import tirx
+
+    from hwkd.latency.measure import compile_student
+    from hwkd.latency.schedule import schedule_primfunc
+    from hwkd.profiles import load_profile
+
+    space, arch = STUDENTS[0]
+    module = load_space(space).build(arch, 10, SHAPE).eval()
+    graph = torch_to_relax(module, SHAPE)
+    registers = register_tile(512)
+    lowered = Lowerer(registers, blocked=True).lower(graph)
+    compiled = compile_student(lowered, graph.params, load_profile("host").with_threads(2))
+    vm = tvm.relax.VirtualMachine(compiled.executable, tvm.cpu())
+    x = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
+    got = vm["main"](tvm.runtime.tensor(x), *[tvm.runtime.tensor(w) for w in compiled.weights]).numpy()
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+    # the parallel loop of a 1x1 convolution walks channel-block tiles first where its weights are
+    # at least twice its input (the 1504-channel head on a 4x4 image), rows first where the input
+    # dominates (the 32x32 stage); a thread then reads its own share of the weights
+    def outer_is_blocks(func: tirx.PrimFunc) -> bool:
+        text = schedule_primfunc(func, registers).func.script()
+        binding = next(line for line in text.splitlines() if "v_ob = T.axis.spatial" in line)
+        return "//" in binding.split(",", 1)[1]
+
+    convs = {gv.name_hint: f for gv, f in lowered.fused_mod.functions.items()
+             if isinstance(f, tirx.PrimFunc) and gv.name_hint.startswith("fused_conv2d_blocked")}
+    out_shapes = {name: tuple(int(d) for d in f.params[-1].shape) for name, f in convs.items()}
+    head = max(convs, key=lambda n: out_shapes[n][1])  # (1, 94, 4, 4, 16): 1504 channels
+    first = next(n for n in convs if out_shapes[n][2:4] == (32, 32) and int(convs[n].params[1].shape[2]) == 1)
+    assert out_shapes[head][2:4] == (4, 4) and outer_is_blocks(convs[head])
+    assert not outer_is_blocks(convs[first])
