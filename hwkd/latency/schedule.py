@@ -633,8 +633,8 @@ def weights_outweigh_input(sch: Any, spatial: list[Any], reduction: list[Any]) -
     which stay in L1 across a tile's rows (as ONNX Runtime's NCHWc convolution splits its work):
     fbnet k3_e6, k5_e6, k3_e1, a mixed one and fbnet-imagenet k3_e6 ran 0.957, 0.961, 0.984, 0.966
     and 0.970x as long (whole blocked libraries, 2 threads, AVX-512 VM, alternating, quiet). At
-    equal weights and input, nb201's 64-channel 1x1 cells at 8x8 ran 1.05x as long; for every
-    kernel of 3x3, nb201's all-3x3 student 1.02-1.03x: those keep rows first."""
+    equal weights and input, nb201's 64-channel 1x1 cells at 8x8 ran 1.05x as long, and with its
+    3x3 convolutions blocks first nb201's all-3x3 student 1.02-1.03x: those keep rows first."""
     _, blocks, rows, columns, lanes = (int(sch.get(loop).extent) for loop in spatial)
     pointwise = int(sch.get(reduction[1]).extent) * int(sch.get(reduction[2]).extent) == 1
     return pointwise and blocks * lanes >= 2 * rows * columns
