@@ -89,7 +89,7 @@ class TvmRunner:
     """One student as hwkd's TVM library, compiled once and timed as `hwkd estimate` times it."""
 
     def __init__(self, module: object, input_shape: tuple[int, ...], profile: object, tuning: object = None,
-                 blocked: bool = True) -> None:
+                 blocked: bool = False) -> None:
         from hwkd.latency.lowering import Lowerer
         from hwkd.latency.measure import compile_student
         from hwkd.latency.relax_import import torch_to_relax

@@ -623,7 +623,7 @@ def blocked_tiles(blocks: int, rows: int, columns: int, accumulators: int) -> li
     return [tile for *_, tile in sorted(ranked, key=lambda t: (-t[0], -t[1], -t[2], -t[3]))]
 
 
-def weights_outweigh_input(sch: Any, spatial: list[Any], reduction: list[Any]) -> bool:
+def _weights_outweigh_input(sch: Any, spatial: list[Any], reduction: list[Any]) -> bool:
     """Whether a blocked 1x1 convolution reads at least twice as much weight as input: both scale
     with its input channels, the weights with the output channels, the input with the output
     pixels (strides aside). Loops as `_split_loops` gives them: (batch, block, row, column, lane)
@@ -647,7 +647,7 @@ def _blocked_tiled(sch: Any, knobs: Knobs = Knobs(), registers: RegisterTile = R
 
     Dense: parallel over (row tiles, channel-block tiles), rows first as in `_register_tiled`, or
     channel-block tiles first for a 1x1 one whose weights are twice its input or more
-    (`weights_outweigh_input`: fbnet's expansions at 8x8 and its 4x4 stage); the padding, if any,
+    (`_weights_outweigh_input`: fbnet's expansions at 8x8 and its 4x4 stage); the padding, if any,
     gets its own parallel loop. Depthwise: parallel over bands of rows of a channel block, each
     band's padded input rows written inside that step, where it reads them. Padded for
     each output row instead, a 3x3 kernel writes every input row three times: in fbnet k3_e6's
@@ -684,7 +684,7 @@ def _blocked_tiled(sch: Any, knobs: Knobs = Knobs(), registers: RegisterTile = R
         if knobs.tile_rank >= len(tiles):
             raise ValueError(f"no tile of rank {knobs.tile_rank}: {len(tiles)} tiles fit")
         k, r, w = tiles[knobs.tile_rank]
-        by_blocks = weights_outweigh_input(sch, spatial, reduction)
+        by_blocks = _weights_outweigh_input(sch, spatial, reduction)
         b_outer, b_inner = sch.split(block, [None, k])
         r_outer, r_inner = sch.split(row, [None, r])
         c_outer, c_inner = sch.split(column, [None, w])
