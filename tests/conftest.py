@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import atexit
 import os
-
-# Two cores here and in CI: keep torch and TVM from oversubscribing them.
-os.environ.setdefault("TVM_NUM_THREADS", "2")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+
+# Two cores here and in CI: keep torch and TVM from oversubscribing them (set before either loads).
+os.environ.setdefault("TVM_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+# The tests' own cache, never the user's: a tuning database one run left in ~/.cache made the next
+# run measure nothing; tests that need an empty cache still set their own.
+os.environ["HWKD_CACHE_DIR"] = tempfile.mkdtemp(prefix="hwkd-tests-cache-")
+atexit.register(shutil.rmtree, os.environ["HWKD_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

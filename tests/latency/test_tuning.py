@@ -86,10 +86,10 @@ def test_tuning_keeps_the_fastest_variant_computes_like_torch_and_measures_a_ker
     assert set(asked) >= set(json.loads((folder / TIMINGS).read_text())) and set(asked.values()) == {4}
     # the same count again schedules nothing, also for kernels with fewer distinct variants than asked
     scheduled: list[object] = []
-    monkeypatch.setattr(tuning, "schedule_variants", lambda *args, **kwargs: scheduled.append(args) or [])
-    assert tune_kernels(lowered, host, replace(PLAN, variants=4)).to_json()["variants_measured_now"] == 0
+    with monkeypatch.context() as patch:  # undoing all of `monkeypatch` would undo the cache fixture too
+        patch.setattr(tuning, "schedule_variants", lambda *args, **kwargs: scheduled.append(args) or [])
+        assert tune_kernels(lowered, host, replace(PLAN, variants=4)).to_json()["variants_measured_now"] == 0
     assert scheduled == []
-    monkeypatch.undo()
     # another thread count is another database: timings hold only for the threads they ran with
     assert tune_kernels(lowered, host.with_threads(1), TuningPlan(variants=1)).database != first.database
 
@@ -98,6 +98,7 @@ def test_tuning_keeps_the_fastest_variant_computes_like_torch_and_measures_a_ker
     # are its measurement
     compiles = _count_compiles(monkeypatch)
     whole = tune_student(graph, lowered, host, PLAN)
+    assert whole.database == first.database  # still the test's cache, not the user's
     assert whole.library_ms is not None and {"default", "blocked"} <= set(whole.library_ms)
     assert whole.library_ms[whole.library] == min(whole.library_ms.values())
     assert len(compiles) == len(whole.library_ms) and whole.compiled is not None
