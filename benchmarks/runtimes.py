@@ -15,10 +15,18 @@ FBNet with every block alike, and FBNet at ImageNet resolution), it times five r
 - `torch`: the eager network, channels-last, `torch.inference_mode`.
 
 Each runtime is measured in its own process (their thread pools would compete), every student
-`--passes` times in interleaved passes; the fastest pass is the latency. It also prints the `host`
-cost model's figure beside hwkd's library. Run it with nothing else on the machine.
+`--passes` times in interleaved passes; the fastest pass is that process's latency. A shared VM has
+slow spells: on the 2-core VM, the same TVM library, timed every half second in one process, ran
+0.88 ms for a while, then 1.40 ms for a few seconds, then 0.88 again (ONNX Runtime's times jumped
+alike), and one spell can cover all passes of a process. So every runtime runs in `--processes` fresh
+processes, one round of all runtimes after another, and the latency is the fastest process's,
+as the fastest pass is each process's; the spread over processes is printed, and every process's
+figures are written to `--save` (JSON). The tuned
+runtime's first process tunes; the later ones find its kernels in the database and only time the
+candidate libraries again, as a second `hwkd export --tune` would. It also prints the `host` cost
+model's figure beside hwkd's library. Run it with nothing else on the machine.
 
-    python benchmarks/runtimes.py [--threads 2] [--passes 3] [--tune-trials 7]
+    python benchmarks/runtimes.py [--threads 2] [--passes 3] [--processes 3] [--tune-trials 7] [--save F]
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,10 +83,10 @@ class TorchRunner:
         return statistics.median(runs)
 
 
-def collect(runtime: str, threads: int, passes: int, tune_trials: int) -> dict[str, object]:
-    """Fastest of `passes` interleaved passes over STUDENTS, in ms, measured in this process."""
+def collect(runtime: str, threads: int, passes: int, tune_trials: int, cache: str) -> dict[str, object]:
+    """Fastest of `passes` interleaved passes over STUDENTS, in ms, measured in this process; the tuned
+    runtime tunes in the cache folder `cache` (empty the first time)."""
     import os
-    import tempfile
 
     from calibrate import OrtRunner, TvmRunner
 
@@ -88,7 +97,7 @@ def collect(runtime: str, threads: int, passes: int, tune_trials: int) -> dict[s
     host = load_profile("host").with_threads(threads)
     tuning = None
     if runtime == "tvm-tuned":
-        os.environ["HWKD_CACHE_DIR"] = tempfile.mkdtemp(prefix="hwkd-runtimes-")  # tune from nothing
+        os.environ["HWKD_CACHE_DIR"] = cache
         tuning = TuningPlan(variants=tune_trials)
     started = time.perf_counter()
     runners = []
@@ -109,7 +118,8 @@ def collect(runtime: str, threads: int, passes: int, tune_trials: int) -> dict[s
                   file=sys.stderr, flush=True)
             times[n].append(runner.time_ms())
     print(file=sys.stderr)
-    return {"ms": [min(t) for t in times], "prepare_s": prepare_s, "schedules": schedules}
+    libraries = [r.tuning.library for r in runners if getattr(r, "tuning", None)]  # type: ignore[union-attr]
+    return {"ms": [min(t) for t in times], "prepare_s": prepare_s, "schedules": schedules, "libraries": libraries}
 
 
 def model_ms(threads: int) -> list[float]:
@@ -125,26 +135,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=3, help="fresh processes per runtime (default 3)")
+    parser.add_argument("--save", help="write every process's figures to this JSON file")
     parser.add_argument("--tune-trials", type=int, default=DEFAULT_VARIANTS,
                         help=f"schedules measured per kernel for tvm-tuned (default {DEFAULT_VARIANTS})")
     parser.add_argument("--runtime", choices=RUNTIMES, help=argparse.SUPPRESS)  # one runtime, in a child process
+    parser.add_argument("--cache", help=argparse.SUPPRESS)  # the tuned runtime's cache folder
     args = parser.parse_args()
+    if args.processes < 1 or args.passes < 1:
+        parser.error(f"--processes {args.processes} --passes {args.passes}: both must be at least 1")
     if args.runtime:
-        print(json.dumps(collect(args.runtime, args.threads, args.passes, args.tune_trials)))
+        print(json.dumps(collect(args.runtime, args.threads, args.passes, args.tune_trials, args.cache)))
         return
-    measured, runs = {}, {}
-    for runtime in RUNTIMES:
-        done = subprocess.run([sys.executable, __file__, "--runtime", runtime, "--threads", str(args.threads),
-                               "--passes", str(args.passes), "--tune-trials", str(args.tune_trials)],
-                              stdout=subprocess.PIPE, text=True, check=True)
-        runs[runtime] = json.loads(done.stdout.strip().splitlines()[-1])
-        measured[runtime] = runs[runtime]["ms"]
+    cache = tempfile.mkdtemp(prefix="hwkd-runtimes-")  # tune from nothing, once for all processes
+    runs: dict[str, list[dict]] = {runtime: [] for runtime in RUNTIMES}
+    for k in range(args.processes):
+        for runtime in RUNTIMES:
+            print(f"process {k + 1}/{args.processes}: {runtime}", file=sys.stderr, flush=True)
+            done = subprocess.run([sys.executable, __file__, "--runtime", runtime, "--threads", str(args.threads),
+                                   "--passes", str(args.passes), "--tune-trials", str(args.tune_trials),
+                                   "--cache", cache], stdout=subprocess.PIPE, text=True, check=True)
+            runs[runtime].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    measured = {runtime: [min(run["ms"][n] for run in runs[runtime]) for n in range(len(STUDENTS))]
+                for runtime in RUNTIMES}
+    if args.save:
+        Path(args.save).write_text(json.dumps({"students": [label for label, _, _ in STUDENTS], "runs": runs}, indent=1))
     model = model_ms(args.threads)
     import onnxruntime
     import torch
     import tvm
 
-    print(f"\n## Runtimes on this machine, {args.threads} threads, fastest of {args.passes} passes "
+    print(f"\n## Runtimes on this machine, {args.threads} threads, fastest of {args.processes} processes' "
+          f"fastest of {args.passes} passes "
           f"(TVM {tvm.__version__}, ONNX Runtime {onnxruntime.__version__}, torch {torch.__version__})\n")
     print("| student | hwkd TVM library ms | blocked ms | tuned ms | ONNX Runtime ms | torch ms | TVM / ORT | "
           "blocked / ORT | tuned / ORT | TVM / torch | host model ms | model / TVM |")
@@ -164,10 +186,17 @@ def main() -> None:
           f"{statistics.median(gain):.2f}x median ({min(gain):.2f}-{max(gain):.2f}x)")
     print(f"channel-blocked layout: {statistics.median(blocked):.2f}x ONNX Runtime (median), "
           f"{statistics.median(layout):.2f}x faster than the default ({min(layout):.2f}-{max(layout):.2f}x)")
-    budget = runs["tvm-tuned"]
+    print("tuned libraries shipped, per process: " + "; ".join(", ".join(run["libraries"]) for run in runs["tvm-tuned"]))
+    spread = {runtime: [max(run["ms"][n] for run in runs[runtime]) / min(run["ms"][n] for run in runs[runtime])
+                        for n in range(len(STUDENTS))] for runtime in RUNTIMES}
+    print("spread over processes (slowest / fastest process, median over students; max): " + ", ".join(
+        f"{runtime} {statistics.median(s):.3f} ({max(s):.3f})" for runtime, s in spread.items()))
+    budget, later = runs["tvm-tuned"][0], runs["tvm-tuned"][1:]
     print(f"tuning budget: up to {args.tune_trials} schedules per kernel, {budget['schedules']} measured for the "
           f"{len(STUDENTS)} students from an empty database; compiling and tuning took {budget['prepare_s']:.0f} s "
-          f"(compiling the default libraries: {runs['tvm']['prepare_s']:.0f} s)")
+          f"(compiling the default libraries: {runs['tvm'][0]['prepare_s']:.0f} s)" + (
+              f"; each later process measured {max(run['schedules'] for run in later)} schedules and took "
+              f"{max(run['prepare_s'] for run in later):.0f} s at most" if later else ""))
 
 
 if __name__ == "__main__":
