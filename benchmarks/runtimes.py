@@ -110,7 +110,8 @@ def collect(runtime: str, threads: int, passes: int, tune_trials: int, cache: st
                        TorchRunner(module, shape, threads) if runtime == "torch" else
                        TvmRunner(module, shape, host, tuning, blocked=runtime == "tvm-blocked"))
     prepare_s = time.perf_counter() - started
-    schedules = sum(r.tuning.to_json()["variants_measured_now"] for r in runners if getattr(r, "tuning", None))
+    tunings = [r.tuning for r in runners if isinstance(r, TvmRunner) and r.tuning is not None]
+    schedules = sum(t.to_json()["variants_measured_now"] for t in tunings)
     times: list[list[float]] = [[] for _ in runners]
     for p in range(passes):
         for n, runner in enumerate(runners):
@@ -118,7 +119,7 @@ def collect(runtime: str, threads: int, passes: int, tune_trials: int, cache: st
                   file=sys.stderr, flush=True)
             times[n].append(runner.time_ms())
     print(file=sys.stderr)
-    libraries = [r.tuning.library for r in runners if getattr(r, "tuning", None)]  # type: ignore[union-attr]
+    libraries = [t.library for t in tunings]
     return {"ms": [min(t) for t in times], "prepare_s": prepare_s, "schedules": schedules, "libraries": libraries}
 
 
