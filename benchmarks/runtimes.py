@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -150,13 +151,16 @@ def main() -> None:
         return
     cache = tempfile.mkdtemp(prefix="hwkd-runtimes-")  # tune from nothing, once for all processes
     runs: dict[str, list[dict]] = {runtime: [] for runtime in RUNTIMES}
-    for k in range(args.processes):
-        for runtime in RUNTIMES:
-            print(f"process {k + 1}/{args.processes}: {runtime}", file=sys.stderr, flush=True)
-            done = subprocess.run([sys.executable, __file__, "--runtime", runtime, "--threads", str(args.threads),
-                                   "--passes", str(args.passes), "--tune-trials", str(args.tune_trials),
-                                   "--cache", cache], stdout=subprocess.PIPE, text=True, check=True)
-            runs[runtime].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    try:
+        for k in range(args.processes):
+            for runtime in RUNTIMES:
+                print(f"process {k + 1}/{args.processes}: {runtime}", file=sys.stderr, flush=True)
+                done = subprocess.run([sys.executable, __file__, "--runtime", runtime, "--threads", str(args.threads),
+                                       "--passes", str(args.passes), "--tune-trials", str(args.tune_trials),
+                                       "--cache", cache], stdout=subprocess.PIPE, text=True, check=True)
+                runs[runtime].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)  # the tuning database of this run only
     measured = {runtime: [min(run["ms"][n] for run in runs[runtime]) for n in range(len(STUDENTS))]
                 for runtime in RUNTIMES}
     if args.save:
