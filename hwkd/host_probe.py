@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +46,18 @@ class HostProbe:
         return len(os.sched_getaffinity(0)), "probed: os.sched_getaffinity"
 
     def _cpu_clock_ghz(self) -> tuple[float, str]:
+        measured = _measured_clock()
+        if measured is not None:
+            return measured
         freq = psutil.cpu_freq()
         if freq is not None and freq.max:
-            return freq.max / 1e3, "probed: psutil.cpu_freq max"
+            return freq.max / 1e3, "probed: psutil.cpu_freq max (measuring the clock failed)"
         match = re.search(r"^cpu MHz\s*:\s*([\d.]+)", self.cpuinfo(), re.M)
         if match:
-            return float(match.group(1)) / 1e3, "probed: /proc/cpuinfo cpu MHz"
+            return float(match.group(1)) / 1e3, "probed: /proc/cpuinfo cpu MHz (measuring the clock failed)"
         match = re.search(r"^BogoMIPS\s*:\s*([\d.]+)", self.cpuinfo(), re.M | re.I)
         if match:
-            return float(match.group(1)) / 2e3, "probed: /proc/cpuinfo BogoMIPS / 2"
+            return float(match.group(1)) / 2e3, "probed: /proc/cpuinfo BogoMIPS / 2 (measuring the clock failed)"
         return 2.0, "fallback: clock unknown, 2 GHz assumed"
 
     def _core_table(self, index: int) -> tuple[float, str]:
@@ -144,6 +148,7 @@ def _system_cpu() -> str | None:
 
 
 BANDWIDTH_FILE = "host/bandwidth.json"  # under the cache dir: machine fingerprint -> measured figure
+CLOCK_FILE = "host/clock.json"  # the same for the clock
 
 
 @functools.lru_cache(maxsize=1)
@@ -153,30 +158,57 @@ def _measured_bandwidth() -> tuple[float, str]:
     Measured again at every load, the figure moved 19-25 GB/s between runs of one idle VM and lower
     still beside a busy process, and every memory-bound kernel's cost with it: the same student
     got another `host` latency in each run. Delete the file to measure again."""
+    kept = _kept_measurement(BANDWIDTH_FILE, "gb_s", _copy_bandwidth_gb_s)
+    assert kept is not None  # the copy cannot fail
+    gb_s, date, path = kept
+    return gb_s, f"measured: numpy copy of 64 MiB (read + write) on {date}, kept in {path}"
+
+
+@functools.lru_cache(maxsize=1)
+def _measured_clock() -> tuple[float, str] | None:
+    """The clock this machine's cores run at while all of them are busy, measured once and kept in
+    the cache dir; None where it cannot be measured (then the OS's figure is used).
+
+    The OS's figure is the nominal clock, and VMs and boosting cores run well above it: on a 2-core
+    Zen 5 VM /proc/cpuinfo said 2.6 GHz while the cores ran 4.5, and every compute-bound cost came
+    out 1.5x too slow. Delete the file to measure again, with nothing else running."""
+    kept = _kept_measurement(CLOCK_FILE, "ghz", _chain_clock_ghz)
+    if kept is None:
+        return None
+    ghz, date, path = kept
+    return ghz, (f"measured: a chain of dependent integer adds on every core ({CHAIN_CYCLES / 1e6:.0f}M cycles) "
+                 f"on {date}, kept in {path}")
+
+
+def _kept_measurement(relative: str, unit: str, measure: Callable[[], float | None]) -> tuple[float, str, Path] | None:
+    """(value, date measured, file) of a figure measured once per machine and kept in the cache
+    dir under `relative`, keyed by machine; `measure()` runs where the file has none (None: failed)."""
     import json
     from datetime import datetime, timezone
 
     from hwkd.cache import cache_dir
     from hwkd.files import write_atomic
 
-    path = cache_dir() / BANDWIDTH_FILE
+    path = cache_dir() / relative
     machine = _machine_fingerprint()
     known: dict[str, Any] = {}
     try:
         loaded = json.loads(path.read_text())
         known = loaded if isinstance(loaded, dict) else {}
         entry = known[machine]
-        return float(entry["gb_s"]), f"measured: numpy copy of 64 MiB (read + write) on {entry['date']}, kept in {path}"
+        return float(entry[unit]), str(entry["date"]), path
     except (OSError, ValueError, KeyError, TypeError):
         pass  # not measured on this machine yet, or an unreadable file: measure (and rewrite it)
-    gb_s = _copy_bandwidth_gb_s()
+    value = measure()
+    if value is None:
+        return None
     date = datetime.now(timezone.utc).date().isoformat()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps({**known, machine: {"gb_s": gb_s, "date": date}}, indent=1, sort_keys=True))
+        write_atomic(path, json.dumps({**known, machine: {unit: value, "date": date}}, indent=1, sort_keys=True))
     except OSError:
         pass  # a read-only cache: the figure is still right for this run
-    return gb_s, f"measured: numpy copy of 64 MiB (read + write) on {date}, kept in {path}"
+    return value, date, path
 
 
 def _machine_fingerprint() -> str:
@@ -204,6 +236,64 @@ def _copy_bandwidth_gb_s() -> float:
     return round(2 * src.nbytes / best / 1e9, 2)
 
 
+CHAIN_CYCLES = 100_000_000  # per core: 20-50 ms at 2-5 GHz
+_CHAIN_LINKS = 2  # dependent integer ops per loop step (an add, then an xor: one cycle each on any core)
+
+
+def _chain_clock_ghz(threads: int | None = None, cycles: int = CHAIN_CYCLES) -> float | None:
+    """Cycles per second of a chain of dependent one-cycle integer ops run on every core at once,
+    in a fresh process (its TVM thread pool sized to the cores; this process's pool, sized once,
+    stays as its caller will size it). None where the child fails or reports nonsense."""
+    import subprocess
+    import sys
+
+    threads = threads or len(os.sched_getaffinity(0))
+    env = {**os.environ, "TVM_NUM_THREADS": str(threads)}
+    try:
+        command = [sys.executable, "-m", "hwkd.host_probe", "--chain-clock", str(threads), str(cycles)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=True)
+        ghz = float(done.stdout.split()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+    return ghz if 0.2 <= ghz <= 8.0 else None
+
+
+def _run_chain(threads: int, cycles: int = CHAIN_CYCLES) -> float:
+    """GHz from the fastest of several runs of the chain (`cycles` long), one per thread, compiled
+    with TVM for this CPU."""
+    import time
+
+    import numpy as np
+    import tvm
+    import tvm.tirx  # makes `tvm.script.tirx` importable
+    from tvm.script import tirx as T
+
+    steps = cycles // _CHAIN_LINKS
+
+    @T.prim_func
+    def chain(x: T.Buffer((threads, 16), "int64"), out: T.Buffer((threads,), "int64")) -> None:  # type: ignore[valid-type]
+        T.func_attr({"global_symbol": "chain", "tir.noalias": True})
+        for t in T.parallel(threads):
+            acc = T.alloc_buffer((1,), "int64", scope="local")
+            acc[0] = x[t, 0]
+            for i in range(steps):
+                # Values read from memory keep LLVM from folding the chain; add then xor cannot
+                # be reassociated, so each step waits for the one before: two cycles a step.
+                acc[0] = (acc[0] + x[t, i % 16]) ^ x[t, (i + 5) % 16]
+            out[t] = acc[0]
+
+    target = {"kind": "llvm", **({"mcpu": mcpu} if (mcpu := _system_cpu()) else {})}
+    run = tvm.compile(tvm.IRModule({"chain": chain}), target=tvm.target.Target(target))["chain"]
+    x = tvm.runtime.tensor(np.arange(threads * 16, dtype=np.int64).reshape(threads, 16))
+    out = tvm.runtime.tensor(np.zeros(threads, dtype=np.int64))
+    best = float("inf")
+    for _ in range(8):
+        start = time.perf_counter()
+        run(x, out)
+        best = min(best, time.perf_counter() - start)
+    return round(steps * _CHAIN_LINKS / best / 1e9, 3)
+
+
 # Per-core throughput in vector ops of the full SIMD width (fma, loads, stores per cycle), FMA
 # latency and reorder-buffer entries, for x86-64 cores the host profile may probe, from the
 # vendors' optimization guides.
@@ -228,3 +318,11 @@ _X86_CORES: list[tuple[str, _Core, str]] = [
     ("haswell", (2, 2, 1, 5, 192), _INTEL_CLIENT + "192-entry reorder buffer"),
 ]
 _GENERIC_CORE: _Core = (1.0, 1.0, 1.0, 4.0, 128.0)
+
+
+# `python -m hwkd.host_probe --chain-clock THREADS CYCLES`: the clock measurement's child process
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--chain-clock"]:
+        print(_run_chain(int(sys.argv[2]), int(sys.argv[3])))

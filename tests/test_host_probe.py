@@ -26,3 +26,13 @@ def test_amx_flags_mean_two_512_bit_fma_units_whatever_model_a_hypervisor_names(
     assert vm.value("cpu.reorder_window")[0] == 512
     assert "amx_tile" in source and "rocketlake" in source
     assert probe_of("rocketlake", "").value("cpu.fma_per_cycle")[0] == 1.0
+
+
+def test_the_clock_chain_takes_time_in_proportion_to_its_length() -> None:
+    # a chain LLVM folded or ran in parallel would not: twice the cycles must take twice the time
+    from hwkd import host_probe
+
+    short, long = host_probe._chain_clock_ghz(1, 20_000_000), host_probe._chain_clock_ghz(1, 40_000_000)
+    assert short is not None and long is not None
+    assert 0.3 < short < 8 and 0.3 < long < 8
+    assert abs(long / short - 1) < 0.15

@@ -89,6 +89,34 @@ def test_host_bandwidth_is_measured_once_per_machine(tmp_path: Path, monkeypatch
         host_probe._measured_bandwidth.cache_clear()
 
 
+def test_host_clock_is_measured_once_per_machine_and_falls_back_to_the_os(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from hwkd import host_probe
+
+    monkeypatch.setenv("HWKD_CACHE_DIR", str(tmp_path))
+    host_probe._measured_clock.cache_clear()
+    try:
+        first = load_profile("host")
+        kept = json.loads((tmp_path / host_probe.CLOCK_FILE).read_text())
+        (machine, entry), = kept.items()
+        assert entry["ghz"] == first.cpu.clock_ghz and 0.3 < first.cpu.clock_ghz < 8
+        assert first.sources["cpu.clock_ghz"].startswith("measured: a chain of dependent integer adds")
+        (tmp_path / host_probe.CLOCK_FILE).write_text(json.dumps({machine: {"ghz": 3.21, "date": "2026-01-02"}}))
+        host_probe._measured_clock.cache_clear()
+        assert load_profile("host").cpu.clock_ghz == 3.21
+        # where the chain cannot run, the OS's figure, saying so
+        (tmp_path / host_probe.CLOCK_FILE).unlink()
+        monkeypatch.setattr(host_probe, "_chain_clock_ghz", lambda: None)
+        host_probe._measured_clock.cache_clear()
+        fallback = load_profile("host")
+        assert fallback.cpu.clock_ghz > 0.1 and "measuring the clock failed" in fallback.sources["cpu.clock_ghz"]
+        assert not (tmp_path / host_probe.CLOCK_FILE).exists()
+    finally:
+        host_probe._measured_clock.cache_clear()
+
+
 def test_unknown_device_lists_the_candidates() -> None:
     with pytest.raises(UnknownNameError) as info:
         load_profile("rpi9")
