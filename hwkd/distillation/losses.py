@@ -2,7 +2,8 @@
 teacher's logits, so brief distillation runs them on its cached outputs at no extra cost.
 
 Every loss has the same form, `alpha * distill + (1 - alpha) * CE(s, y)`; the registry names them
-for `--loss`. The constants below are the papers' own settings for small images (CIFAR).
+for `--loss`. The constants below are the papers' own settings for small images (CIFAR), but for
+DKD's non-target weight, chosen by measurement on Fashion-MNIST.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import torch.nn.functional as F
 
 from hwkd.errors import HwkdError
 
-# DKD (CIFAR-100 settings of the paper): weights of the target-class and the non-target-class terms
+# DKD: weights of the target-class and the non-target-class terms. The paper tunes the second per
+# dataset (8 on CIFAR-100, 0.5 on ImageNet); on Fashion-MNIST (10 classes) 8 lost to KD at every
+# budget, 2 led KD on every seed after 200 and 600 brief steps and tied it in full distillation
+# (benchmarks/distill.py, 3 seeds; 1 and 4 in between).
 DKD_TARGET_WEIGHT = 1.0
-DKD_NON_TARGET_WEIGHT = 8.0
+DKD_NON_TARGET_WEIGHT = 2.0
 # DIST (CIFAR-100 settings of the paper): weights of the inter-class and the intra-class relations
 DIST_INTER_WEIGHT = 2.0
 DIST_INTRA_WEIGHT = 2.0
@@ -51,7 +55,7 @@ def dkd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
 
     with p = softmax(logits / T), b = [p_y, 1 - p_y] the binary target/non-target split,
     q = softmax over the non-target classes only, a = DKD_TARGET_WEIGHT (1) and
-    b = DKD_NON_TARGET_WEIGHT (8).
+    b = DKD_NON_TARGET_WEIGHT (2, chosen on Fashion-MNIST; the paper's 8 is for CIFAR-100).
     """
     target = F.one_hot(labels, student_logits.shape[1]).bool()
     p_student = F.softmax(student_logits / temperature, dim=1)
@@ -136,7 +140,7 @@ def register(loss: LogitLoss) -> None:
 
 
 register(LogitLoss("kd", kd_term, "Hinton KD: KL between softened outputs"))
-register(LogitLoss("dkd", dkd_term, "decoupled KD (Zhao et al. CVPR 2022): target and non-target parts, 1 and 8"))
+register(LogitLoss("dkd", dkd_term, "decoupled KD (Zhao et al. CVPR 2022): target and non-target parts, 1 and 2"))
 register(LogitLoss("dist", dist_term, "DIST (Huang et al. NeurIPS 2022): inter- and intra-class Pearson relations"))
 register(LogitLoss("ls", ls_term, "logit standardization (Sun et al. CVPR 2024): KD on Z-scored logits, "
                    "base temperature 2"))
