@@ -176,8 +176,8 @@ def _measured_clock() -> tuple[float, str] | None:
     if kept is None:
         return None
     ghz, date, path = kept
-    return ghz, (f"measured: a chain of dependent integer adds on every core ({CHAIN_CYCLES / 1e6:.0f}M cycles) "
-                 f"on {date}, kept in {path}")
+    return ghz, (f"measured: a chain of dependent integer adds and xors on every core "
+                 f"({CHAIN_CYCLES / 1e6:.0f}M cycles) on {date}, kept in {path}")
 
 
 def _kept_measurement(relative: str, unit: str, measure: Callable[[], float | None]) -> tuple[float, str, Path] | None:
