@@ -51,8 +51,9 @@ class Chain:
 '''
 
 
-def chain_us_per_kernel(kind: str, kernels: int, folder: Path) -> float:
-    """Seconds per kernel of a chain of `kernels` calls of a `kind` ("serial" or "parallel") kernel, in us."""
+def chain_us_per_kernel(kind: str, kernels: int, folder: Path, exec_mode: str = "compiled") -> float:
+    """Seconds per kernel of a chain of `kernels` calls of a `kind` ("serial" or "parallel") kernel, in us;
+    `exec_mode` of the Relax VM: "compiled" (`main` as machine code, as hwkd builds libraries) or "bytecode"."""
     import numpy as np
     import tvm
     from tvm import relax
@@ -66,7 +67,8 @@ def chain_us_per_kernel(kind: str, kernels: int, folder: Path) -> float:
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module
     spec.loader.exec_module(module)
-    vm = relax.VirtualMachine(tvm.compile(module.Chain, target=tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    executable = relax.build(module.Chain, target=tvm.target.Target({"kind": "llvm"}), exec_mode=exec_mode)
+    vm = relax.VirtualMachine(executable, tvm.cpu())
     vm.set_input("main", tvm.runtime.tensor(np.zeros(64, "float32"), tvm.cpu()))
     timer = vm.time_evaluator("invoke_stateful", tvm.cpu(), number=50, repeat=7, min_repeat_ms=50)
     return min(timer("main").results) / kernels * 1e6
@@ -313,13 +315,16 @@ def main() -> None:
         for _ in range(args.rounds):
             serial = chain_us_per_kernel("serial", args.kernels, Path(tmp))
             parallel = chain_us_per_kernel("parallel", args.kernels, Path(tmp))
-            rows.append((serial, parallel))
-    print(f"\n## Per-kernel overheads, TVM {tvm.__version__} Relax VM, {args.threads} threads, "
-          f"chains of {args.kernels} kernels\n")
-    print("| round | call (serial kernel) us | parallel kernel us | fork/join us | parallel / serial |")
-    print("|---:|---:|---:|---:|---:|")
-    for n, (serial, parallel) in enumerate(rows, start=1):
-        print(f"| {n} | {serial:.2f} | {parallel:.2f} | {parallel - serial:.2f} | {parallel / serial:.1f}x |")
+            bytecode = chain_us_per_kernel("serial", args.kernels, Path(tmp), "bytecode")
+            rows.append((serial, parallel, bytecode))
+    print(f"\n## Per-kernel overheads, TVM {tvm.__version__} Relax VM (compiled mode, as hwkd builds; the "
+          f"bytecode VM beside it), {args.threads} threads, chains of {args.kernels} kernels\n")
+    print("| round | call (serial kernel) us | parallel kernel us | fork/join us | parallel / serial | "
+          "call, bytecode VM us |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for n, (serial, parallel, bytecode) in enumerate(rows, start=1):
+        print(f"| {n} | {serial:.2f} | {parallel:.2f} | {parallel - serial:.2f} | {parallel / serial:.1f}x "
+              f"| {bytecode:.2f} |")
     best_serial = min(r[0] for r in rows)
     best_fork = min(r[1] - r[0] for r in rows)
     print(f"\nprofile values: kernel_overhead_us {best_serial:.2f}, parallel_overhead_us {best_fork:.2f}")
