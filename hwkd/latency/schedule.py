@@ -71,6 +71,7 @@ class RegisterTile:
     # each holds a pixel's block of channels and the tile's other operands are one broadcast input
     # and a weight vector per channel block: 12 of AVX2's 16 registers
     blocked_accumulators: int = 12
+    vector_registers: int = 16  # the register file, in vectors of `vector_floats`
 
 
 def register_tile(simd_bits: int) -> RegisterTile:
@@ -84,7 +85,7 @@ def register_tile(simd_bits: int) -> RegisterTile:
     if simd_bits >= 512:
         # 24 of AVX-512's 32 registers (whole blocked libraries against 12: nb201 all 3x3 8 % faster,
         # fbnet k3_e6 2 % faster, k5_e6 3 % slower, one run each; 28: no better)
-        return RegisterTile(vector_floats=16, tile_floats=192, blocked_accumulators=24)
+        return RegisterTile(vector_floats=16, tile_floats=192, blocked_accumulators=24, vector_registers=32)
     return RegisterTile()
 
 
@@ -605,8 +606,18 @@ DEPTHWISE_BAND_ROWS = 8
 PARALLEL_STEPS = 16
 
 
-def blocked_tiles(blocks: int, rows: int, columns: int, accumulators: int) -> list[tuple[int, int, int]]:
+def blocked_tiles(blocks: int, rows: int, columns: int, accumulators: int,
+                  vector_registers: int = RegisterTile.vector_registers) -> list[tuple[int, int, int]]:
     """(channel blocks, rows, columns) tiles of a blocked convolution within `accumulators` vectors.
+
+    A tile's accumulators, its weight vectors and its broadcast inputs must fit in the register file
+    together: LLVM loads a reduction step's operands ahead of its multiply-adds, and a tile that
+    needs more registers kept its accumulators on the stack, storing and reloading every one of
+    them each step (3 blocks x 8 pixels on AVX-512: 24 + 3 + 8 = 35 of 32 registers). Dropping
+    those tiles took the blocked 1x1 convolutions of runtimes.py's students from 602 vector stores
+    to the stack to none (AVX2: 366 to 112), and their whole blocked libraries to 0.88x (fbnet k3_e6),
+    0.87x (k5_e6) and 0.92x (fbnet-imagenet) the time; nb201's and fbnet k3_e1's 0.99-1.01x (2
+    threads, AVX-512 VM, old and new alternating in one process, nothing else running).
 
     A reduction step loads one weight vector per channel block and broadcasts one input per pixel,
     and a core issues two loads and two multiply-adds per cycle: tiles whose loads do not outnumber
@@ -619,6 +630,8 @@ def blocked_tiles(blocks: int, rows: int, columns: int, accumulators: int) -> li
         for r in _divisors(rows, accumulators // w):
             for k in _divisors(blocks, accumulators // (w * r)):
                 fmas = k * r * w
+                if fmas + k + r * w > vector_registers:
+                    continue
                 ranked.append((fmas / max(fmas, k + r * w), r * w, fmas, w, (k, r, w)))
     return [tile for *_, tile in sorted(ranked, key=lambda t: (-t[0], -t[1], -t[2], -t[3]))]
 
@@ -680,7 +693,7 @@ def _blocked_tiled(sch: Any, knobs: Knobs = Knobs(), registers: RegisterTile = R
         producers_at = outer
     else:
         tiles = blocked_tiles(int(sch.get(block).extent), int(sch.get(row).extent), int(sch.get(column).extent),
-                              accumulators)
+                              accumulators, registers.vector_registers)
         if knobs.tile_rank >= len(tiles):
             raise ValueError(f"no tile of rank {knobs.tile_rank}: {len(tiles)} tiles fit")
         k, r, w = tiles[knobs.tile_rank]

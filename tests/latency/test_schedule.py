@@ -251,7 +251,7 @@ def test_variants_for_tuning_start_with_the_default_differ_and_compute_the_same(
 
 def test_avx512_tiles_fill_16_float_vectors_and_twice_the_accumulators() -> None:
     assert register_tile(128) == register_tile(256) == RegisterTile(vector_floats=8, tile_floats=96)
-    assert AVX512 == RegisterTile(vector_floats=16, tile_floats=192, blocked_accumulators=24)
+    assert AVX512 == RegisterTile(vector_floats=16, tile_floats=192, blocked_accumulators=24, vector_registers=32)
     # nb201's convolutions on 32x32: 4 channels x 2 rows of one zmm vector, 8 multiply-adds per 6 loads
     assert conv_tile(16, 32, 32, registers=AVX512) == ConvTile(channels=4, rows=2, row_floats=16)
     assert conv_tile(16, 32, 32) == ConvTile(channels=4, rows=2, row_floats=8)
