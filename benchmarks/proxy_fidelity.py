@@ -18,7 +18,7 @@ The teacher's outputs on the full runs' batches are computed once and shared by 
 (`SharedTeacher`), so the seconds printed per student are mostly the student's own.
 
     python benchmarks/proxy_fidelity.py [--spaces nb201-widths,mbconv-small] [--students 12]
-        [--epochs 5] [--brief-steps 200,600] [--small-teacher] [--train-device auto] [--reseed]
+        [--epochs 5] [--brief-steps 200,600] [--brief-loss kd] [--small-teacher] [--train-device auto] [--reseed]
 
 `--reseed` distills each student fully a second time with the next seed (initialization, batch
 order and augmentation all change): the Spearman of those two full accuracies is the ceiling of
@@ -49,7 +49,7 @@ from torch import nn
 from hwkd.data import load_dataset
 from hwkd.data.datasets import Dataset
 from hwkd.distillation.brief import brief_distill, brief_indices, brief_subset
-from hwkd.distillation.config import BriefConfig, FullConfig
+from hwkd.distillation.config import LOSS_NAMES, BriefConfig, FullConfig
 from hwkd.distillation.full import full_distill
 from hwkd.initial_design import forward_macs, spread_by_cost
 from hwkd.latency.estimator import Estimator
@@ -74,6 +74,7 @@ class Brief:
     half_acc: float  # validation accuracy after half the steps
     half_kl: float
     seconds: float
+    loss: str = "kd"  # the brief distillation's loss (files written before --brief-loss: all KD)
 
 
 @dataclass
@@ -89,6 +90,9 @@ class Student:
     # itself reorders students, the ceiling any proxy can reach (--reseed)
     reseed_acc: float | None = None
     reseed_seconds: float = 0.0
+
+    def brief(self, steps: int, loss: str) -> Brief | None:
+        return next((b for b in self.briefs if (b.steps, b.loss) == (steps, loss)), None)
 
 
 class SharedTeacher:
@@ -186,41 +190,50 @@ def distill_students(space_name: str, args: argparse.Namespace, dataset: Dataset
                             progress=False)
         student.reseed_acc, student.reseed_seconds = full.test_accuracy, full.seconds
 
+    def briefs(student: Student) -> bool:
+        """Run the briefs of `args.brief_loss` the student lacks; whether there were any."""
+        missing = [steps for steps in budgets if student.brief(steps, args.brief_loss) is None]
+        for steps in missing:
+            config = BriefConfig(steps=steps, seed=args.seed, lr=args.brief_lr, loss=args.brief_loss)
+            index = brief_indices(len(dataset.train), config)  # the images a search trains on
+            torch.manual_seed(args.seed)
+            model = space.build(student.arch, dataset.num_classes, dataset.input_shape)
+            half: list[tuple[float, float, float]] = []
+            half_s: list[float] = []
+
+            def at_half(step: int, _loss: float, model: nn.Module = model, steps: int = steps,
+                        half: list[tuple[float, float, float]] = half, half_s: list[float] = half_s) -> None:
+                if step == steps // 2:  # what a pruner would see; its evaluation is not brief time
+                    started = time.perf_counter()
+                    half.append(val_scores(model, dataset, teacher_val, device))
+                    half_s.append(time.perf_counter() - started)
+
+            result = brief_distill(model, brief_subset(dataset, config),
+                                   teacher_logits if index is None else teacher_logits[index], config, device,
+                                   on_step=at_half)
+            acc, acc_small, kl = val_scores(model, dataset, teacher_val, device)
+            student.briefs.append(Brief(steps, acc, acc_small, kl, half[0][0], half[0][2],
+                                        result.seconds - half_s[0], args.brief_loss))
+        return bool(missing)
+
     with tempfile.TemporaryDirectory() as tmp:
         for i, (arch, _) in enumerate(picks):
             if i < len(done) and done[i].arch == arch:
                 out.append(done[i])
+                changed = briefs(done[i])
                 if args.reseed and done[i].reseed_acc is None:
                     reseed(i, done[i], tmp)
+                    changed = True
+                if changed:
                     on_student(out + list(done[i + 1:]))  # keep the later students of the file
-                print_row(i, done[i])
+                print_row(i, done[i], args.brief_loss)
                 continue
             torch.manual_seed(args.seed)
             student = Student(arch, forward_macs(space, arch, dataset.num_classes, dataset.input_shape),
                               synflow(space.build(arch, dataset.num_classes, dataset.input_shape), dataset.input_shape),
                               estimator.estimate_arch(space, arch, dataset.input_shape,
                                                       dataset.num_classes).latency_ms)
-            for steps in budgets:
-                config = BriefConfig(steps=steps, seed=args.seed, lr=args.brief_lr)
-                index = brief_indices(len(dataset.train), config)  # the images a search trains on
-                torch.manual_seed(args.seed)
-                model = space.build(arch, dataset.num_classes, dataset.input_shape)
-                half: list[tuple[float, float, float]] = []
-                half_s: list[float] = []
-
-                def at_half(step: int, _loss: float, model: nn.Module = model, steps: int = steps,
-                            half: list[tuple[float, float, float]] = half, half_s: list[float] = half_s) -> None:
-                    if step == steps // 2:  # what a pruner would see; its evaluation is not brief time
-                        started = time.perf_counter()
-                        half.append(val_scores(model, dataset, teacher_val, device))
-                        half_s.append(time.perf_counter() - started)
-
-                result = brief_distill(model, brief_subset(dataset, config),
-                                       teacher_logits if index is None else teacher_logits[index], config, device,
-                                       on_step=at_half)
-                acc, acc_small, kl = val_scores(model, dataset, teacher_val, device)
-                student.briefs.append(Brief(steps, acc, acc_small, kl, half[0][0], half[0][2],
-                                            result.seconds - half_s[0]))
+            briefs(student)
             torch.manual_seed(args.seed)
             full = full_distill(space.build(arch, dataset.num_classes, dataset.input_shape), shared_teacher,
                                 None, dataset, full_config, Path(tmp) / f"s{i}.pt", device, {"arch": arch},
@@ -230,15 +243,15 @@ def distill_students(space_name: str, args: argparse.Namespace, dataset: Dataset
                 reseed(i, student, tmp)
             out.append(student)
             on_student(out)
-            print_row(i, student)
+            print_row(i, student, args.brief_loss)
     return out
 
 
-def print_row(i: int, student: Student) -> None:
-    briefs = " ".join(f"{100 * b.acc:>9.2f}% {b.kl:>5.2f}" for b in student.briefs)
+def print_row(i: int, student: Student, loss: str) -> None:
+    briefs = " ".join(f"{100 * b.acc:>9.2f}% {b.kl:>5.2f}" for b in student.briefs if b.loss == loss)
     again = "" if student.reseed_acc is None else f" (seed+1: {100 * student.reseed_acc:.2f}%)"
     print(f"{i:>2} {student.macs / 1e6:>7.2f} {student.synflow:>7.2f} {briefs} {100 * student.full_acc:>8.2f}% "
-          f"{student.briefs[0].seconds:>7.1f} {student.full_seconds:>7.1f}  {student.arch}{again}", flush=True)
+          f"{next(b.seconds for b in student.briefs if b.loss == loss):>7.1f} {student.full_seconds:>7.1f}  {student.arch}{again}", flush=True)
 
 
 def summarize(space_name: str, students: list[Student], budgets: list[int], args: argparse.Namespace,
@@ -255,9 +268,23 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
     if all(s.reseed_acc is not None for s in students):
         rows.insert(0, ("full distillation again, seed + 1 (the ceiling)",
                         [float(s.reseed_acc or 0) for s in students], full_images))
-    for k, steps in enumerate(budgets):
-        b = [s.briefs[k] for s in students]
+    search_loss = BriefConfig.loss
+    others = sorted({b.loss for s in students for b in s.briefs} - {search_loss})
+    for steps in budgets:
         images = float(steps * BriefConfig.batch_size)
+        for loss in others:  # the other losses' briefs: the scores a search could rank by
+            other = [s.brief(steps, loss) for s in students]
+            if None in other:
+                continue
+            acc = [x.acc for x in other if x]
+            rows += [(f"{steps} steps, {loss.upper()} loss: val accuracy", acc, images),
+                     (f"{steps} steps, {loss.upper()} loss: -KL to teacher", [-x.kl for x in other if x], images),
+                     (f"{steps} steps, {loss.upper()} loss: accuracy + {BriefConfig.synflow_points:g} pt per decade "
+                      "of SynFlow", [BriefConfig().score(a, s) for a, s in zip(acc, syn)], images)]
+        found = [s.brief(steps, search_loss) for s in students]
+        if None in found:
+            continue
+        b = [x for x in found if x]
         acc, kl = [x.acc for x in b], [-x.kl for x in b]
         rows += [
             (f"{steps} steps: val accuracy" + (" (--synflow-points 0)" if steps == BriefConfig.steps else ""),
@@ -283,28 +310,33 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
                      [x.acc + 1 if x.half_acc >= cut else x.half_acc for x in b],
                      images * (len(b) + kept) / (2 * len(b))))
         # a Pareto pruner at half the steps: stop a student another no slower one beats there
-        stopped = [any(o.latency_ms <= s.latency_ms and o.briefs[k].half_acc > s.briefs[k].half_acc
-                       for o in students if o is not s) for s in students]
+        stopped = [any(o.latency_ms <= s.latency_ms and ob.half_acc > sb.half_acc
+                       for o, ob in zip(students, b) if o is not s) for s, sb in zip(students, b)]
         lost = sum(st and i in front for i, st in enumerate(stopped))
         rows.append((f"{steps} steps, Pareto pruner at {steps // 2} ({sum(stopped)} stopped, {lost} of front)",
                      [x.half_acc if st else x.acc + 1 for x, st in zip(b, stopped)],
                      images * (2 * len(b) - sum(stopped)) / (2 * len(b))))
     print(f"\n{space_name}{title}: {len(students)} students; full: {args.epochs} epochs x {train_images} images, test accuracy "
           f"{100 * min(truth):.2f}% to {100 * max(truth):.2f}%")
+    # with a second full run of every student, their mean is a truth with less seed noise in it
+    both = ([(s.full_acc + float(s.reseed_acc or 0)) / 2 for s in students]
+            if all(s.reseed_acc is not None for s in students) else None)
     print(f"{'proxy':<64} {'Spearman':>8} {'Kendall':>8} {'top-3':>5} {'front':>5} {'close':>5} {'images/full':>11} "
-          f"{f'/{FullConfig.epochs} ep':>8}")
-    for name, score, images in rows:
+          f"{f'/{FullConfig.epochs} ep':>8}" + (f" {'Sp. 2 seeds':>11}" if both else ""))
+    for n, (name, score, images) in enumerate(rows):
         kept = len(front & pareto_front(latency, score))
         agree, pairs = close_pairs(score, truth, latency)
+        against_both = "" if both is None else f" {'-' if n == 0 else f'{spearman(score, both):.3f}':>11}"
         print(f"{name:<64} {spearman(score, truth):>8.3f} {kendall(score, truth):>8.3f} "
               f"{top_overlap(score, truth):>3}/3 {kept:>2}/{len(front):<2} {agree / max(pairs, 1):>5.0%} "
-              f"{images / full_images:>11.2%} {images / default_images:>8.2%}")
+              f"{images / full_images:>11.2%} {images / default_images:>8.2%}{against_both}")
     print(f"front: students on the front of full accuracy against rpi4 latency that the proxy's front also has. "
           f"close: of the {pairs} pairs of students whose rpi4 latencies are within {CLOSE_LATENCY:g}x, those the "
           "proxy orders as full distillation does (a tie counts half). "
           f"images/full: brief training images over the {args.epochs}-epoch full distillation above; "
           f"/{FullConfig.epochs} ep: over hwkd distill's default {FullConfig.epochs} epochs. "
-          "Goal: Spearman >= 0.85 at <= 5% of full compute", flush=True)
+          + ("Sp. 2 seeds: Spearman against the mean of the two full runs (seed and seed + 1). " if both else "")
+          + "Goal: Spearman >= 0.85 at <= 5% of full compute", flush=True)
     reseeded = [s for s in students if s.reseed_acc is not None]
     if 3 <= len(reseeded) < len(students):  # the ceiling so far, beside the proxies on the same students
         summarize(space_name, reseeded, budgets, args, train_images, " (only the students distilled again)")
@@ -319,6 +351,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--brief-steps", default="200,600", help="brief budgets to compare, comma separated")
     parser.add_argument("--brief-lr", type=float, default=BriefConfig.lr)
+    parser.add_argument("--brief-loss", default=BriefConfig.loss, choices=LOSS_NAMES,
+                        help="the brief distillation's loss; a resumed --save keeps the briefs of other losses and "
+                        "runs only the missing ones (the full runs are shared), and the table shows each loss")
     parser.add_argument("--small-teacher", action="store_true", help="hwkd's default network at its small-data "
                         "recipe (minutes on 2 cores instead of most of an hour), cached in a folder of its own")
     parser.add_argument("--train-device", default="auto")
