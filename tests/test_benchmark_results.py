@@ -1,0 +1,60 @@
+"""The saved proxy-fidelity results the README quotes: they load and print the figures it states."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+RESULTS = Path(__file__).parent.parent / "benchmarks" / "results"
+
+
+def _proxy_fidelity(monkeypatch):
+    path = RESULTS.parent / "proxy_fidelity.py"
+    spec = importlib.util.spec_from_file_location("proxy_fidelity_benchmark", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _table(capsys, monkeypatch, name: str) -> dict[str, dict[str, list[str]]]:
+    """--load's tables: space -> proxy row -> its columns."""
+    monkeypatch.setattr(sys, "argv", ["proxy_fidelity.py", "--load", str(RESULTS / name)])
+    _proxy_fidelity(monkeypatch).main()
+    tables: dict[str, dict[str, list[str]]] = {}
+    space = ""
+    for line in capsys.readouterr().out.splitlines():
+        head = re.match(r"^(\S+): 12 students", line)
+        if head:
+            space = head.group(1)
+            tables[space] = {}
+        elif space and re.search(r"\d\.\d{3}", line):
+            cells = re.split(r"\s{2,}", line.strip())
+            tables[space][cells[0]] = cells[1:]
+    return tables
+
+
+SEARCH = "200 steps: accuracy + 1 pt per decade of SynFlow (the search's)"
+
+
+def test_first_teachers_file_is_all_kd_and_gives_the_readme_figures(capsys, monkeypatch) -> None:
+    tables = _table(capsys, monkeypatch, "proxy_fidelity.json")  # written before --brief-loss: all KD
+    assert tables["nb201-widths"][SEARCH][0] == "0.860"
+    assert tables["mbconv-small"][SEARCH][0] == "0.664"
+    assert not any("DKD" in row for t in tables.values() for row in t)
+    # mbconv-small has a second full run of every student: the ceiling, and the mean of the two
+    assert tables["mbconv-small"]["full distillation again, seed + 1 (the ceiling)"][0] == "0.622"
+    assert tables["mbconv-small"][SEARCH][-1] == "0.790"
+    assert "full distillation again, seed + 1 (the ceiling)" not in tables["nb201-widths"]
+
+
+@pytest.mark.parametrize("space, kd, dkd", [("nb201-widths", "0.846", "0.762"), ("mbconv-small", "0.790", "0.636")])
+def test_both_losses_briefs_beside_one_set_of_full_runs(capsys, monkeypatch, space: str, kd: str, dkd: str) -> None:
+    table = _table(capsys, monkeypatch, "proxy_fidelity_teacher2.json")[space]
+    assert table[SEARCH][0] == kd
+    assert table["200 steps, DKD loss: accuracy + 1 pt per decade of SynFlow"][0] == dkd
