@@ -95,8 +95,9 @@ def test_blocked_tiles_feed_both_load_ports_and_reuse_weights_on_small_images() 
 
 @pytest.mark.parametrize("mcpu, simd_bits, register", [("skylake-avx512", 512, "zmm"), ("haswell", 256, "ymm")])
 def test_blocked_convolutions_keep_their_accumulators_in_registers(mcpu: str, simd_bits: int, register: str) -> None:
-    # Accumulators spilled to the stack are stored and reloaded at every reduction step: fbnet's
-    # blocked 1x1 convolutions ran 1.1-1.15x as long that way. Compiled for the target, not run.
+    # Accumulators spilled to the stack are stored and reloaded at every reduction step: whole
+    # blocked libraries of fbnet and fbnet-imagenet ran 1.09-1.15x as long that way. Compiled for
+    # the target, not run.
     import re
 
     import tvm
