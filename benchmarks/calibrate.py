@@ -64,6 +64,12 @@ class OrtRunner:
         self.threads = threads
 
     def time_ms(self) -> float:
+        # the fastest run, not the median: on this 2-core VM 8 fbnet students timed in 4 passes of a
+        # session each spread 6 % between passes by the fastest run and 13 % by the median one
+        return min(self.runs_ms())
+
+    def runs_ms(self) -> list[float]:
+        """Milliseconds per call of 7 runs of at least 20 ms each, in a fresh session."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -80,9 +86,7 @@ class OrtRunner:
                 session.run(None, feed)
                 calls += 1
             runs.append((time.perf_counter() - start) / calls * 1e3)
-        # the fastest run, not the median: on this 2-core VM 8 fbnet students timed in 4 passes of a
-        # session each spread 6 % between passes by the fastest run and 13 % by the median one
-        return min(runs)
+        return runs
 
 
 class TvmRunner:
@@ -112,6 +116,13 @@ class TvmRunner:
         from hwkd.latency.measure import TimingPlan, measure_compiled
 
         return measure_compiled(self.student, self.input_shape, self.profile, TimingPlan()).latency_ms  # type: ignore[arg-type]
+
+    def runs_ms(self) -> list[float]:
+        """Milliseconds per call of each of time_evaluator's runs (7, of at least 20 ms each)."""
+        from hwkd.latency.measure import Board, TimingPlan
+
+        with Board(self.profile) as board:  # type: ignore[arg-type]
+            return board.runs_ms(board.load(self.student), self.input_shape, TimingPlan())
 
 
 def collect(runtime: str, path: Path, students: int, seed: int, passes: int, threads: int,

@@ -14,19 +14,23 @@ FBNet with every block alike, and FBNet at ImageNet resolution), it times five r
 - `ort`: ONNX Runtime on the ONNX file `hwkd export` writes, CPU provider;
 - `torch`: the eager network, channels-last, `torch.inference_mode`.
 
-Each runtime is measured in its own process (their thread pools would compete), every student
-`--passes` times in interleaved passes; the fastest pass is that process's latency. A shared VM has
-slow spells: on the 2-core VM, the same TVM library, timed every half second in one process, ran
-0.88 ms for a while, then 1.40 ms for a few seconds, then 0.88 again (ONNX Runtime's times jumped
-alike), and one spell can cover all passes of a process. So every runtime runs in `--processes` fresh
-processes, one round of all runtimes after another, and the latency is the fastest process's,
-as the fastest pass is each process's; the spread over processes is printed, and every process's
-figures are written to `--save` (JSON). The tuned
-runtime's first process tunes; the later ones find its kernels in the database and only time the
-candidate libraries again, as a second `hwkd export --tune` would. It also prints the `host` cost
-model's figure beside hwkd's library. Run it with nothing else on the machine.
+Each runtime runs in its own process (their thread pools would compete), all five alive at once and
+taking turns: every round times each student in every runtime, one after another, so the runtimes a
+ratio compares ran seconds apart. A shared VM has slow spells: on the 2-core VM the same TVM library,
+timed every half second, ran 0.88 ms for a while, then 1.40 ms for a few seconds (ONNX Runtime's
+times jumped alike), and spells of several minutes have made every runtime 1.3-1.6x slower at once.
+Timed in turns, every runtime meets the same spells, and its fastest round is its least disturbed
+one: the milliseconds and ratios in the table are each runtime's fastest of `--rounds` rounds. The
+median over rounds of the ratio within a round is printed too, but it is not the headline: spells do
+not slow runtimes alike (on this VM one spell made ONNX Runtime 3-4x slower and TVM's libraries
+1.3x in the same seconds). Within a round, every runtime takes the fastest of 7 runs of at least
+20 ms (TVM's time_evaluator for the libraries; the same loop for ONNX Runtime and torch). The order of the runtimes turns each round. The tuned runtime tunes before the rounds, from an
+empty tuning database (a temporary cache dir; the time tuning took and the schedules it measured are
+printed: that is the budget). It also prints the `host` cost model's figure beside hwkd's library.
+`--save` writes every round's figures; `--load` prints the tables of a saved run again. Run it with
+nothing else on the machine.
 
-    python benchmarks/runtimes.py [--threads 2] [--passes 3] [--processes 3] [--tune-trials 7] [--save F]
+    python benchmarks/runtimes.py [--threads 2] [--rounds 16] [--tune-trials 7] [--save F | --load F]
 """
 
 from __future__ import annotations
@@ -68,25 +72,25 @@ class TorchRunner:
         self.module = module.eval().to(memory_format=torch.channels_last)  # type: ignore[attr-defined]
         self.x = torch.randn(input_shape).contiguous(memory_format=torch.channels_last)
 
-    def time_ms(self) -> float:
+    def runs_ms(self) -> list[float]:
         import torch
 
         with torch.inference_mode():
             for _ in range(3):
                 self.module(self.x)
             runs = []
-            for _ in range(7):  # as TVM's time_evaluator: runs of at least 20 ms, the median of 7
+            for _ in range(7):  # as TVM's time_evaluator: 7 runs of at least 20 ms
                 start, calls = time.perf_counter(), 0
                 while time.perf_counter() - start < 0.02:
                     self.module(self.x)
                     calls += 1
                 runs.append((time.perf_counter() - start) / calls * 1e3)
-        return statistics.median(runs)
+        return runs
 
 
-def collect(runtime: str, threads: int, passes: int, tune_trials: int, cache: str) -> dict[str, object]:
-    """Fastest of `passes` interleaved passes over STUDENTS, in ms, measured in this process; the tuned
-    runtime tunes in the cache folder `cache` (empty the first time)."""
+def serve(runtime: str, threads: int, tune_trials: int, cache: str) -> None:
+    """A worker: compile (and tune) every student for `runtime`, say so in one JSON line, then answer
+    each student index read from stdin with that student's runs in ms, until stdin closes."""
     import os
 
     from calibrate import OrtRunner, TvmRunner
@@ -110,18 +114,90 @@ def collect(runtime: str, threads: int, passes: int, tune_trials: int, cache: st
         runners.append(OrtRunner(module, shape, threads) if runtime == "ort" else
                        TorchRunner(module, shape, threads) if runtime == "torch" else
                        TvmRunner(module, shape, host, tuning, blocked=runtime == "tvm-blocked"))
-    prepare_s = time.perf_counter() - started
-    tunings = [r.tuning for r in runners if isinstance(r, TvmRunner) and r.tuning is not None]
-    schedules = sum(t.to_json()["variants_measured_now"] for t in tunings)
-    times: list[list[float]] = [[] for _ in runners]
-    for p in range(passes):
-        for n, runner in enumerate(runners):
-            print(f"\r  timing {runtime}: pass {p + 1}/{passes}, {n + 1}/{len(runners)}   ", end="",
-                  file=sys.stderr, flush=True)
-            times[n].append(runner.time_ms())
     print(file=sys.stderr)
-    libraries = [t.library for t in tunings]
-    return {"ms": [min(t) for t in times], "prepare_s": prepare_s, "schedules": schedules, "libraries": libraries}
+    tunings = [r.tuning for r in runners if isinstance(r, TvmRunner) and r.tuning is not None]
+    print(json.dumps({"prepare_s": time.perf_counter() - started,
+                      "schedules": sum(t.to_json()["variants_measured_now"] for t in tunings),
+                      "libraries": [t.library for t in tunings]}), flush=True)
+    for line in sys.stdin:
+        print(json.dumps(runners[int(line)].runs_ms()), flush=True)
+
+
+class Worker:
+    """A `serve` process for one runtime, asked for one student's runs at a time."""
+
+    def __init__(self, runtime: str, threads: int, tune_trials: int, cache: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--runtime", runtime, "--threads", str(threads),
+             "--tune-trials", str(tune_trials), "--cache", cache],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready = json.loads(self._line(runtime))
+        self.runtime = runtime
+
+    def _line(self, runtime: str) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"the {runtime} worker ended with code {self.process.wait()} (its error is above)")
+        return line
+
+    def runs_ms(self, student: int) -> list[float]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{student}\n")
+        self.process.stdin.flush()
+        return json.loads(self._line(self.runtime))
+
+    def wait_idle(self, quiet_s: float = 0.05, limit_s: float = 3.0) -> None:
+        """Return once this worker has used no CPU for `quiet_s`. TVM's pool threads spin on
+        sched_yield after a call (300000 times by default): on the 2-core VM they kept a core busy
+        for 100-150 ms, and ONNX Runtime timed in that tail of the previous runtime's ran up to 3.5x
+        slower."""
+        def cpu_ticks() -> int:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])  # utime + stime, all threads
+
+        if not Path("/proc/self/stat").exists():  # not Linux: a fixed pause instead
+            time.sleep(0.5)
+            return
+        started, last = time.perf_counter(), cpu_ticks()
+        while time.perf_counter() - started < limit_s:
+            time.sleep(quiet_s)
+            now = cpu_ticks()
+            if now == last:
+                return
+            last = now
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait()
+
+
+def measure(threads: int, rounds: int, tune_trials: int) -> dict[str, object]:
+    """Every round's fastest run per runtime and student: {"rounds": {runtime: [[ms per student] per
+    round]}, "ready": {runtime: its worker's preparation}}."""
+    cache = tempfile.mkdtemp(prefix="hwkd-runtimes-")  # tune from nothing
+    workers: list[Worker] = []
+    try:
+        for runtime in RUNTIMES:  # one after another: tuning is timed too, and must run alone
+            print(f"preparing {runtime}", file=sys.stderr, flush=True)
+            workers.append(Worker(runtime, threads, tune_trials, cache))
+        table = {w.runtime: [[0.0] * len(STUDENTS) for _ in range(rounds)] for w in workers}
+        for r in range(rounds):
+            turn = workers[r % len(workers):] + workers[:r % len(workers)]
+            for n in range(len(STUDENTS)):
+                print(f"\r  round {r + 1}/{rounds}, student {n + 1}/{len(STUDENTS)}   ", end="",
+                      file=sys.stderr, flush=True)
+                for worker in turn:
+                    table[worker.runtime][r][n] = min(worker.runs_ms(n))
+                    worker.wait_idle()  # its threads' spinning would slow the next runtime
+        print(file=sys.stderr)
+        return {"students": [label for label, _, _ in STUDENTS], "threads": threads, "tune_trials": tune_trials,
+                "rounds": table, "ready": {w.runtime: w.ready for w in workers}}
+    finally:
+        for worker in workers:
+            worker.close()
+        shutil.rmtree(cache, ignore_errors=True)  # the tuning database of this run only
 
 
 def model_ms(threads: int) -> list[float]:
@@ -133,75 +209,84 @@ def model_ms(threads: int) -> list[float]:
     return [estimator.estimate_arch(load_space(s), arch).latency_ms for _, s, arch in STUDENTS]
 
 
+def paired(run: dict, runtime: str, base: str, student: int) -> list[float]:
+    """`runtime` / `base` in each round, for one student."""
+    return [a[student] / b[student] for a, b in zip(run["rounds"][runtime], run["rounds"][base])]
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def report(run: dict, model: list[float]) -> None:
+    students, rounds = run["students"], run["rounds"]
+    fastest = {rt: [min(r[n] for r in rounds[rt]) for n in range(len(students))] for rt in RUNTIMES}
+
+    def ratio(rt: str, base: str = "ort") -> list[float]:
+        return [fastest[rt][n] / fastest[base][n] for n in range(len(students))]
+
+    print(f"\n## Runtimes on this machine, {run['threads']} threads, fastest of {len(rounds['ort'])} rounds in turns\n")
+    print("| student | hwkd TVM library ms | blocked ms | tuned ms | ONNX Runtime ms | torch ms | TVM / ORT | "
+          "blocked / ORT | tuned / ORT | TVM / torch | host model ms | model / TVM |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n, label in enumerate(students):
+        cells = [f"{fastest[rt][n]:.2f}" for rt in RUNTIMES]
+        cells += [f"{ratio(rt)[n]:.2f}x" for rt in ("tvm", "tvm-blocked", "tvm-tuned")]
+        cells += [f"{ratio('tvm', 'torch')[n]:.2f}x", f"{model[n]:.2f}", f"{model[n] / fastest['tvm'][n]:.2f}"]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    med = {rt: statistics.median(ratio(rt)) for rt in RUNTIMES}
+    gain = ratio("tvm", "tvm-tuned")
+    print(f"\nmedian over students, hwkd TVM / ONNX Runtime: default schedule {med['tvm']:.2f}x (goal: at most 1.5x), "
+          f"blocked untuned {med['tvm-blocked']:.2f}x, tuned {med['tvm-tuned']:.3f}x (goal: at most 1.0x); tuned "
+          f"speed-up over the default {statistics.median(gain):.2f}x median ({min(gain):.2f}-{max(gain):.2f}x)")
+    pairs = [paired(run, "tvm-tuned", "ort", n) for n in range(len(students))]
+    print("tuned / ONNX Runtime within each round, per student: quartiles over rounds (q1 median q3) and the rounds "
+          "it was faster: " + "; ".join(f"{q[0]:.3f} {q[1]:.3f} {q[2]:.3f} ({sum(v < 1 for v in vs)}/{len(vs)})"
+                                      for vs in pairs for q in [quartiles(vs)])
+          + f"; median of the medians {statistics.median(statistics.median(vs) for vs in pairs):.3f}x")
+    spread = {rt: [max(r[n] for r in rounds[rt]) / min(r[n] for r in rounds[rt]) for n in range(len(students))]
+              for rt in RUNTIMES}
+    print("slowest / fastest round (median over students; max): " + ", ".join(
+        f"{rt} {statistics.median(s):.2f} ({max(s):.2f})" for rt, s in spread.items()))
+    ready = run["ready"]
+    print("tuned libraries shipped: " + ", ".join(ready["tvm-tuned"]["libraries"]))
+    print(f"tuning budget: up to {run['tune_trials']} schedules per kernel, {ready['tvm-tuned']['schedules']} measured "
+          f"for the {len(students)} students from an empty database; compiling and tuning took "
+          f"{ready['tvm-tuned']['prepare_s']:.0f} s (compiling the default libraries: {ready['tvm']['prepare_s']:.0f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--passes", type=int, default=3)
-    parser.add_argument("--processes", type=int, default=3, help="fresh processes per runtime (default 3)")
-    parser.add_argument("--save", help="write every process's figures to this JSON file")
+    parser.add_argument("--rounds", type=int, default=16, help="rounds of every student in every runtime (default 16)")
+    parser.add_argument("--save", help="write every round's figures to this JSON file")
+    parser.add_argument("--load", help="print the tables of a run saved with --save, measuring nothing")
     parser.add_argument("--tune-trials", type=int, default=DEFAULT_VARIANTS,
                         help=f"schedules measured per kernel for tvm-tuned (default {DEFAULT_VARIANTS})")
-    parser.add_argument("--runtime", choices=RUNTIMES, help=argparse.SUPPRESS)  # one runtime, in a child process
-    parser.add_argument("--cache", help=argparse.SUPPRESS)  # the tuned runtime's cache folder
+    parser.add_argument("--runtime", choices=RUNTIMES, help=argparse.SUPPRESS)  # a worker process
+    parser.add_argument("--cache", help=argparse.SUPPRESS)  # the tuned worker's cache folder
     args = parser.parse_args()
-    if args.processes < 1 or args.passes < 1:
-        parser.error(f"--processes {args.processes} --passes {args.passes}: both must be at least 1")
     if args.runtime:
-        print(json.dumps(collect(args.runtime, args.threads, args.passes, args.tune_trials, args.cache)))
+        serve(args.runtime, args.threads, args.tune_trials, args.cache)
         return
-    cache = tempfile.mkdtemp(prefix="hwkd-runtimes-")  # tune from nothing, once for all processes
-    runs: dict[str, list[dict]] = {runtime: [] for runtime in RUNTIMES}
-    try:
-        for k in range(args.processes):
-            for runtime in RUNTIMES:
-                print(f"process {k + 1}/{args.processes}: {runtime}", file=sys.stderr, flush=True)
-                done = subprocess.run([sys.executable, __file__, "--runtime", runtime, "--threads", str(args.threads),
-                                       "--passes", str(args.passes), "--tune-trials", str(args.tune_trials),
-                                       "--cache", cache], stdout=subprocess.PIPE, text=True, check=True)
-                runs[runtime].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)  # the tuning database of this run only
-    measured = {runtime: [min(run["ms"][n] for run in runs[runtime]) for n in range(len(STUDENTS))]
-                for runtime in RUNTIMES}
-    if args.save:
-        Path(args.save).write_text(json.dumps({"students": [label for label, _, _ in STUDENTS], "runs": runs}, indent=1))
-    model = model_ms(args.threads)
+    if args.rounds < 4:
+        parser.error(f"--rounds {args.rounds}: at least 4 (the ratios' quartiles need them)")
+    if args.load:
+        run = json.loads(Path(args.load).read_text())
+        report(run, run["model_ms"])
+        return
+    run = measure(args.threads, args.rounds, args.tune_trials)
+    run["model_ms"] = model_ms(args.threads)
     import onnxruntime
     import torch
     import tvm
 
-    print(f"\n## Runtimes on this machine, {args.threads} threads, fastest of {args.processes} processes' "
-          f"fastest of {args.passes} passes "
-          f"(TVM {tvm.__version__}, ONNX Runtime {onnxruntime.__version__}, torch {torch.__version__})\n")
-    print("| student | hwkd TVM library ms | blocked ms | tuned ms | ONNX Runtime ms | torch ms | TVM / ORT | "
-          "blocked / ORT | tuned / ORT | TVM / torch | host model ms | model / TVM |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for n, (label, _, _) in enumerate(STUDENTS):
-        t, c, u, o, p, m = (measured["tvm"][n], measured["tvm-blocked"][n], measured["tvm-tuned"][n],
-                            measured["ort"][n], measured["torch"][n], model[n])
-        print(f"| {label} | {t:.2f} | {c:.2f} | {u:.2f} | {o:.2f} | {p:.2f} | {t / o:.2f}x | {c / o:.2f}x | "
-              f"{u / o:.2f}x | {t / p:.2f}x | {m:.2f} | {m / t:.2f} |")
-    ratios = [measured["tvm"][n] / measured["ort"][n] for n in range(len(STUDENTS))]
-    tuned = [measured["tvm-tuned"][n] / measured["ort"][n] for n in range(len(STUDENTS))]
-    gain = [measured["tvm"][n] / measured["tvm-tuned"][n] for n in range(len(STUDENTS))]
-    layout = [measured["tvm"][n] / measured["tvm-blocked"][n] for n in range(len(STUDENTS))]
-    blocked = [measured["tvm-blocked"][n] / measured["ort"][n] for n in range(len(STUDENTS))]
-    print(f"\nmedian hwkd TVM / ONNX Runtime: default schedule {statistics.median(ratios):.2f}x (goal: at most "
-          f"1.5x), tuned {statistics.median(tuned):.2f}x (goal: at most 1.0x); tuned speed-up over the default "
-          f"{statistics.median(gain):.2f}x median ({min(gain):.2f}-{max(gain):.2f}x)")
-    print(f"channel-blocked layout: {statistics.median(blocked):.2f}x ONNX Runtime (median), "
-          f"{statistics.median(layout):.2f}x faster than the default ({min(layout):.2f}-{max(layout):.2f}x)")
-    print("tuned libraries shipped, per process: " + "; ".join(", ".join(run["libraries"]) for run in runs["tvm-tuned"]))
-    spread = {runtime: [max(run["ms"][n] for run in runs[runtime]) / min(run["ms"][n] for run in runs[runtime])
-                        for n in range(len(STUDENTS))] for runtime in RUNTIMES}
-    print("spread over processes (slowest / fastest process, median over students; max): " + ", ".join(
-        f"{runtime} {statistics.median(s):.3f} ({max(s):.3f})" for runtime, s in spread.items()))
-    budget, later = runs["tvm-tuned"][0], runs["tvm-tuned"][1:]
-    print(f"tuning budget: up to {args.tune_trials} schedules per kernel, {budget['schedules']} measured for the "
-          f"{len(STUDENTS)} students from an empty database; compiling and tuning took {budget['prepare_s']:.0f} s "
-          f"(compiling the default libraries: {runs['tvm'][0]['prepare_s']:.0f} s)" + (
-              f"; each later process measured {max(run['schedules'] for run in later)} schedules and took "
-              f"{max(run['prepare_s'] for run in later):.0f} s at most" if later else ""))
+    run["versions"] = {"tvm": tvm.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
+    if args.save:
+        Path(args.save).write_text(json.dumps(run, indent=1))
+    print(f"TVM {tvm.__version__}, ONNX Runtime {onnxruntime.__version__}, torch {torch.__version__}")
+    report(run, run["model_ms"])
 
 
 if __name__ == "__main__":
