@@ -12,7 +12,7 @@ from typing import Any
 # Bump when lowering, hwkd's schedule or the kernel descriptions change: it names the on-disk
 # cache of lowered students (hwkd.latency.lowered_cache), which then starts afresh; so does a change
 # of that cache's record format.
-LOWERING_VERSION = 13
+LOWERING_VERSION = 14
 
 
 @dataclass(frozen=True)

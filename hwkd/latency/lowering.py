@@ -1,11 +1,11 @@
 """Lower a Relax graph as TVM's build does and describe each fused kernel for the cost model.
 
-Steps: legalize (cached per operator call signature), fuse (`AnnotateTIROpPattern`, `FuseOps`,
-`FuseTIR`), then for every fused PrimFunc: its FLOPs, hwkd's schedule, and the loop bodies of
-the scheduled code (`hwkd.latency.tir_analysis`). Kernel descriptions are cached by the
-PrimFunc's structural hash: students of one space share most of their kernels. Kernels that read
-weights alone (a transposed linear weight) are set apart: a deployed library computes them once
-(`LiftTransformParams`), not per inference.
+Steps: merge common subexpressions, legalize (cached per operator call signature), fuse
+(`AnnotateTIROpPattern`, `FuseOps`, `FuseTIR`), then for every fused PrimFunc: its FLOPs, hwkd's
+schedule, and the loop bodies of the scheduled code (`hwkd.latency.tir_analysis`). Kernel
+descriptions are cached by the PrimFunc's structural hash: students of one space share most of
+their kernels. Kernels that read weights alone (a transposed linear weight) are set apart: a
+deployed library computes them once (`LiftTransformParams`), not per inference.
 """
 
 from __future__ import annotations
@@ -71,7 +71,10 @@ class Lowerer:
         memoize_layout_ops()  # legalizing infers types again; a graph may come from another importer
         self._added = {}
         try:
-            mod = blocked_graph(graph.mod, self.registers.vector_floats) if self.blocked else graph.mod
+            # NB201's edges each apply their own ReLU to a shared node: merged, the one left fuses into
+            # the node's producer (nb201 all-3x3: 178 kernels -> 103, 0.95x the library's time)
+            mod = relax.transform.EliminateCommonSubexpr()(graph.mod)
+            mod = blocked_graph(mod, self.registers.vector_floats) if self.blocked else mod
             mod = relax.transform.LegalizeOps(self._legalize_map())(mod)
             fused = tvm.transform.Sequential(
                 [
