@@ -270,12 +270,12 @@ def main() -> None:
     if args.runtime:
         serve(args.runtime, args.threads, args.tune_trials, args.cache)
         return
-    if args.rounds < 4:
-        parser.error(f"--rounds {args.rounds}: at least 4 (the ratios' quartiles need them)")
     if args.load:
         run = json.loads(Path(args.load).read_text())
         report(run, run["model_ms"])
         return
+    if args.rounds < 4:
+        parser.error(f"--rounds {args.rounds}: at least 4 (the ratios' quartiles need them)")
     run = measure(args.threads, args.rounds, args.tune_trials)
     run["model_ms"] = model_ms(args.threads)
     import onnxruntime

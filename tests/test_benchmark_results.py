@@ -58,3 +58,18 @@ def test_both_losses_briefs_beside_one_set_of_full_runs(capsys, monkeypatch, spa
     table = _table(capsys, monkeypatch, "proxy_fidelity_teacher2.json")[space]
     assert table[SEARCH][0] == kd
     assert table["200 steps, DKD loss: accuracy + 1 pt per decade of SynFlow"][0] == dkd
+
+
+def test_saved_runtimes_run_gives_the_readme_figures(capsys, monkeypatch) -> None:
+    path = RESULTS.parent / "runtimes.py"
+    spec = importlib.util.spec_from_file_location("runtimes_benchmark", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["runtimes.py", "--load", str(RESULTS / "runtimes.json")])
+    module.main()
+    out = capsys.readouterr().out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| nb201") or line.startswith("| fbnet")]
+    assert len(rows) == 6 and all(len(row) == 12 for row in rows)
+    headline = re.search(r"default schedule (\S+)x .* tuned (\S+)x \(goal", out)
+    assert headline and headline.groups() == ("1.31", "0.998")

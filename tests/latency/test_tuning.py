@@ -153,7 +153,7 @@ def test_tuning_over_rpc_measures_on_the_board(cache: Path, rpc_server: int, boa
     # each candidate library is compiled and uploaded once, then timed in every round
     assert len(compiles) == len(result.library_ms or {})
     if result.measurement is not None:
-        assert result.measurement.where == f"rpc 127.0.0.1:{rpc_server}" and result.measurement.runs == 9
+        assert result.measurement.where == f"rpc 127.0.0.1:{rpc_server}" and result.measurement.runs == tuning.LIBRARY_ROUNDS * 3
 
 
 def test_a_profile_that_cannot_measure_cannot_be_tuned(cache: Path) -> None:
