@@ -21,10 +21,13 @@ timed every half second, ran 0.88 ms for a while, then 1.40 ms for a few seconds
 times jumped alike), and spells of several minutes have made every runtime 1.3-1.6x slower at once.
 Timed in turns, every runtime meets the same spells, and its fastest round is its least disturbed
 one: the milliseconds and ratios in the table are each runtime's fastest of `--rounds` rounds. The
-median over rounds of the ratio within a round is printed too, but it is not the headline: spells do
-not slow runtimes alike (on this VM one spell made ONNX Runtime 3-4x slower and TVM's libraries
-1.3x in the same seconds). Within a round, every runtime takes the fastest of 7 runs of at least
-20 ms (TVM's time_evaluator for the libraries; the same loop for ONNX Runtime and torch). The order of the runtimes turns each round. The tuned runtime tunes before the rounds, from an
+median over rounds of the ratio within a round is printed too; it is not the headline because spells
+do not slow runtimes alike (benchmarks/results/runtimes.json: fbnet-imagenet's tuned / ONNX Runtime
+is 1.03x by fastest rounds and 1.15x by the median of rounds, whose quartiles span 1.04-1.18).
+Within a round, every runtime takes the fastest of 7 runs of at least 20 ms (TVM's time_evaluator
+for the libraries; the same loop for ONNX Runtime and torch), and the order of the runtimes turns
+each round. Between two runtimes the benchmark waits until the last one's process is idle: TVM's
+pool threads spin after a call (`Worker.wait_idle`). The tuned runtime tunes before the rounds, from an
 empty tuning database (a temporary cache dir; the time tuning took and the schedules it measured are
 printed: that is the budget). It also prints the `host` cost model's figure beside hwkd's library.
 `--save` writes every round's figures; `--load` prints the tables of a saved run again. Run it with
@@ -150,8 +153,8 @@ class Worker:
     def wait_idle(self, quiet_s: float = 0.05, limit_s: float = 3.0) -> None:
         """Return once this worker has used no CPU for `quiet_s`. TVM's pool threads spin on
         sched_yield after a call (300000 times by default): on the 2-core VM they kept a core busy
-        for 100-150 ms, and ONNX Runtime timed in that tail of the previous runtime's ran up to 3.5x
-        slower."""
+        for 100-150 ms, and ONNX Runtime timed 50 ms after a TVM library read 3.4-4.1 ms in most
+        rounds against 1.06 in the others (nb201 all 3x3)."""
         def cpu_ticks() -> int:
             fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
             return int(fields[11]) + int(fields[12])  # utime + stime, all threads
