@@ -195,8 +195,7 @@ def choose_library(tuned: dict[str, TuningResult], layouts: dict[str, LoweredGra
             for name in list(candidates)[::-1 if r % 2 else 1]:
                 round_ms = board.runs_ms(loaded[name], input_shape, timing)
                 runs[name] += round_ms
-                # the fastest run, not a round's median: a shared machine's slow spells only add time, and
-                # they slow two-thread code more than serial code, so medians taken in one favour the latter
+                # the fastest run, not a round's median: a shared machine's slow spells only add time
                 best_ms[name] = min(min(round_ms), best_ms.get(name, math.inf))
         fastest = min(best_ms, key=lambda name: best_ms[name])
         measurement = board.summary(runs[fastest])

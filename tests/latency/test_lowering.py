@@ -35,6 +35,7 @@ def test_every_conv_is_fused_with_its_epilogue_and_scheduled() -> None:
     assert len(convs) == 90 + 1 + 6
     assert sum(k.features.kind == "pointwise_conv" for k in convs) == 2
     assert all(k.features.strategy == "tiled" for k in convs)
+    # a 16-channel 32x32 cell conv that reads only its input, weights and bias (no residual sum fused)
     cell_conv = next(k for k in convs if k.bytes_written == k.bytes_read - 16 * 16 * 9 * 4 - 16 * 4 == 16 * 32 * 32 * 4)
     update = next(b for b in cell_conv.features.bodies if b.carried)
     # one reduction step of a register tile of 4 channels x 2 rows x 8 columns: 8 vector FMAs, each
