@@ -130,25 +130,25 @@ class Worker:
     """A `serve` process for one runtime, asked for one student's runs at a time."""
 
     def __init__(self, runtime: str, threads: int, tune_trials: int, cache: str) -> None:
+        self.runtime = runtime
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--runtime", runtime, "--threads", str(threads),
              "--tune-trials", str(tune_trials), "--cache", cache],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.ready = json.loads(self._line(runtime))
-        self.runtime = runtime
+        self.ready = json.loads(self._line())
 
-    def _line(self, runtime: str) -> str:
+    def _line(self) -> str:
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line:
-            raise SystemExit(f"the {runtime} worker ended with code {self.process.wait()} (its error is above)")
+            raise SystemExit(f"the {self.runtime} worker ended with code {self.process.wait()} (its error is above)")
         return line
 
     def runs_ms(self, student: int) -> list[float]:
         assert self.process.stdin is not None
         self.process.stdin.write(f"{student}\n")
         self.process.stdin.flush()
-        return json.loads(self._line(self.runtime))
+        return json.loads(self._line())
 
     def wait_idle(self, quiet_s: float = 0.05, limit_s: float = 3.0) -> None:
         """Return once this worker has used no CPU for `quiet_s`. TVM's pool threads spin on
@@ -229,16 +229,20 @@ def report(run: dict, model: list[float]) -> None:
     def ratio(rt: str, base: str = "ort") -> list[float]:
         return [fastest[rt][n] / fastest[base][n] for n in range(len(students))]
 
+    to_ort = {rt: ratio(rt) for rt in RUNTIMES}
+    versions = run["versions"]
+    print(f"TVM {versions['tvm']}, ONNX Runtime {versions['onnxruntime']}, torch {versions['torch']}")
     print(f"\n## Runtimes on this machine, {run['threads']} threads, fastest of {len(rounds['ort'])} rounds in turns\n")
     print("| student | hwkd TVM library ms | blocked ms | tuned ms | ONNX Runtime ms | torch ms | TVM / ORT | "
           "blocked / ORT | tuned / ORT | TVM / torch | host model ms | model / TVM |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, label in enumerate(students):
         cells = [f"{fastest[rt][n]:.2f}" for rt in RUNTIMES]
-        cells += [f"{ratio(rt)[n]:.2f}x" for rt in ("tvm", "tvm-blocked", "tvm-tuned")]
-        cells += [f"{ratio('tvm', 'torch')[n]:.2f}x", f"{model[n]:.2f}", f"{model[n] / fastest['tvm'][n]:.2f}"]
+        cells += [f"{to_ort[rt][n]:.2f}x" for rt in ("tvm", "tvm-blocked", "tvm-tuned")]
+        cells += [f"{fastest['tvm'][n] / fastest['torch'][n]:.2f}x", f"{model[n]:.2f}",
+                  f"{model[n] / fastest['tvm'][n]:.2f}"]
         print(f"| {label} | " + " | ".join(cells) + " |")
-    med = {rt: statistics.median(ratio(rt)) for rt in RUNTIMES}
+    med = {rt: statistics.median(to_ort[rt]) for rt in RUNTIMES}
     gain = ratio("tvm", "tvm-tuned")
     print(f"\nmedian over students, hwkd TVM / ONNX Runtime: default schedule {med['tvm']:.2f}x (goal: at most 1.5x), "
           f"blocked untuned {med['tvm-blocked']:.2f}x, tuned {med['tvm-tuned']:.3f}x (goal: at most 1.0x); tuned "
@@ -274,6 +278,8 @@ def main() -> None:
         serve(args.runtime, args.threads, args.tune_trials, args.cache)
         return
     if args.load:
+        if not Path(args.load).is_file():
+            parser.error(f"--load {args.load}: no such file (a run saved with --save)")
         run = json.loads(Path(args.load).read_text())
         report(run, run["model_ms"])
         return
@@ -288,7 +294,6 @@ def main() -> None:
     run["versions"] = {"tvm": tvm.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
     if args.save:
         Path(args.save).write_text(json.dumps(run, indent=1))
-    print(f"TVM {tvm.__version__}, ONNX Runtime {onnxruntime.__version__}, torch {torch.__version__}")
     report(run, run["model_ms"])
 
 

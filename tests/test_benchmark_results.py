@@ -1,4 +1,5 @@
-"""The saved proxy-fidelity results the README quotes: they load and print the figures it states."""
+"""The saved benchmark results the README quotes (proxy fidelity, runtimes): they load and print the
+figures it states."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import pytest
 RESULTS = Path(__file__).parent.parent / "benchmarks" / "results"
 
 
-def _proxy_fidelity(monkeypatch):
-    path = RESULTS.parent / "proxy_fidelity.py"
-    spec = importlib.util.spec_from_file_location("proxy_fidelity_benchmark", path)
+def _benchmark(monkeypatch, name: str):
+    """benchmarks/NAME.py as a module, its changes to sys.modules and sys.path undone after the test."""
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", RESULTS.parent / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up
+    monkeypatch.setattr(sys, "path", list(sys.path))  # runtimes.py puts benchmarks/ on it
     spec.loader.exec_module(module)
     return module
 
@@ -25,7 +27,7 @@ def _proxy_fidelity(monkeypatch):
 def _table(capsys, monkeypatch, name: str) -> dict[str, dict[str, list[str]]]:
     """--load's tables: space -> proxy row -> its columns."""
     monkeypatch.setattr(sys, "argv", ["proxy_fidelity.py", "--load", str(RESULTS / name)])
-    _proxy_fidelity(monkeypatch).main()
+    _benchmark(monkeypatch, "proxy_fidelity").main()
     tables: dict[str, dict[str, list[str]]] = {}
     space = ""
     for line in capsys.readouterr().out.splitlines():
@@ -61,11 +63,7 @@ def test_both_losses_briefs_beside_one_set_of_full_runs(capsys, monkeypatch, spa
 
 
 def test_saved_runtimes_run_gives_the_readme_figures(capsys, monkeypatch) -> None:
-    path = RESULTS.parent / "runtimes.py"
-    spec = importlib.util.spec_from_file_location("runtimes_benchmark", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark(monkeypatch, "runtimes")
     monkeypatch.setattr(sys, "argv", ["runtimes.py", "--load", str(RESULTS / "runtimes.json")])
     module.main()
     out = capsys.readouterr().out
