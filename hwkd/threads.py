@@ -57,6 +57,38 @@ def size_tvm_pool() -> None:
     os.environ.setdefault("TVM_NUM_THREADS", str(len(available_cores())))
 
 
+# TVM's affinity modes (src/runtime/threading_backend.cc): one worker pinned per listed core
+ONE_CORE_PER_THREAD = -2
+
+
+def fastest_first(cores: list[int]) -> list[int]:
+    """`cores` by their maximum clock, fastest first, as TVM orders them for its "big cores" mode
+    (equal clocks, or none readable, keep their order)."""
+    def max_khz(core: int) -> int:
+        try:
+            return int(open(f"/sys/devices/system/cpu/cpu{core}/cpufreq/cpuinfo_max_freq").read())
+        except (OSError, ValueError):
+            return 0
+
+    return sorted(cores, key=lambda core: (-max_khz(core), core))
+
+
+def pin_tvm_pool(config_threadpool: object, threads: int) -> None:
+    """Give TVM's thread pool `threads` workers on this process's cores, fastest first, one core
+    each, and pin the calling thread to the first: the core no worker is pinned to. The caller
+    restores its own affinity afterwards.
+
+    TVM runs task 0 of every parallel loop on the calling thread and pins its workers to the other
+    cores, but lets the calling thread run on all of them. Linux often left it on a worker's core,
+    where the two took turns: on the 2-core VM a 0.21 ms library then read 0.41-0.55 ms, for as long
+    as that lasted (seconds to minutes), and a library choice after kernel tuning shipped the
+    slower candidate. With the calling thread pinned it read 0.206 ms every time
+    (benchmarks/pool_pinning.py)."""
+    cores = fastest_first(available_cores())
+    config_threadpool(ONE_CORE_PER_THREAD, threads, [str(core) for core in cores])  # type: ignore[operator]
+    os.sched_setaffinity(0, cores[:1])
+
+
 @contextmanager
 def on_cores(cores: list[int]) -> Iterator[None]:
     """`use_cores(cores)` for a while (the parent's share as a worker), then back to all it had."""

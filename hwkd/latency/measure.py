@@ -31,7 +31,7 @@ from hwkd.latency.graph_analysis import main_only
 from hwkd.latency.lowered import LoweredGraph
 from hwkd.latency.schedule import register_tile, schedule_module
 from hwkd.profiles import DeviceProfile
-from hwkd.threads import size_tvm_pool
+from hwkd.threads import pin_tvm_pool, size_tvm_pool
 
 log = logging.getLogger(__name__)
 
@@ -209,12 +209,11 @@ class Board:
                              lambda a: tvm.runtime.tensor(a, device))
         size_tvm_pool()
         device = tvm.cpu()
-        # TVM's thread pool pins the calling thread to one core; every thread started afterwards (torch's
-        # training threads, ONNX Runtime's) would inherit that core. Give this thread its cores back.
+        # the pool pins this thread to one core; every thread started afterwards (torch's training
+        # threads, ONNX Runtime's) would inherit that core. Give this thread its cores back.
         cores = os.sched_getaffinity(0)
         try:
-            set_pool_threads(tvm.get_global_func("runtime.config_threadpool", allow_missing=True),
-                             self.profile.runtime.threads)
+            pin_tvm_pool(tvm.get_global_func("runtime.config_threadpool"), self.profile.runtime.threads)
             return _time(student.module, device, student.weights, input_shape, plan,
                          lambda a: tvm.runtime.tensor(a, device))
         finally:
@@ -330,8 +329,9 @@ def _check_reachable(host: str, port: int, timeout_s: float, device: str) -> Non
 
 
 def set_pool_threads(config_threadpool: Any, threads: int) -> None:
-    if config_threadpool is not None:
-        config_threadpool(1, threads)  # affinity mode 1: big cores first; `threads` workers
+    """A board's pool over RPC: `threads` workers on its big cores (mode 1). Its calling thread stays
+    free to share a worker's core (see `pin_tvm_pool`): TVM's RPC API cannot pin it."""
+    config_threadpool(1, threads)
 
 
 def _time(module: Any, device: Any, params: list[np.ndarray], input_shape: tuple[int, ...], plan: TimingPlan,

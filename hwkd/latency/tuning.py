@@ -369,7 +369,8 @@ def _runner(profile: DeviceProfile, plan: TuningPlan) -> Any:
                                        enable_cpu_cache_flush=False)
     threads = profile.runtime.threads
     if profile.measure_local:
-        return ms.runner.LocalRunner(evaluator_config=config, initializer=functools.partial(_pool_size, threads))
+        return ms.runner.LocalRunner(evaluator_config=config, initializer=functools.partial(_pool_size, threads),
+                                     f_run_evaluator=functools.partial(_run_pinned, threads))
     spec = profile.rpc
     assert spec is not None  # tuning_site checked it
     rpc = ms.runner.RPCConfig(tracker_host=spec.host, tracker_port=spec.port, tracker_key=spec.key or DIRECT,
@@ -380,6 +381,17 @@ def _runner(profile: DeviceProfile, plan: TuningPlan) -> Any:
 
 def _pool_size(threads: int) -> None:
     os.environ["TVM_NUM_THREADS"] = str(threads)  # before the runner's process starts TVM's pool
+
+
+def _run_pinned(threads: int, module: Any, device: Any, config: Any, args: Any) -> Any:
+    """MetaSchedule's local timing with the pool as hwkd times whole libraries (`pin_tvm_pool`)."""
+    import tvm
+    from tvm.s_tir.meta_schedule.runner.local_runner import default_run_evaluator
+
+    from hwkd.threads import pin_tvm_pool
+
+    pin_tvm_pool(tvm.get_global_func("runtime.config_threadpool"), threads)
+    return default_run_evaluator(module, device, config, args)
 
 
 DIRECT = "hwkd:direct"  # the "tracker key" of a server hwkd connects to directly (MetaSchedule needs a key)
