@@ -12,8 +12,9 @@ A kernel timed alone is not the kernel in the library: on this machine the per-k
 whole fbnet libraries up to 11 % *slower* (`benchmarks/runtimes.py`), as kernels alone run with
 their inputs in cache. So the candidate libraries (hwkd's default schedules, every kernel's
 fastest, and only the kernels at least `SIGNIFICANT` faster alone) are compiled and timed whole,
-alternately, and the fastest library is the one shipped; tuning never ships a library slower than
-the default one as measured.
+in rounds of all of them back to back, and the one fastest relative to the default within a round
+(the median over rounds) is shipped; tuning never ships a library slower than the default one as
+measured.
 
 The layout is tuned the same way: the student is also lowered into the channel-blocked layout
 (`hwkd.latency.blocked_layout`, NCHW16c on AVX-512), its kernels get their variants, and its
@@ -35,8 +36,8 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
+import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -151,17 +152,22 @@ def tune_student(graph: RelaxGraph, lowered: LoweredGraph, profile: DeviceProfil
 
 
 SIGNIFICANT = 0.9  # a kernel alone at most this fraction of its default time: a "significant" change
-# alternating whole-library timings, the order reversed every other round; each candidate's fastest run
-# counts. 3 were too few on the 2-core VM: the blocked candidates of a 0.2 ms student all read 0.43 ms in
-# 3 rounds (a slow spell) and the NCHW default shipped; timed again they ran 0.21 ms against its 0.23
+# rounds of whole-library timings: every candidate back to back, the order reversed every other round
 LIBRARY_ROUNDS = 5
 
 
 def choose_library(tuned: dict[str, TuningResult], layouts: dict[str, LoweredGraph], params: list[np.ndarray],
                    input_shape: tuple[int, ...], profile: DeviceProfile, plan: TuningPlan) -> TuningResult:
-    """Time hwkd's default library and the tuned candidates of each layout whole, alternately, where
-    the student runs (each compiled and loaded once); keep the fastest, with its runs of every round
-    as its measurement. `tuned` and `layouts` by layout name, hwkd's default layout first."""
+    """Time hwkd's default library and the tuned candidates of each layout whole, where the student
+    runs (each compiled and loaded once), in rounds of all candidates back to back; keep the fastest
+    by its median ratio to the default within a round, with its runs of every round as its
+    measurement. `tuned` and `layouts` by layout name, hwkd's default layout first.
+
+    Ratios within a round, not each candidate's fastest run: a shared machine changes speed in spells
+    of seconds (the 2-core VM's pool fork/join went from 0.55 to 1.6 us and back, a 0.21 ms library to
+    0.42 ms), and the fastest run favours whichever candidate happened to be timed in a quick spell.
+    Candidates timed back to back share their spell. `library_ms`: the default's fastest round times
+    each candidate's median ratio."""
     from hwkd.latency.measure import Board, TimingPlan, compile_student
 
     candidates: dict[str, tuple[str, dict[str, Any]]] = {}  # name -> (layout, kernels' schedules)
@@ -190,18 +196,20 @@ def choose_library(tuned: dict[str, TuningResult], layouts: dict[str, LoweredGra
                     for name, (layout, chosen) in candidates.items()}
         loaded = {name: board.load(student) for name, student in compiled.items()}
         runs: dict[str, list[float]] = {name: [] for name in candidates}
-        best_ms: dict[str, float] = {}
+        rounds_ms: dict[str, list[float]] = {name: [] for name in candidates}  # each round's fastest run
         for r in range(LIBRARY_ROUNDS):
             for name in list(candidates)[::-1 if r % 2 else 1]:
                 round_ms = board.runs_ms(loaded[name], input_shape, timing)
                 runs[name] += round_ms
-                # the fastest run, not a round's median: a shared machine's slow spells only add time
-                best_ms[name] = min(min(round_ms), best_ms.get(name, math.inf))
-        fastest = min(best_ms, key=lambda name: best_ms[name])
+                rounds_ms[name].append(min(round_ms))
+        default = rounds_ms["default"]
+        library_ms = {name: round(min(default) * statistics.median(a / b for a, b in zip(ms, default)), 4)
+                      for name, ms in rounds_ms.items()}
+        fastest = min(library_ms, key=lambda name: library_ms[name])
         measurement = board.summary(runs[fastest])
-    log.info("whole libraries, ms: %s; shipping %s", {k: round(v, 4) for k, v in best_ms.items()}, fastest)
-    return shipped(fastest, candidates[fastest][0], library_ms={k: round(v, 4) for k, v in best_ms.items()},
-                   compiled=compiled[fastest], measurement=measurement)
+    log.info("whole libraries, ms: %s; shipping %s", library_ms, fastest)
+    return shipped(fastest, candidates[fastest][0], library_ms=library_ms, compiled=compiled[fastest],
+                   measurement=measurement)
 
 
 def tune_kernels(lowered: LoweredGraph, profile: DeviceProfile, plan: TuningPlan = TuningPlan(),

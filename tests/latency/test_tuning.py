@@ -105,7 +105,8 @@ def test_tuning_keeps_the_fastest_variant_computes_like_torch_and_measures_a_ker
     assert whole.library_ms[whole.library] == min(whole.library_ms.values())
     assert len(compiles) == len(whole.library_ms) and whole.compiled is not None
     assert whole.measurement is not None and whole.measurement.runs == tuning.LIBRARY_ROUNDS * PLAN.repeat
-    assert whole.measurement.latency_ms >= whole.library_ms[whole.library] - 1e-4  # a median of all rounds
+    # its runs' median agrees with its figure from within-round ratios to the default
+    assert 0.5 < whole.measurement.latency_ms / whole.library_ms[whole.library] < 2
     blocked = whole.library.startswith("blocked")
     block = register_tile(host.cpu.simd_bits).vector_floats
     assert whole.layout == (f"NCHW{block}c" if blocked else "NCHW") and whole.to_json()["layout"] == whole.layout
