@@ -79,11 +79,10 @@ def pin_tvm_pool(config_threadpool: object, threads: int) -> None:
     restores its own affinity afterwards.
 
     TVM runs task 0 of every parallel loop on the calling thread and pins its workers to the other
-    cores, but lets the calling thread run on all of them. Linux often left it on a worker's core,
-    where the two took turns: on the 2-core VM a 0.21 ms library then read 0.41-0.55 ms, for as long
-    as that lasted (seconds to minutes), and a library choice after kernel tuning shipped the
-    slower candidate. With the calling thread pinned it read 0.206 ms every time
-    (benchmarks/pool_pinning.py)."""
+    cores, but lets the calling thread run on all of them. When Linux leaves it on a worker's core
+    the two take turns: on the 2-core VM a 0.21 ms library read 0.50-0.55 ms for seconds at a time
+    after MetaSchedule's kernel tuning, as it does with the calling thread put there on purpose
+    (1.95x over six students, benchmarks/pool_pinning.py)."""
     cores = fastest_first(available_cores())
     config_threadpool(ONE_CORE_PER_THREAD, threads, [str(core) for core in cores])  # type: ignore[operator]
     os.sched_setaffinity(0, cores[:1])
