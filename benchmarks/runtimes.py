@@ -23,7 +23,7 @@ Timed in turns, every runtime meets the same spells, and its fastest round is it
 one: the milliseconds and ratios in the table are each runtime's fastest of `--rounds` rounds. The
 median over rounds of the ratio within a round is printed too; it is not the headline because spells
 do not slow runtimes alike (benchmarks/results/runtimes.json: fbnet-imagenet's tuned / ONNX Runtime
-is 1.03x by fastest rounds and 1.15x by the median of rounds, whose quartiles span 1.04-1.18).
+is 1.03x by fastest rounds and 1.13x by the median of rounds, whose quartiles span 1.06-1.14).
 Within a round, every runtime takes the fastest of 7 runs of at least 20 ms (TVM's time_evaluator
 for the libraries; the same loop for ONNX Runtime and torch), and the order of the runtimes turns
 each round. Between two runtimes the benchmark waits until the last one's process is idle: TVM's
