@@ -15,6 +15,9 @@ does) and `s` how far the roofline is from ONNX Runtime's kernels. Run it with n
 machine.
 
     python benchmarks/overheads.py [--kernels 64] [--threads N] [--rounds 3] [--onnxruntime]
+
+`--watch SECONDS [--quiet-us US]` only prints the fork/join every second and how many samples were
+slow: run it before a benchmark on a shared machine (see `watch`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 MODULE = '''
@@ -54,9 +58,18 @@ class Chain:
 def chain_us_per_kernel(kind: str, kernels: int, folder: Path, exec_mode: str = "compiled") -> float:
     """Seconds per kernel of a chain of `kernels` calls of a `kind` ("serial" or "parallel") kernel, in us;
     `exec_mode` of the Relax VM: "compiled" (`main` as machine code, as hwkd builds libraries) or "bytecode"."""
+    return chain_timer(kind, kernels, folder, exec_mode)()
+
+
+def chain_timer(kind: str, kernels: int, folder: Path, exec_mode: str = "compiled",
+                min_repeat_ms: int = 50) -> Callable[[], float]:
+    """`chain_us_per_kernel`'s chain compiled once: a function that times it again (fastest of 7 runs of
+    at least `min_repeat_ms`, us per kernel), with TVM's pool pinned as hwkd times libraries."""
     import numpy as np
     import tvm
     from tvm import relax
+
+    from hwkd.threads import tvm_pool_pinned
 
     calls = "\n".join(f"            y{k + 1} = R.call_tir(cls.inc, (y{k},), out_ty=R.Tensor((64,), 'float32'))"
                       for k in range(kernels))
@@ -70,8 +83,41 @@ def chain_us_per_kernel(kind: str, kernels: int, folder: Path, exec_mode: str = 
     executable = relax.build(module.Chain, target=tvm.target.Target({"kind": "llvm"}), exec_mode=exec_mode)
     vm = relax.VirtualMachine(executable, tvm.cpu())
     vm.set_input("main", tvm.runtime.tensor(np.zeros(64, "float32"), tvm.cpu()))
-    timer = vm.time_evaluator("invoke_stateful", tvm.cpu(), number=50, repeat=7, min_repeat_ms=50)
-    return min(timer("main").results) / kernels * 1e6
+    timer = vm.time_evaluator("invoke_stateful", tvm.cpu(), number=50, repeat=7, min_repeat_ms=min_repeat_ms)
+    threads = int(os.environ.get("TVM_NUM_THREADS", len(os.sched_getaffinity(0))))
+
+    def time_us() -> float:
+        with tvm_pool_pinned(threads):
+            return min(timer("main").results) / kernels * 1e6
+
+    return time_us
+
+
+def watch(kernels: int, seconds: float, quiet_us: float | None = None) -> None:
+    """Print the pool's fork/join every second for `seconds`: on a shared VM it shows the spells in
+    which the cores' working together costs several times more (the 2-core VM: 0.53-0.60 us, and
+    1.35-1.61 us for seconds at a time, while a 0.21 ms library read 0.42 ms). A sample is slow above
+    1.5x `quiet_us` (a figure of a quiet moment), or else 1.5x the quickest sample of this watch."""
+    import time
+
+    with tempfile.TemporaryDirectory() as tmp:
+        serial = chain_timer("serial", kernels, Path(tmp))()
+        parallel = chain_timer("parallel", kernels, Path(tmp), min_repeat_ms=10)
+        samples: list[float] = []
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            samples.append(parallel() - serial)
+            slow = samples[-1] > 1.5 * (quiet_us or min(samples))
+            print(f"{time.perf_counter() - started:6.1f} s  fork/join {samples[-1]:.2f} us"
+                  f"{'  slow' if slow else ''}", flush=True)
+            time.sleep(max(0.0, 1.0 - (time.perf_counter() - started) % 1.0))
+    reference = quiet_us or min(samples)
+    slow_count = sum(1 for us in samples if us > 1.5 * reference)
+    print(f"{slow_count} of {len(samples)} samples above 1.5x {reference:.2f} us "
+          f"({'the quiet figure given' if quiet_us else 'the quickest sample'}); quickest {min(samples):.2f} us")
+    if not quiet_us and not slow_count:
+        print("no change within the watch: quiet, or one spell longer than it; compare the quickest "
+              "sample with a quiet moment's (--quiet-us)")
 
 
 def onnxruntime_us_per_node(op: str, nodes: int, threads: int) -> float:
@@ -306,9 +352,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--rounds", type=int, default=3, help="serial and parallel timed this many times, alternating")
     parser.add_argument("--onnxruntime", action="store_true", help="also ONNX Runtime's cost per node")
+    parser.add_argument("--watch", type=float, metavar="SECONDS",
+                        help="only print the fork/join every second for this long (is the machine quiet?)")
+    parser.add_argument("--quiet-us", type=float, help="with --watch: the fork/join of a quiet moment, us")
     args = parser.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM's pool starts (see hwkd.threads)
     import tvm
+
+    if args.watch:
+        watch(args.kernels, args.watch, args.quiet_us)
+        return
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

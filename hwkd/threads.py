@@ -89,6 +89,20 @@ def pin_tvm_pool(config_threadpool: object, threads: int) -> None:
 
 
 @contextmanager
+def tvm_pool_pinned(threads: int) -> Iterator[None]:
+    """`pin_tvm_pool` for a while, then this thread back on all the cores it had: threads started
+    later (torch's, ONNX Runtime's) inherit its mask."""
+    import tvm
+
+    cores = os.sched_getaffinity(0)
+    try:
+        pin_tvm_pool(tvm.get_global_func("runtime.config_threadpool"), threads)
+        yield
+    finally:
+        os.sched_setaffinity(0, cores)
+
+
+@contextmanager
 def on_cores(cores: list[int]) -> Iterator[None]:
     """`use_cores(cores)` for a while (the parent's share as a worker), then back to all it had."""
     import torch

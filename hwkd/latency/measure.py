@@ -31,7 +31,7 @@ from hwkd.latency.graph_analysis import main_only
 from hwkd.latency.lowered import LoweredGraph
 from hwkd.latency.schedule import register_tile, schedule_module
 from hwkd.profiles import DeviceProfile
-from hwkd.threads import pin_tvm_pool, size_tvm_pool
+from hwkd.threads import size_tvm_pool, tvm_pool_pinned
 
 log = logging.getLogger(__name__)
 
@@ -209,15 +209,9 @@ class Board:
                              lambda a: tvm.runtime.tensor(a, device))
         size_tvm_pool()
         device = tvm.cpu()
-        # the pool pins this thread to one core; every thread started afterwards (torch's training
-        # threads, ONNX Runtime's) would inherit that core. Give this thread its cores back.
-        cores = os.sched_getaffinity(0)
-        try:
-            pin_tvm_pool(tvm.get_global_func("runtime.config_threadpool"), self.profile.runtime.threads)
+        with tvm_pool_pinned(self.profile.runtime.threads):
             return _time(student.module, device, student.weights, input_shape, plan,
                          lambda a: tvm.runtime.tensor(a, device))
-        finally:
-            os.sched_setaffinity(0, cores)
 
     def measure(self, student: LoadedStudent, input_shape: tuple[int, ...], plan: TimingPlan = TimingPlan()
                 ) -> Measurement:
