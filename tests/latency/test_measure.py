@@ -46,9 +46,6 @@ def test_a_two_thread_library_runs_on_two_cores() -> None:
     """TVM would size its pool to half the x86 hardware threads (one on a 2-core VM) and never grow
     it; a fresh process that measures must get a worker per core and spend more than one core-second
     per second while it runs."""
-    import subprocess
-    import sys
-
     script = (
         "import os, resource, time\n"
         "import tvm\n"
@@ -71,10 +68,7 @@ def test_a_two_thread_library_runs_on_two_cores() -> None:
         "wall = time.perf_counter() - start\n"
         "print(tvm.get_global_func('runtime.NumThreads')(), (resource.getrusage(resource.RUSAGE_SELF).ru_utime - cpu) / wall)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    pool, cores_busy = done.stdout.split()
+    pool, cores_busy = _fresh_process(script, timeout_s=600).split()
     assert int(pool) == len(os.sched_getaffinity(0))
     assert float(cores_busy) > 1.3
 
@@ -83,9 +77,6 @@ def test_a_two_thread_library_runs_on_two_cores() -> None:
 def test_the_calling_thread_gets_a_core_no_tvm_worker_is_pinned_to() -> None:
     """TVM runs task 0 of each parallel loop on the calling thread but leaves it free to share a
     worker's core, where the two take turns (a 0.21 ms library read 0.54 ms): hwkd pins it apart."""
-    import subprocess
-    import sys
-
     script = (
         "import os, threading, tvm\n"
         "from hwkd.threads import pin_tvm_pool, size_tvm_pool\n"
@@ -98,14 +89,22 @@ def test_the_calling_thread_gets_a_core_no_tvm_worker_is_pinned_to() -> None:
         "print(tvm.get_global_func('runtime.NumThreads')(), cores(me), "
         "' '.join(cores(t) for t in os.listdir('/proc/self/task') if int(t) != me))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    threads, mine, *others = done.stdout.split()
+    threads, mine, *others = _fresh_process(script, timeout_s=120).split()
     workers = [c for c in others if c.isdigit()]  # TVM's workers are pinned to one core each
     assert int(threads) == 2
     assert mine.isdigit() and int(mine) in os.sched_getaffinity(0)
     assert workers and mine not in workers
+
+
+def _fresh_process(script: str, timeout_s: float) -> str:
+    """What `script` prints in a new Python process whose TVM pool is sized by hwkd, not the environment."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=timeout_s)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
 
 
 def _args(arch: str):
