@@ -368,7 +368,12 @@ def main() -> None:
                             "--seed", str(args.seed), "--passes", str(args.passes), "--threads", str(args.threads),
                             "--spaces", ",".join(spaces), "--out", args.out]
                            + (["--blocked"] if args.blocked else []), check=True)
+        else:
+            print(f"{path}: measured before, reused (delete it to measure again)", file=sys.stderr)
         measured[runtime] = read_rows(path)
+        missing = sorted(set(spaces) - {row["space"] for row in measured[runtime]})
+        if missing:
+            parser.error(f"{path} has no {', '.join(missing)} students: delete it, or ask for the spaces it has")
     report(measured, args.fit, spaces, args.blocked)
 
 
