@@ -35,16 +35,15 @@ WAYS = ("tvm", "shared", "hwkd")
 def time_ms(way: str, student: object, input_shape: tuple[int, ...], threads: int) -> float:
     import tvm
 
-    from hwkd.latency.measure import TimingPlan, _time
+    from hwkd.latency.measure import TimingPlan, _time, set_pool_threads
     from hwkd.threads import fastest_first, pin_tvm_pool
 
-    config = tvm.get_global_func("runtime.config_threadpool")
     cores = os.sched_getaffinity(0)
     try:
         if way == "hwkd":
-            pin_tvm_pool(config, threads)
-        else:
-            config(1, threads)  # TVM's "big cores" mode, as a user's own code would call it
+            pin_tvm_pool(threads)
+        else:  # TVM's "big cores" mode, as hwkd configures a board over RPC and a user's own code would
+            set_pool_threads(tvm.get_global_func("runtime.config_threadpool"), threads)
             if way == "shared":
                 os.sched_setaffinity(0, {fastest_first(sorted(cores))[1]})  # where TVM pins worker 1
         device = tvm.cpu()

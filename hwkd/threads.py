@@ -73,7 +73,7 @@ def fastest_first(cores: list[int]) -> list[int]:
     return sorted(cores, key=lambda core: (-max_khz(core), core))
 
 
-def pin_tvm_pool(config_threadpool: object, threads: int) -> None:
+def pin_tvm_pool(threads: int) -> None:
     """Give TVM's thread pool `threads` workers on this process's cores, fastest first, one core
     each, and pin the calling thread to the first: the core no worker is pinned to. The caller
     restores its own affinity afterwards.
@@ -83,8 +83,10 @@ def pin_tvm_pool(config_threadpool: object, threads: int) -> None:
     the two take turns: on the 2-core VM a 0.21 ms library read 0.50-0.55 ms for seconds at a time
     after MetaSchedule's kernel tuning, as it does with the calling thread put there on purpose
     (1.95x over six students, benchmarks/pool_pinning.py)."""
+    import tvm
+
     cores = fastest_first(available_cores())
-    config_threadpool(ONE_CORE_PER_THREAD, threads, [str(core) for core in cores])  # type: ignore[operator]
+    tvm.get_global_func("runtime.config_threadpool")(ONE_CORE_PER_THREAD, threads, [str(core) for core in cores])
     os.sched_setaffinity(0, cores[:1])
 
 
@@ -92,11 +94,9 @@ def pin_tvm_pool(config_threadpool: object, threads: int) -> None:
 def tvm_pool_pinned(threads: int) -> Iterator[None]:
     """`pin_tvm_pool` for a while, then this thread back on all the cores it had: threads started
     later (torch's, ONNX Runtime's) inherit its mask."""
-    import tvm
-
     cores = os.sched_getaffinity(0)
     try:
-        pin_tvm_pool(tvm.get_global_func("runtime.config_threadpool"), threads)
+        pin_tvm_pool(threads)
         yield
     finally:
         os.sched_setaffinity(0, cores)

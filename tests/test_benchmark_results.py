@@ -1,5 +1,5 @@
 """The saved benchmark results the README quotes (proxy fidelity, runtimes): they load and print the
-figures it states."""
+figures it states; and a benchmark refuses saved measurements that cannot answer what it was asked."""
 
 from __future__ import annotations
 
@@ -71,3 +71,18 @@ def test_saved_runtimes_run_gives_the_readme_figures(capsys, monkeypatch) -> Non
     assert len(rows) == 6 and all(len(row) == 12 for row in rows)
     headline = re.search(r"default schedule (\S+)x .* tuned (\S+)x \(goal", out)
     assert headline and headline.groups() == ("1.29", "0.988")
+
+
+def test_calibrate_refuses_a_measurement_file_without_the_spaces_asked_for(tmp_path: Path, capsys,
+                                                                          monkeypatch) -> None:
+    saved = tmp_path / "old-tvm.csv"  # an earlier run's measurements, of fbnet students only
+    saved.write_text("space,arch,latency_ms,pass_spread_pct,passes_ms\nfbnet,0000000000000000000000,0.3,1.0,0.3\n")
+    monkeypatch.setattr(sys, "argv", ["calibrate.py", "--spaces", "nb201,fbnet", "--runtimes", "tvm",
+                                      "--out", str(tmp_path / "old")])
+    with pytest.raises(SystemExit) as stop:
+        _benchmark(monkeypatch, "calibrate").main()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{saved}: measured before, reused" in err
+    assert err.strip().splitlines()[-1].endswith(f"{saved} has no nb201 students: delete it, or ask for the spaces it has")
+    assert saved.read_text().count("\n") == 2  # the file is left as it was

@@ -202,14 +202,20 @@ def choose_library(tuned: dict[str, TuningResult], layouts: dict[str, LoweredGra
                 round_ms = board.runs_ms(loaded[name], input_shape, timing)
                 runs[name] += round_ms
                 rounds_ms[name].append(min(round_ms))
-        default = rounds_ms["default"]
-        library_ms = {name: round(min(default) * statistics.median(a / b for a, b in zip(ms, default)), 4)
-                      for name, ms in rounds_ms.items()}
+        library_ms = paired_ms(rounds_ms)
         fastest = min(library_ms, key=lambda name: library_ms[name])
         measurement = board.summary(runs[fastest])
     log.info("whole libraries, ms: %s; shipping %s", library_ms, fastest)
     return shipped(fastest, candidates[fastest][0], library_ms=library_ms, compiled=compiled[fastest],
                    measurement=measurement)
+
+
+def paired_ms(rounds_ms: dict[str, list[float]], reference: str = "default") -> dict[str, float]:
+    """Each candidate's figure from rounds timed back to back: `reference`'s fastest round times the
+    candidate's median ratio to it within a round (ms, to 0.1 us)."""
+    base = rounds_ms[reference]
+    return {name: round(min(base) * statistics.median(a / b for a, b in zip(ms, base)), 4)
+            for name, ms in rounds_ms.items()}
 
 
 def tune_kernels(lowered: LoweredGraph, profile: DeviceProfile, plan: TuningPlan = TuningPlan(),
@@ -393,12 +399,11 @@ def _pool_size(threads: int) -> None:
 
 def _run_pinned(threads: int, module: Any, device: Any, config: Any, args: Any) -> Any:
     """MetaSchedule's local timing with the pool as hwkd times whole libraries (`pin_tvm_pool`)."""
-    import tvm
     from tvm.s_tir.meta_schedule.runner.local_runner import default_run_evaluator
 
     from hwkd.threads import pin_tvm_pool
 
-    pin_tvm_pool(tvm.get_global_func("runtime.config_threadpool"), threads)
+    pin_tvm_pool(threads)
     return default_run_evaluator(module, device, config, args)
 
 

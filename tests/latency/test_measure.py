@@ -81,7 +81,7 @@ def test_the_calling_thread_gets_a_core_no_tvm_worker_is_pinned_to() -> None:
         "import os, threading, tvm\n"
         "from hwkd.threads import pin_tvm_pool, size_tvm_pool\n"
         "size_tvm_pool()\n"
-        "pin_tvm_pool(tvm.get_global_func('runtime.config_threadpool'), 2)\n"
+        "pin_tvm_pool(2)\n"
         "me = threading.get_native_id()\n"
         "def cores(task):\n"
         "    line = [l for l in open(f'/proc/self/task/{task}/status') if l.startswith('Cpus_allowed_list')][0]\n"

@@ -186,3 +186,13 @@ def test_estimate_cli_tunes_measured_students_and_refuses_bad_flags(cache: Path,
     assert "--tune-trials needs --tune" in capsys.readouterr().err
     assert main([*base, "--latency-source", "measured", "--tune", "--tune-trials", "0"]) == 2
     assert "--tune-trials 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_candidates_are_ranked_within_rounds_not_by_a_lucky_fastest_run() -> None:
+    # the default's first round fell in a quick spell (0.25 ms), every other round in a slow one: by
+    # its fastest run the default would ship, though blocked beat it in every round but the first
+    rounds_ms = {"default": [0.25, 0.44, 0.45, 0.44, 0.44], "blocked": [0.43, 0.42, 0.42, 0.42, 0.41]}
+    ranked = tuning.paired_ms(rounds_ms)
+    assert ranked["default"] == 0.25  # the reference keeps its fastest round
+    assert ranked["blocked"] == pytest.approx(0.25 * 0.42 / 0.44, abs=1e-4)  # median ratio 0.42 / 0.44
+    assert min(ranked, key=ranked.get) == "blocked"
