@@ -55,7 +55,7 @@ from hwkd.initial_design import forward_macs, spread_by_cost
 from hwkd.latency.estimator import Estimator
 from hwkd.profiles import load_profile
 from hwkd.spaces import load_space
-from hwkd.stats import kendall, spearman
+from hwkd.stats import kendall, spearman, spearman_interval
 from hwkd.teachers import default_teacher
 from hwkd.teachers.base import Teacher
 from hwkd.training import pick_device
@@ -321,13 +321,16 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
     # with a second full run of every student, their mean is a truth with less seed noise in it
     both = ([(s.full_acc + float(s.reseed_acc or 0)) / 2 for s in students]
             if all(s.reseed_acc is not None for s in students) else None)
-    print(f"{'proxy':<64} {'Spearman':>8} {'Kendall':>8} {'top-3':>5} {'front':>5} {'close':>5} {'images/full':>11} "
+    print(f"{'proxy':<64} {'Spearman':>8} {'95 % CI':>12} {'Kendall':>8} {'top-3':>5} {'front':>5} {'close':>5} {'images/full':>11} "
           f"{f'/{FullConfig.epochs} ep':>8}" + (f" {'Sp. 2 seeds':>11}" if both else ""))
     for n, (name, score, images) in enumerate(rows):
         kept = len(front & pareto_front(latency, score))
         agree, pairs = close_pairs(score, truth, latency)
         against_both = "" if both is None else f" {'-' if n == 0 else f'{spearman(score, both):.3f}':>11}"
-        print(f"{name:<64} {spearman(score, truth):>8.3f} {kendall(score, truth):>8.3f} "
+        rho = spearman(score, truth)
+        interval = spearman_interval(rho, len(students))
+        ci = "-" if interval is None else f"{interval[0]:.2f} to {interval[1]:.2f}"
+        print(f"{name:<64} {rho:>8.3f} {ci:>12} {kendall(score, truth):>8.3f} "
               f"{top_overlap(score, truth):>3}/3 {kept:>2}/{len(front):<2} {agree / max(pairs, 1):>5.0%} "
               f"{images / full_images:>11.2%} {images / default_images:>8.2%}{against_both}")
     print(f"front: students on the front of full accuracy against rpi4 latency that the proxy's front also has. "
@@ -336,6 +339,7 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
           f"images/full: brief training images over the {args.epochs}-epoch full distillation above; "
           f"/{FullConfig.epochs} ep: over hwkd distill's default {FullConfig.epochs} epochs. "
           + ("Sp. 2 seeds: Spearman against the mean of the two full runs (seed and seed + 1). " if both else "")
+          + "95 % CI: of the Spearman over these students (Bonett and Wright 2000). "
           + "Goal: Spearman >= 0.85 at <= 5% of full compute", flush=True)
     reseeded = [s for s in students if s.reseed_acc is not None]
     if 3 <= len(reseeded) < len(students):  # the ceiling so far, beside the proxies on the same students

@@ -105,8 +105,17 @@ class ProxyFidelity:
     accuracy_spearman: float | None = None  # brief accuracy alone, when the score was more than that
     synflow_spearman: float | None = None  # SynFlow alone (when every student records it)
 
+    @property
+    def spearman_interval(self) -> tuple[float, float] | None:
+        """95 % interval of `spearman` (from 8 students): how far a few students' ranking can be read."""
+        from hwkd.stats import spearman_interval
+
+        return spearman_interval(self.spearman, self.students)
+
     def line(self) -> str:
-        line = (f"proxy fidelity over {self.students} fully distilled students: Spearman {self.spearman:.3f}, "
+        interval = self.spearman_interval
+        within = "" if interval is None else f" (95 % interval {interval[0]:.2f} to {interval[1]:.2f})"
+        line = (f"proxy fidelity over {self.students} fully distilled students: Spearman {self.spearman:.3f}{within}, "
                 f"Kendall {self.kendall:.3f} (the search's score vs full test accuracy)")
         if self.accuracy_spearman is not None:
             line += f"; brief accuracy alone: Spearman {self.accuracy_spearman:.3f}"
@@ -218,7 +227,10 @@ def _plot_fidelity(folder: RunFolder, trials: pd.DataFrame, fidelity: ProxyFidel
                     xytext=(4, 4), fontsize=8)
     ax.set_xlabel(f"the search's score: {score_name(synflow_points)} (%)")
     ax.set_ylabel("test accuracy after full distillation (%)")
-    ax.set_title(f"Spearman {fidelity.spearman:.2f}, Kendall {fidelity.kendall:.2f} ({fidelity.students} students)")
+    interval = fidelity.spearman_interval
+    within = "" if interval is None else f" (95 %: {interval[0]:.2f} to {interval[1]:.2f})"
+    ax.set_title(f"Spearman {fidelity.spearman:.2f}{within}, Kendall {fidelity.kendall:.2f} "
+                 f"({fidelity.students} students)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     partial = folder.file("fidelity.png.partial")

@@ -121,3 +121,19 @@ def test_proxy_fidelity_names_the_score_and_each_of_its_parts() -> None:
     assert fidelity.synflow_spearman == pytest.approx(15 ** -0.5)
     assert fidelity.line().endswith("(the search's score vs full test accuracy); brief accuracy alone: Spearman "
                                     "0.400; SynFlow of the untrained students alone: Spearman 0.258")
+
+
+def test_proxy_fidelity_says_how_far_its_spearman_can_be_read_from_8_students() -> None:
+    from hwkd.reports import proxy_fidelity
+
+    # 8 students whose score swaps two neighbours of the full ranking: Spearman 1 - 6 * 2 / (8 * 63)
+    full = [0.80 + 0.01 * i for i in range(8)]
+    score = [0.5, 0.6, 0.8, 0.7, 0.9, 1.0, 1.1, 1.2]
+    frame = pd.DataFrame({"val_accuracy": score, "synflow": [10.0] * 8, "full_test_accuracy": full,
+                          "duplicate_of": [None] * 8, "score": score})
+    fidelity = proxy_fidelity(frame)
+    assert fidelity is not None and fidelity.spearman == pytest.approx(1 - 12 / 504)
+    low, high = fidelity.spearman_interval  # type: ignore[misc]
+    assert 0.8 < low < fidelity.spearman < high < 1  # 8 students ranked 0.976: 0.82 to 1.00
+    assert f"Spearman 0.976 (95 % interval {low:.2f} to {high:.2f}), Kendall" in fidelity.line()
+    assert proxy_fidelity(frame.iloc[:7]).spearman_interval is None  # type: ignore[union-attr]

@@ -25,3 +25,16 @@ def test_constant_input_gives_nan_and_bad_lengths_raise() -> None:
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
     with pytest.raises(ValueError):
         kendall([1], [1])
+
+
+def test_spearman_interval_by_hand_and_where_it_says_nothing() -> None:
+    from hwkd.stats import MIN_INTERVAL_PAIRS, spearman_interval
+
+    # rho 0.5 over 12 pairs: z = atanh(0.5) = 0.549306, se = sqrt(1.125 / 9) = 0.353553, 1.959964 se = 0.692951
+    low, high = spearman_interval(0.5, 12)  # type: ignore[misc]
+    assert low == pytest.approx(math.tanh(0.549306 - 0.692951), abs=1e-5) == pytest.approx(-0.1427, abs=1e-4)
+    assert high == pytest.approx(0.8461, abs=1e-4)
+    # 12 students ranked 0.85 cannot tell 0.85 from 0.5; 100 students can
+    assert spearman_interval(0.85, 12)[0] < 0.5 < spearman_interval(0.85, 100)[0]  # type: ignore[index]
+    assert spearman_interval(0.9, MIN_INTERVAL_PAIRS - 1) is None
+    assert spearman_interval(1.0, 20) is None and spearman_interval(float("nan"), 20) is None
