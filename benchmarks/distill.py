@@ -159,7 +159,7 @@ def accuracy(dataset, logits: torch.Tensor, teacher_acc: float, steps_list: list
     print("   goals: distillation (kd) ahead of labels only by at least 1 point; the default loss at or above kd")
 
 
-def full_accuracy(dataset, teacher, epochs: int, seeds: int, losses: list[str]) -> None:
+def full_accuracy(dataset, teacher, teacher_acc: float, epochs: int, seeds: int, losses: list[str]) -> None:
     """Part 3: full distillation (augmentation, the teacher on every batch, warm-up + cosine) with each loss."""
     import tempfile
     from pathlib import Path
@@ -173,7 +173,8 @@ def full_accuracy(dataset, teacher, epochs: int, seeds: int, losses: list[str]) 
     columns = ["labels", *losses]
     d = FullConfig()
     print(f"\n3. full distillation, {epochs} epochs of {len(dataset.train)} images, T={d.temperature}, "
-          f"alpha={d.alpha}, loss default {d.loss}; test accuracy, {seeds} seeds")
+          f"alpha={d.alpha}, loss default {d.loss}; test accuracy, {seeds} seeds; teacher test accuracy "
+          f"{100 * teacher_acc:.2f}% (a student that can pass its teacher is held back by it: compare labels)")
     print(f"   {'':>6} " + " ".join(f"{c:>13}" for c in columns) + "   "
           + " ".join(f"{c + ' - kd':>10}" for c in columns if c != "kd") + "   per seed")
     scores: dict[str, list[float]] = {c: [] for c in columns}
@@ -227,7 +228,7 @@ def main() -> None:
         accuracy(dataset, logits, teacher_acc, [int(s) for s in args.steps.split(",")], args.seeds,
                  [name.strip() for name in args.losses.split(",") if name.strip()])
     if args.full_epochs:
-        full_accuracy(dataset, teacher, args.full_epochs, args.seeds,
+        full_accuracy(dataset, teacher, teacher_acc, args.full_epochs, args.seeds,
                       [name.strip() for name in args.losses.split(",") if name.strip()])
 
 

@@ -321,7 +321,7 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
     # with a second full run of every student, their mean is a truth with less seed noise in it
     both = ([(s.full_acc + float(s.reseed_acc or 0)) / 2 for s in students]
             if all(s.reseed_acc is not None for s in students) else None)
-    print(f"{'proxy':<64} {'Spearman':>8} {'95 % CI':>12} {'Kendall':>8} {'top-3':>5} {'front':>5} {'close':>5} {'images/full':>11} "
+    print(f"{'proxy':<64} {'Spearman':>8} {'95 % CI':>13} {'Kendall':>8} {'top-3':>5} {'front':>5} {'close':>5} {'images/full':>11} "
           f"{f'/{FullConfig.epochs} ep':>8}" + (f" {'Sp. 2 seeds':>11}" if both else ""))
     for n, (name, score, images) in enumerate(rows):
         kept = len(front & pareto_front(latency, score))
@@ -330,7 +330,7 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
         rho = spearman(score, truth)
         interval = spearman_interval(rho, len(students))
         ci = "-" if interval is None else f"{interval[0]:.2f} to {interval[1]:.2f}"
-        print(f"{name:<64} {rho:>8.3f} {ci:>12} {kendall(score, truth):>8.3f} "
+        print(f"{name:<64} {rho:>8.3f} {ci:>13} {kendall(score, truth):>8.3f} "
               f"{top_overlap(score, truth):>3}/3 {kept:>2}/{len(front):<2} {agree / max(pairs, 1):>5.0%} "
               f"{images / full_images:>11.2%} {images / default_images:>8.2%}{against_both}")
     print(f"front: students on the front of full accuracy against rpi4 latency that the proxy's front also has. "

@@ -204,6 +204,9 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     print(f"trial {outcome.trial.number}: test accuracy {100 * r.test_accuracy:.2f}% after {r.epochs} epochs "
           f"(teacher {100 * outcome.teacher_test_accuracy:.2f}%, brief validation accuracy "
           f"{100 * outcome.trial.val_accuracy:.2f}%), {r.seconds:.0f} s")
+    note = outcome.teacher_note()
+    if note:
+        print(f"  {note}")
     print(f"  {outcome.folder / 'student.pt'}\n  {outcome.folder / 'result.json'}")
     return 0
 
