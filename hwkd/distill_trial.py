@@ -32,12 +32,11 @@ class DistillOutcome:
     result: FullResult
     teacher_test_accuracy: float
     folder: Path
-
-    alpha: float = FullConfig.alpha  # the weight the teacher had
+    alpha: float = FullConfig.alpha  # the teacher's weight in the loss it was distilled with
 
     def teacher_note(self) -> str | None:
-        """A line for a student that ended within TEACHER_BOUND_POINTS of its teacher's test accuracy, or
-        above it, after learning mostly from the teacher; None otherwise."""
+        """A line for a student distilled with the teacher in its loss that ended within
+        TEACHER_BOUND_POINTS of the teacher's test accuracy, or above it; None otherwise."""
         gap_points = 100 * (self.teacher_test_accuracy - self.result.test_accuracy)
         if gap_points > TEACHER_BOUND_POINTS or self.alpha == 0:
             return None
