@@ -19,11 +19,13 @@ def _outcome(student_test: float, teacher_test: float, alpha: float = 0.9) -> Di
 
 
 def test_a_student_level_with_its_teacher_is_told_the_teacher_may_limit_it() -> None:
-    # the measured case: a 91.25 % teacher, its student 91.24 % with KD (92.22 % from labels alone)
+    # the measured case: a 91.18 % teacher, its student 91.24 % with KD (92.22 % from labels alone)
+    assert (_outcome(0.9124, 0.9118).teacher_note() or "").startswith("the student ended 0.06 points above its "
+                                                                       "teacher (91.18%)")
     note = _outcome(0.9124, 0.9125).teacher_note()
     assert note is not None and note.startswith("the student ended 0.01 points below its teacher (91.25%)")
     assert "lower --alpha than 0.9" in note
     assert "0.30 points above" in (_outcome(0.9155, 0.9125).teacher_note() or "")
-    # 0.71 points below (2 epochs of the same student): the teacher still leads, nothing to say
-    assert _outcome(0.9054, 0.9125).teacher_note() is None
+    # 0.64 points below (2 epochs of the same student, where KD still led the labels): nothing to say
+    assert _outcome(0.9054, 0.9118).teacher_note() is None
     assert _outcome(0.9124, 0.9125, alpha=0.0).teacher_note() is None  # labels only: no teacher to blame
