@@ -112,10 +112,15 @@ class ProxyFidelity:
 
         return spearman_interval(self.spearman, self.students)
 
-    def line(self) -> str:
+    @property
+    def interval_words(self) -> str:
+        """`spearman_interval` as the report line and fidelity.png say it, or "" below 8 students."""
         interval = self.spearman_interval
-        within = "" if interval is None else f" (95 % interval {interval[0]:.2f} to {interval[1]:.2f})"
-        line = (f"proxy fidelity over {self.students} fully distilled students: Spearman {self.spearman:.3f}{within}, "
+        return "" if interval is None else f" (95 % interval {interval[0]:.2f} to {interval[1]:.2f})"
+
+    def line(self) -> str:
+        line = (f"proxy fidelity over {self.students} fully distilled students: Spearman {self.spearman:.3f}"
+                f"{self.interval_words}, "
                 f"Kendall {self.kendall:.3f} (the search's score vs full test accuracy)")
         if self.accuracy_spearman is not None:
             line += f"; brief accuracy alone: Spearman {self.accuracy_spearman:.3f}"
@@ -227,9 +232,7 @@ def _plot_fidelity(folder: RunFolder, trials: pd.DataFrame, fidelity: ProxyFidel
                     xytext=(4, 4), fontsize=8)
     ax.set_xlabel(f"the search's score: {score_name(synflow_points)} (%)")
     ax.set_ylabel("test accuracy after full distillation (%)")
-    interval = fidelity.spearman_interval
-    within = "" if interval is None else f" (95 %: {interval[0]:.2f} to {interval[1]:.2f})"
-    ax.set_title(f"Spearman {fidelity.spearman:.2f}{within}, Kendall {fidelity.kendall:.2f} "
+    ax.set_title(f"Spearman {fidelity.spearman:.2f}{fidelity.interval_words}, Kendall {fidelity.kendall:.2f} "
                  f"({fidelity.students} students)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
