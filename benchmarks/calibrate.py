@@ -14,7 +14,9 @@ Each runtime is measured in its own process (a thread pool of one would compete 
 every student `--passes` times in interleaved passes (a slow minute of a shared machine then hits
 one pass of many students, not every pass of a few); the fastest pass is the latency, and the
 spread between passes is printed as the noise of the machine. Measurements go to CSVs a
-later run reuses (`--out`); the fit is then a few seconds. Run it with nothing else on the machine.
+later run reuses (`--out`; the settings they were taken with are kept beside them, and a run that
+asks for other students, seed, passes, threads or layout is refused); the fit is then a few
+seconds. Run it with nothing else on the machine.
 
     python benchmarks/calibrate.py [--students 110] [--fit 10] [--passes 3] [--spaces nb201,fbnet,mbconv-small]
                                    [--out calibrate-measurements]
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import os
 import random
@@ -163,6 +166,7 @@ def collect(runtime: str, path: Path, students: int, seed: int, passes: int, thr
             writer.writerow({"space": name, "arch": arch, "latency_ms": f"{min(runs):.4f}",
                              "pass_spread_pct": f"{100 * (max(runs) - min(runs)) / min(runs):.2f}",
                              "passes_ms": " ".join(f"{r:.4f}" for r in runs)})
+    settings_path(path).write_text(json.dumps(settings(students, seed, passes, threads, blocked)))
 
 
 def report(measured: dict[str, list[dict[str, str]]], fit_count: int, spaces: tuple[str, ...] = SPACES,
@@ -325,6 +329,15 @@ def best_weighting_spearman(parts: list, measured_ms: list[float]) -> float:
     return spearman(list(x @ weights), list(y))
 
 
+def settings(students: int, seed: int, passes: int, threads: int, blocked: bool) -> dict[str, Any]:
+    """What a measurement CSV depends on besides its spaces (which it lists itself)."""
+    return {"students": students, "seed": seed, "passes": passes, "threads": threads, "blocked": blocked}
+
+
+def settings_path(csv_path: Path) -> Path:
+    return csv_path.with_suffix(".settings.json")
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     if not path.exists():
         return []
@@ -370,6 +383,16 @@ def main() -> None:
                            + (["--blocked"] if args.blocked else []), check=True)
         else:
             print(f"{path}: measured before, reused (delete it to measure again)", file=sys.stderr)
+            asked = settings(args.students, args.seed, args.passes, args.threads, args.blocked)
+            if settings_path(path).exists():  # written beside every CSV since the students' settings were kept
+                saved = json.loads(settings_path(path).read_text())
+                differ = [(f"--{k}" if saved.get(k) else f"no --{k}") if isinstance(v, bool)
+                          else f"--{k} {saved.get(k)} (asked {v})" for k, v in asked.items() if saved.get(k) != v]
+                if differ:
+                    parser.error(f"{path} was measured with {', '.join(differ)}: delete it, or ask for its settings")
+            else:
+                print(f"{path}: no {settings_path(path).name} beside it, its students, seed, passes and threads "
+                      "are taken to be the ones asked", file=sys.stderr)
         measured[runtime] = read_rows(path)
         missing = sorted(set(spaces) - {row["space"] for row in measured[runtime]})
         if missing:

@@ -88,3 +88,19 @@ def test_calibrate_refuses_a_measurement_file_without_the_spaces_asked_for(tmp_p
     assert f"{saved}: measured before, reused" in err
     assert err.strip().splitlines()[-1].endswith(f"{saved} has no nb201 students: delete it, or ask for the spaces it has")
     assert saved.read_text().count("\n") == 2  # the file is left as it was
+
+
+def test_calibrate_refuses_measurements_taken_with_other_settings(tmp_path: Path, capsys, monkeypatch) -> None:
+    saved = tmp_path / "old-tvm.csv"  # 20 nb201 students timed in one pass, in the blocked layout
+    saved.write_text("space,arch,latency_ms,pass_spread_pct,passes_ms\nnb201,000000,0.3,0.0,0.3\n")
+    (tmp_path / "old-tvm.settings.json").write_text(
+        '{"students": 20, "seed": 0, "passes": 1, "threads": 2, "blocked": true}')
+    monkeypatch.setattr(sys, "argv", ["calibrate.py", "--spaces", "nb201", "--runtimes", "tvm", "--students", "20",
+                                      "--threads", "2", "--out", str(tmp_path / "old")])
+    with pytest.raises(SystemExit) as stop:
+        _benchmark(monkeypatch, "calibrate").main()
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith(f"{saved} was measured with --passes 1 (asked 3), --blocked: delete it, or ask for its "
+                         "settings")
+    assert saved.read_text().count("\n") == 2
