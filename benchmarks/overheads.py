@@ -69,8 +69,10 @@ def chain_timer(kind: str, kernels: int, folder: Path, exec_mode: str = "compile
     import tvm
     from tvm import relax
 
-    from hwkd.threads import tvm_pool_pinned
+    from hwkd.threads import size_tvm_pool, tvm_pool_pinned
 
+    size_tvm_pool()  # the pool's size as hwkd sets it, unless main's --threads set it already
+    threads = int(os.environ["TVM_NUM_THREADS"])
     calls = "\n".join(f"            y{k + 1} = R.call_tir(cls.inc, (y{k},), out_ty=R.Tensor((64,), 'float32'))"
                       for k in range(kernels))
     path = folder / f"chain_{kind}.py"  # TVMScript reads its source from a file
@@ -84,7 +86,6 @@ def chain_timer(kind: str, kernels: int, folder: Path, exec_mode: str = "compile
     vm = relax.VirtualMachine(executable, tvm.cpu())
     vm.set_input("main", tvm.runtime.tensor(np.zeros(64, "float32"), tvm.cpu()))
     timer = vm.time_evaluator("invoke_stateful", tvm.cpu(), number=50, repeat=7, min_repeat_ms=min_repeat_ms)
-    threads = int(os.environ.get("TVM_NUM_THREADS", len(os.sched_getaffinity(0))))
 
     def time_us() -> float:
         with tvm_pool_pinned(threads):
