@@ -117,3 +117,19 @@ def test_default_teachers_file_gives_the_readme_figures(capsys, monkeypatch) -> 
     assert table[SEARCH][:2] == ["0.792", "0.32 to 0.95"]
     assert table["200 steps: val accuracy (--synflow-points 0)"][0] == "0.704"
     assert table["600 steps: val accuracy"][0] == "0.868"
+
+
+def test_calibrate_keeps_the_settings_of_a_measurement_and_refuses_others(tmp_path: Path, capsys,
+                                                                         monkeypatch) -> None:
+    module = _benchmark(monkeypatch, "calibrate")
+    saved = tmp_path / "m-ort.csv"  # one nb201 student, really timed by ONNX Runtime in one pass
+    module.collect("ort", saved, students=1, seed=0, passes=1, threads=1, spaces=("nb201",))
+    assert len(module.read_rows(saved)) == 1
+    monkeypatch.setattr(sys, "argv", ["calibrate.py", "--spaces", "nb201", "--runtimes", "ort", "--students", "1",
+                                      "--threads", "1", "--passes", "2", "--out", str(tmp_path / "m")])
+    with pytest.raises(SystemExit) as stop:
+        module.main()
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith(f"{saved} was measured with --passes 1 (asked 2): delete it, or ask for its settings")
+    assert len(module.read_rows(saved)) == 1  # the measurement is kept
