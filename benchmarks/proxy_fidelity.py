@@ -156,6 +156,12 @@ def pareto_front(latency: Sequence[float], score: Sequence[float]) -> set[int]:
         for j in range(len(score)))}
 
 
+def with_interval(rho: float, pairs: int) -> str:
+    """A Spearman and its 95 % interval, as the table prints them."""
+    interval = spearman_interval(rho, pairs)
+    return f"{rho:.3f}" + ("" if interval is None else f" ({interval[0]:.2f} to {interval[1]:.2f})")
+
+
 def mean_rank(*scores: Sequence[float]) -> list[float]:
     """The mean of each student's ranks under several scores (higher is better)."""
     out = [0.0] * len(scores[0])
@@ -322,11 +328,11 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
     both = ([(s.full_acc + float(s.reseed_acc or 0)) / 2 for s in students]
             if all(s.reseed_acc is not None for s in students) else None)
     print(f"{'proxy':<64} {'Spearman':>8} {'95 % CI':>13} {'Kendall':>8} {'top-3':>5} {'front':>5} {'close':>5} {'images/full':>11} "
-          f"{f'/{FullConfig.epochs} ep':>8}" + (f" {'Sp. 2 seeds':>11}" if both else ""))
+          f"{f'/{FullConfig.epochs} ep':>8}" + (f" {'Sp. 2 seeds (95 % CI)':>22}" if both else ""))
     for n, (name, score, images) in enumerate(rows):
         kept = len(front & pareto_front(latency, score))
         agree, pairs = close_pairs(score, truth, latency)
-        against_both = "" if both is None else f" {'-' if n == 0 else f'{spearman(score, both):.3f}':>11}"
+        against_both = "" if both is None else f" {'-' if n == 0 else with_interval(spearman(score, both), len(students)):>22}"
         rho = spearman(score, truth)
         interval = spearman_interval(rho, len(students))
         ci = "-" if interval is None else f"{interval[0]:.2f} to {interval[1]:.2f}"
@@ -405,12 +411,8 @@ def main() -> None:
           f"{100 * teacher_acc:.2f}%", flush=True)
     logits = teacher.logits(dataset.normalize(dataset.train.images))  # every budget's images
     teacher_val = teacher.logits(dataset.normalize(dataset.val.images))
-    if saved_spaces and abs(saved["teacher_test_acc"] - teacher_acc) > 0.002:
-        # retrained elsewhere: the same recipe on another machine moved brief accuracies by up to
-        # 1.3 points and their ranking of mbconv-small to 0.655 alike, so new scores would not compare
-        raise SystemExit(f"{args.save}'s teacher scored {100 * saved['teacher_test_acc']:.2f}% on test, this one "
-                         f"{100 * teacher_acc:.2f}% (retrained?): scores from two teachers do not compare; "
-                         "resume with the file's teacher or use another --save file")
+    if saved_spaces:
+        check_same_teacher(args.save, saved, teacher.sha256, teacher_acc)
     results: dict[str, list[Student]] = {n: students_of(r) for n, r in saved_spaces.items()}
 
     def save(name: str, students: list[Student]) -> None:
@@ -418,7 +420,7 @@ def main() -> None:
             return
         results[name] = students
         tmp = Path(f"{args.save}.tmp")  # replaced whole, so a kill never leaves half a file
-        tmp.write_text(json.dumps({**settings, "teacher_test_acc": teacher_acc,
+        tmp.write_text(json.dumps({**settings, "teacher_test_acc": teacher_acc, "teacher_sha256": teacher.sha256,
                                    "spaces": {n: [asdict(s) for s in st] for n, st in results.items()}}, indent=1))
         tmp.replace(args.save)
 
@@ -427,6 +429,23 @@ def main() -> None:
                                          results.get(name, []), functools.partial(save, name))
     for name in args.spaces.split(","):
         summarize(name, results[name], budgets, args, len(dataset.train))
+
+
+def check_same_teacher(path: str, saved: dict, sha256: str, test_acc: float) -> None:
+    """Refuse to resume a file another teacher's scores are in. The same recipe retrained on another
+    machine moved brief accuracies by up to 1.3 points and their ranking of mbconv-small to 0.655
+    alike, while its test accuracy can differ by as little as 0.02 points (93.09 % against 93.07 %):
+    the checkpoint's hash tells teachers apart; files written before it was kept have only the
+    test accuracy."""
+    if "teacher_sha256" in saved:
+        if saved["teacher_sha256"] != sha256:
+            raise SystemExit(f"{path}'s teacher has sha256 {saved['teacher_sha256'][:12]}..., this one "
+                             f"{sha256[:12]}... (retrained?): scores from two teachers do not compare; "
+                             "resume with the file's teacher or use another --save file")
+    elif abs(saved["teacher_test_acc"] - test_acc) > 0.002:
+        raise SystemExit(f"{path}'s teacher scored {100 * saved['teacher_test_acc']:.2f}% on test, this one "
+                         f"{100 * test_acc:.2f}% (retrained?): scores from two teachers do not compare; "
+                         "resume with the file's teacher or use another --save file")
 
 
 def students_of(rows: list[dict]) -> list[Student]:

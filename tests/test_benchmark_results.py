@@ -54,7 +54,7 @@ def test_first_teachers_file_is_all_kd_and_gives_the_readme_figures(capsys, monk
     assert not any("DKD" in row for t in tables.values() for row in t)
     # mbconv-small has a second full run of every student: the ceiling, and the mean of the two
     assert tables["mbconv-small"]["full distillation again, seed + 1 (the ceiling)"][0] == "0.622"
-    assert tables["mbconv-small"][SEARCH][-1] == "0.790"
+    assert tables["mbconv-small"][SEARCH][-1] == "0.790 (0.31 to 0.95)"  # against both runs' mean
     assert "full distillation again, seed + 1 (the ceiling)" not in tables["nb201-widths"]
 
 
@@ -133,3 +133,17 @@ def test_calibrate_keeps_the_settings_of_a_measurement_and_refuses_others(tmp_pa
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.endswith(f"{saved} was measured with --passes 1 (asked 2): delete it, or ask for its settings")
     assert len(module.read_rows(saved)) == 1  # the measurement is kept
+
+
+def test_proxy_fidelity_resumes_only_with_the_files_teacher(monkeypatch) -> None:
+    check = _benchmark(monkeypatch, "proxy_fidelity").check_same_teacher
+    saved = {"teacher_test_acc": 0.9307, "teacher_sha256": "a" * 64}
+    check("f.json", saved, "a" * 64, 0.9307)  # the same checkpoint: resumed
+    # retrained by the same recipe: 0.02 points apart on test, but another teacher
+    with pytest.raises(SystemExit, match=r"f\.json's teacher has sha256 aaaaaaaaaaaa\.\.\., this one bbbbbbbbbbbb"):
+        check("f.json", saved, "b" * 64, 0.9309)
+    # a file from before the hash was kept: only its test accuracy can tell
+    old = {"teacher_test_acc": 0.9125}
+    check("old.json", old, "b" * 64, 0.9118)
+    with pytest.raises(SystemExit, match=r"old\.json's teacher scored 91\.25% on test, this one 90\.95%"):
+        check("old.json", old, "b" * 64, 0.9095)
