@@ -147,3 +147,12 @@ def test_proxy_fidelity_resumes_only_with_the_files_teacher(monkeypatch) -> None
     check("old.json", old, "b" * 64, 0.9118)
     with pytest.raises(SystemExit, match=r"old\.json's teacher scored 91\.25% on test, this one 90\.95%"):
         check("old.json", old, "b" * 64, 0.9095)
+
+
+def test_retrained_default_teachers_file_gives_the_readme_figures(capsys, monkeypatch) -> None:
+    # the first file's full runs, with a retrained default teacher's briefs and a second full run (seed + 1)
+    table = _table(capsys, monkeypatch, "proxy_fidelity_default_teacher2.json")["nb201-widths"]
+    assert table["full distillation again, seed + 1 (the ceiling)"][:2] == ["0.897", "0.59 to 0.98"]
+    assert table[SEARCH][0] == "0.865" and table[SEARCH][-1] == "0.834 (0.41 to 0.96)"
+    assert table["MACs (no training)"][0] == "0.949" and table["MACs (no training)"][-1] == "0.935 (0.72 to 0.99)"
+    assert table["600 steps: val accuracy"][0] == "0.967" and table["600 steps: val accuracy"][-1].startswith("0.907")
