@@ -156,10 +156,16 @@ def pareto_front(latency: Sequence[float], score: Sequence[float]) -> set[int]:
         for j in range(len(score)))}
 
 
-def with_interval(rho: float, pairs: int) -> str:
-    """A Spearman and its 95 % interval, as the table prints them."""
+def interval_words(rho: float, pairs: int) -> str:
+    """A Spearman's 95 % interval as the table prints it, or "" where there is none."""
     interval = spearman_interval(rho, pairs)
-    return f"{rho:.3f}" + ("" if interval is None else f" ({interval[0]:.2f} to {interval[1]:.2f})")
+    return "" if interval is None else f"{interval[0]:.2f} to {interval[1]:.2f}"
+
+
+def with_interval(rho: float, pairs: int) -> str:
+    """A Spearman and its 95 % interval in brackets (the "Sp. 2 seeds" column)."""
+    words = interval_words(rho, pairs)
+    return f"{rho:.3f}" + (f" ({words})" if words else "")
 
 
 def mean_rank(*scores: Sequence[float]) -> list[float]:
@@ -334,8 +340,7 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
         agree, pairs = close_pairs(score, truth, latency)
         against_both = "" if both is None else f" {'-' if n == 0 else with_interval(spearman(score, both), len(students)):>22}"
         rho = spearman(score, truth)
-        interval = spearman_interval(rho, len(students))
-        ci = "-" if interval is None else f"{interval[0]:.2f} to {interval[1]:.2f}"
+        ci = interval_words(rho, len(students)) or "-"
         print(f"{name:<64} {rho:>8.3f} {ci:>13} {kendall(score, truth):>8.3f} "
               f"{top_overlap(score, truth):>3}/3 {kept:>2}/{len(front):<2} {agree / max(pairs, 1):>5.0%} "
               f"{images / full_images:>11.2%} {images / default_images:>8.2%}{against_both}")
@@ -438,14 +443,15 @@ def check_same_teacher(path: str, saved: dict, sha256: str, test_acc: float) -> 
     the checkpoint's hash tells teachers apart; files written before it was kept have only the
     test accuracy."""
     if "teacher_sha256" in saved:
-        if saved["teacher_sha256"] != sha256:
-            raise SystemExit(f"{path}'s teacher has sha256 {saved['teacher_sha256'][:12]}..., this one "
-                             f"{sha256[:12]}... (retrained?): scores from two teachers do not compare; "
-                             "resume with the file's teacher or use another --save file")
-    elif abs(saved["teacher_test_acc"] - test_acc) > 0.002:
-        raise SystemExit(f"{path}'s teacher scored {100 * saved['teacher_test_acc']:.2f}% on test, this one "
-                         f"{100 * test_acc:.2f}% (retrained?): scores from two teachers do not compare; "
-                         "resume with the file's teacher or use another --save file")
+        if saved["teacher_sha256"] == sha256:
+            return
+        differ = f"has sha256 {saved['teacher_sha256'][:12]}..., this one {sha256[:12]}..."
+    elif abs(saved["teacher_test_acc"] - test_acc) <= 0.002:
+        return
+    else:
+        differ = f"scored {100 * saved['teacher_test_acc']:.2f}% on test, this one {100 * test_acc:.2f}%"
+    raise SystemExit(f"{path}'s teacher {differ} (retrained?): scores from two teachers do not compare; "
+                     "resume with the file's teacher or use another --save file")
 
 
 def students_of(rows: list[dict]) -> list[Student]:
