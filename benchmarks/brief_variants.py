@@ -106,7 +106,7 @@ def truth_of(paths: list[Path], space: str) -> tuple[list[Student], int, int]:
         saved = json.loads(path.read_text())
         if space in saved["spaces"]:
             return students_of(saved["spaces"][space]), saved["train_images"], saved["epochs"]
-    raise SystemExit(f"--space {space}: no --truth file has it ({', '.join(map(str, paths))})")
+    raise SystemExit(f"--spaces {space}: no --truth file has it ({', '.join(map(str, paths))})")
 
 
 def summarize(space: str, students: list[Student], rows: dict[str, list[dict]], train_images: int,
@@ -214,7 +214,8 @@ def _truth(paths: list[str], space: str,
     root = Path(__file__).parent.parent
     students, train_images, epochs = truth_of([p if Path(p).is_absolute() else root / p for p in map(Path, paths)],
                                               space)
-    return students, rows, train_images, epochs
+    saved = max((len(r) for r in rows.values()), default=0)  # a file of the first --students N only
+    return students[:saved], rows, train_images, epochs
 
 
 if __name__ == "__main__":
