@@ -51,6 +51,7 @@ from hwkd.data.datasets import Dataset
 from hwkd.distillation.brief import brief_distill, brief_indices, brief_subset
 from hwkd.distillation.config import LOSS_NAMES, BriefConfig, FullConfig
 from hwkd.distillation.full import full_distill
+from hwkd.files import write_atomic
 from hwkd.initial_design import forward_macs, spread_by_cost
 from hwkd.latency.estimator import Estimator
 from hwkd.profiles import load_profile
@@ -168,6 +169,25 @@ def with_interval(rho: float, pairs: int) -> str:
     return f"{rho:.3f}" + (f" ({words})" if words else "")
 
 
+def full_run_images(epochs: int, train_images: int) -> int:
+    """Training images of a full distillation: whole batches of every epoch (the last partial one is dropped)."""
+    return epochs * (train_images // FullConfig.batch_size) * FullConfig.batch_size
+
+
+def two_run_mean(students: Sequence[Student]) -> list[float] | None:
+    """Each student's mean full accuracy over its two runs (seed and seed + 1), a truth with less seed
+    noise in it; None unless every student has the second run."""
+    if any(s.reseed_acc is None for s in students):
+        return None
+    return [(s.full_acc + float(s.reseed_acc or 0)) / 2 for s in students]
+
+
+def teacher_test_accuracy(teacher: Teacher, dataset: Dataset) -> float:
+    """The teacher's accuracy on the test split (what tells a retrained teacher apart in the files)."""
+    return float((teacher.logits(dataset.normalize(dataset.test.images)).argmax(1) == dataset.test.labels)
+                 .float().mean())
+
+
 def mean_rank(*scores: Sequence[float]) -> list[float]:
     """The mean of each student's ranks under several scores (higher is better)."""
     out = [0.0] * len(scores[0])
@@ -272,8 +292,8 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
     # the front of the fully distilled students: accuracy against rpi4 latency
     latency = [s.latency_ms for s in students]
     front = pareto_front(latency, truth)
-    per_epoch = (train_images // FullConfig.batch_size) * FullConfig.batch_size
-    full_images, default_images = args.epochs * per_epoch, FullConfig.epochs * per_epoch
+    full_images, default_images = full_run_images(args.epochs, train_images), full_run_images(FullConfig.epochs,
+                                                                                                train_images)
     macs, syn = [s.macs for s in students], [s.synflow for s in students]
     rows: list[tuple[str, list[float], float]] = [  # name, score, training images per student
         ("MACs (no training)", macs, 0), ("SynFlow zero-cost score (no training)", syn, 0)]
@@ -330,9 +350,7 @@ def summarize(space_name: str, students: list[Student], budgets: list[int], args
                      images * (2 * len(b) - sum(stopped)) / (2 * len(b))))
     print(f"\n{space_name}{title}: {len(students)} students; full: {args.epochs} epochs x {train_images} images, test accuracy "
           f"{100 * min(truth):.2f}% to {100 * max(truth):.2f}%")
-    # with a second full run of every student, their mean is a truth with less seed noise in it
-    both = ([(s.full_acc + float(s.reseed_acc or 0)) / 2 for s in students]
-            if all(s.reseed_acc is not None for s in students) else None)
+    both = two_run_mean(students)
     print(f"{'proxy':<64} {'Spearman':>8} {'95 % CI':>13} {'Kendall':>8} {'top-3':>5} {'front':>5} {'close':>5} {'images/full':>11} "
           f"{f'/{FullConfig.epochs} ep':>8}" + (f" {'Sp. 2 seeds (95 % CI)':>22}" if both else ""))
     for n, (name, score, images) in enumerate(rows):
@@ -410,8 +428,7 @@ def main() -> None:
         os.environ["HWKD_CACHE_DIR"] = str(Path("hwkd-runs/benchmark-proxy-cache").resolve())
         recipe = SMALL_DATA_RECIPE
     teacher = default_teacher(dataset, device, progress=lambda line: print(line, flush=True), recipe=recipe)
-    test_pred = teacher.logits(dataset.normalize(dataset.test.images)).argmax(1)
-    teacher_acc = float((test_pred == dataset.test.labels).float().mean())
+    teacher_acc = teacher_test_accuracy(teacher, dataset)
     print(f"teacher: hwkd's default network{' (small-data recipe)' if recipe else ''}, test accuracy "
           f"{100 * teacher_acc:.2f}%", flush=True)
     logits = teacher.logits(dataset.normalize(dataset.train.images))  # every budget's images
@@ -424,10 +441,9 @@ def main() -> None:
         if not args.save:
             return
         results[name] = students
-        tmp = Path(f"{args.save}.tmp")  # replaced whole, so a kill never leaves half a file
-        tmp.write_text(json.dumps({**settings, "teacher_test_acc": teacher_acc, "teacher_sha256": teacher.sha256,
-                                   "spaces": {n: [asdict(s) for s in st] for n, st in results.items()}}, indent=1))
-        tmp.replace(args.save)
+        write_atomic(Path(args.save), json.dumps({  # a kill never leaves half a file
+            **settings, "teacher_test_acc": teacher_acc, "teacher_sha256": teacher.sha256,
+            "spaces": {n: [asdict(s) for s in st] for n, st in results.items()}}, indent=1))
 
     for name in args.spaces.split(","):
         results[name] = distill_students(name, args, dataset, logits, teacher_val, teacher, device, budgets,

@@ -195,3 +195,11 @@ def test_brief_variants_file_gives_the_readme_figures(capsys, monkeypatch) -> No
 def test_brief_variants_refuses_a_variant_it_does_not_have(capsys, monkeypatch) -> None:
     with pytest.raises(SystemExit, match=r"--variants fast: choose from default, seed1, seed2, seed3, seed4, batch32"):
         _variants(capsys, monkeypatch, "--variants", "default,fast", "--load", str(RESULTS / "brief_variants.json"))
+
+
+def test_brief_variants_refuses_a_missing_file_in_one_line(capsys, monkeypatch, tmp_path: Path) -> None:
+    for flag in ("--load", "--truth"):
+        with pytest.raises(SystemExit) as stop:
+            _variants(capsys, monkeypatch, flag, str(tmp_path / "gone.json"))
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"{flag} {tmp_path / 'gone.json'}: no such file")
