@@ -271,7 +271,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     p.add_argument("--temperature", type=float, default=d.temperature)
-    p.add_argument("--alpha", type=float, default=d.alpha, help=f"weight of the KD term (default {d.alpha})")
+    p.add_argument("--alpha", type=float, default=d.alpha, help=f"weight of the distillation term (default {d.alpha})")
     _add_loss(p, d.loss)
     p.add_argument("--transfer", default="none", help="none (default), feature (FitNets hints with adapters) "
                    "or attention (attention transfer)")
