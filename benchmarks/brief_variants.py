@@ -170,13 +170,18 @@ def main() -> None:
     for path in [args.load] if args.load else args.truth or []:
         if not path.is_file():
             parser.error(f"{'--load' if args.load else '--truth'} {path}: no such file")
+    if args.students is not None and args.students < 1:
+        parser.error(f"--students {args.students}: must be at least 1")
     if args.load:
         saved = json.loads(args.load.read_text())
         for space, rows in saved["spaces"].items():
             summarize(space, *_truth(saved["truth"], space, rows))
         return
-    truth = [str(p) for p in (args.truth or TRUTH)]
+    truth = [_relative(str(p)) for p in (args.truth or TRUTH)]
     saved = json.loads(args.save.read_text()) if args.save and args.save.exists() else {"spaces": {}}
+    if saved["spaces"] and saved["truth"] != truth:  # its rows are the students of those files, in their order
+        raise SystemExit(f"--save {args.save}: it holds briefs of the students in {', '.join(saved['truth'])}, "
+                         f"not of --truth {', '.join(truth)}; resume it with those files or save elsewhere")
     device = pick_device(args.train_device)
     dataset = load_dataset("fashion-mnist", None)
     teacher = default_teacher(dataset, device, progress=lambda line: print(line, flush=True))
@@ -187,9 +192,9 @@ def main() -> None:
           flush=True)
     logits = teacher.logits(dataset.normalize(dataset.train.images))
     teacher_val = teacher.logits(dataset.normalize(dataset.val.images))
-    saved.update(truth=[_relative(p) for p in truth], teacher_test_acc=teacher_acc, teacher_sha256=teacher.sha256)
+    saved.update(truth=truth, teacher_test_acc=teacher_acc, teacher_sha256=teacher.sha256)
     for space_name in args.spaces.split(","):
-        students, train_images, epochs = truth_of([Path(p) for p in truth], space_name)
+        students, train_images, epochs = truth_of(_paths(truth), space_name)
         students = students[: args.students]
         if train_images != len(dataset.train):
             raise SystemExit(f"{space_name}: the --truth file trained on {train_images} images, this data has "
@@ -219,11 +224,15 @@ def _relative(path: str) -> str:
     return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(resolved)
 
 
+def _paths(saved: list[str]) -> list[Path]:
+    """--truth paths as saved (relative to the repository where they are in it) to open."""
+    root = Path(__file__).parent.parent
+    return [p if p.is_absolute() else root / p for p in map(Path, saved)]
+
+
 def _truth(paths: list[str], space: str,
            rows: dict[str, list[dict]]) -> tuple[list[Student], dict[str, list[dict]], int, int]:
-    root = Path(__file__).parent.parent
-    students, train_images, epochs = truth_of([p if Path(p).is_absolute() else root / p for p in map(Path, paths)],
-                                              space)
+    students, train_images, epochs = truth_of(_paths(paths), space)
     saved = max((len(r) for r in rows.values()), default=0)  # a file of the first --students N only
     return students[:saved], rows, train_images, epochs
 

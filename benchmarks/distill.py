@@ -214,6 +214,10 @@ def main() -> None:
     parser.add_argument("--small-teacher", action="store_true", help="hwkd's default network at its small-data "
                         "recipe, cached in the folder proxy_fidelity.py uses")
     args = parser.parse_args()
+    losses = [name.strip() for name in args.losses.split(",") if name.strip()]
+    unknown = [name for name in losses if name not in LOSS_NAMES]
+    if unknown:
+        parser.error(f"--losses {','.join(unknown)}: choose from {', '.join(LOSS_NAMES)}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     dataset = load_dataset(args.data, args.data_dir)
     print(f"{dataset.name}: {len(dataset.train)} train / {len(dataset.val)} val / {len(dataset.test)} test images")
@@ -235,11 +239,10 @@ def main() -> None:
                         ("ResNet-18 widths (64-512), untrained", large, teacher_outputs_seconds(large, dataset, index))],
               args.speed_steps)
     if args.steps:
-        accuracy(dataset, logits, teacher_acc, [int(s) for s in args.steps.split(",")], args.seeds,
-                 [name.strip() for name in args.losses.split(",") if name.strip()], args.student)
+        accuracy(dataset, logits, teacher_acc, [int(s) for s in args.steps.split(",")], args.seeds, losses,
+                 args.student)
     if args.full_epochs:
-        full_accuracy(dataset, teacher, teacher_acc, args.full_epochs, args.seeds,
-                      [name.strip() for name in args.losses.split(",") if name.strip()], args.student)
+        full_accuracy(dataset, teacher, teacher_acc, args.full_epochs, args.seeds, losses, args.student)
 
 
 if __name__ == "__main__":

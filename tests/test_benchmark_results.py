@@ -203,3 +203,25 @@ def test_brief_variants_refuses_a_missing_file_in_one_line(capsys, monkeypatch, 
             _variants(capsys, monkeypatch, flag, str(tmp_path / "gone.json"))
         assert stop.value.code == 2
         assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"{flag} {tmp_path / 'gone.json'}: no such file")
+
+
+def test_brief_variants_refuses_no_students_and_a_file_of_other_truth(capsys, monkeypatch, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as stop:
+        _variants(capsys, monkeypatch, "--students", "0")
+    assert stop.value.code == 2 and capsys.readouterr().err.strip().endswith("--students 0: must be at least 1")
+    # a saved file's rows are its truth's students in order: resuming it against other full runs would mix them
+    save = tmp_path / "variants.json"
+    save.write_text((RESULTS / "brief_variants.json").read_text())
+    other = RESULTS / "proxy_fidelity_teacher2.json"
+    with pytest.raises(SystemExit, match=r"--save .*variants.json: it holds briefs of the students in "
+                       r"benchmarks/results/proxy_fidelity_default_teacher2.json, .*not of --truth "
+                       r"benchmarks/results/proxy_fidelity_teacher2.json"):
+        _variants(capsys, monkeypatch, "--save", str(save), "--truth", str(other))
+    assert save.read_text() == (RESULTS / "brief_variants.json").read_text()  # the file is left as it was
+
+
+def test_distill_benchmark_refuses_an_unknown_loss_before_any_training(capsys, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["distill.py", "--losses", "kd,ce"])
+    with pytest.raises(SystemExit) as stop:
+        _benchmark(monkeypatch, "distill").main()
+    assert stop.value.code == 2 and capsys.readouterr().err.strip().endswith("--losses ce: choose from kd, dkd, dist, ls")
