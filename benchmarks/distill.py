@@ -15,8 +15,10 @@ Prints, in one run on this machine:
 3. with `--full-epochs N`, the same for full distillation (`hwkd distill`'s loop, augmentation,
    the teacher on every batch) of N epochs (goal: `hwkd distill`'s default loss at or above KD).
 
-Parts 2 and 3 train one nb201-small student, `--student small|middle|large` (default middle); each
-run's accuracy goes to stderr as it ends (a 5-epoch run takes 5-10 min on 2 cores).
+Parts 2 and 3 train one nb201-small student, `--student small|middle|large` (default middle), with
+each of `--losses` (default all: labels,kd,dkd,dist,ls); each run's accuracy goes to stderr as it
+ends (a 5-epoch run takes 5-10 min on 2 cores). `--loss-warmup-epochs W` ramps part 3's
+distillation term up over its first W epochs (default: `hwkd distill`'s).
 
     python benchmarks/distill.py [--data fashion-mnist] [--steps 200,600] [--seeds 3] [--full-epochs 0] [--student middle]
 
@@ -50,6 +52,7 @@ from hwkd.teachers import DefaultTeacher, default_teacher
 from hwkd.teachers.default_net import SMALL_DATA_RECIPE
 from hwkd.training import evaluate
 
+COLUMNS = ("labels", *LOSS_NAMES)
 STUDENTS = {
     "small": "|skip_connect~0|+|nor_conv_1x1~0|skip_connect~1|+|skip_connect~0|skip_connect~1|nor_conv_1x1~2|",
     "middle": "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
@@ -141,9 +144,9 @@ def accuracy(dataset, logits: torch.Tensor, teacher_acc: float, steps_list: list
     print(f"\n2. test accuracy on {dataset.name} ({len(dataset.test)} test images), student {arch}")
     print(f"   teacher test accuracy {100 * teacher_acc:.2f}%; defaults T={BriefConfig.temperature}, "
           f"alpha={BriefConfig.alpha}, loss {BriefConfig.loss}; {seeds} seeds each, the same seeds for every column")
-    columns = ["labels", *losses]
+    columns = losses
     print(f"   {'steps':>6} " + " ".join(f"{c:>13}" for c in columns) + "   "
-          + " ".join(f"{c + ' - kd':>10}" for c in columns if c != "kd") + "   per seed")
+          + " ".join(f"{c + ' - kd':>10}" for c in columns if c != "kd" and "kd" in columns) + "   per seed")
     for steps in steps_list:
         scores: dict[str, list[float]] = {c: [] for c in columns}
         for seed in range(seeds):
@@ -164,7 +167,7 @@ def accuracy(dataset, logits: torch.Tensor, teacher_acc: float, steps_list: list
 
 
 def full_accuracy(dataset, teacher, teacher_acc: float, epochs: int, seeds: int, losses: list[str],
-                  student_name: str) -> None:
+                  student_name: str, loss_warmup_epochs: float) -> None:
     """Part 3: full distillation (augmentation, the teacher on every batch, warm-up + cosine) with each loss."""
     import tempfile
     from pathlib import Path
@@ -175,20 +178,22 @@ def full_accuracy(dataset, teacher, teacher_acc: float, epochs: int, seeds: int,
     space = load_space("nb201-small")
     arch = STUDENTS[student_name]
     cpu = torch.device("cpu")
-    columns = ["labels", *losses]
+    columns = losses
     d = FullConfig()
     print(f"\n3. full distillation, {epochs} epochs of {len(dataset.train)} images, T={d.temperature}, "
-          f"alpha={d.alpha}, loss default {d.loss}; test accuracy, {seeds} seeds; teacher test accuracy "
+          f"alpha={d.alpha}, distillation term ramped up over {loss_warmup_epochs:g} epochs "
+          f"(hwkd distill's default {d.loss_warmup_epochs:g}), loss default {d.loss}; test accuracy, {seeds} seeds; teacher test accuracy "
           f"{100 * teacher_acc:.2f}% (a student that can pass its teacher is held back by it: compare labels); "
           f"student {student_name} {arch}")
     print(f"   {'':>6} " + " ".join(f"{c:>13}" for c in columns) + "   "
-          + " ".join(f"{c + ' - kd':>10}" for c in columns if c != "kd") + "   per seed")
+          + " ".join(f"{c + ' - kd':>10}" for c in columns if c != "kd" and "kd" in columns) + "   per seed")
     scores: dict[str, list[float]] = {c: [] for c in columns}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(seeds):
             for column in columns:
                 config = FullConfig(epochs=epochs, seed=seed, loss="kd" if column == "labels" else column,
-                                    alpha=0.0 if column == "labels" else d.alpha)
+                                    alpha=0.0 if column == "labels" else d.alpha,
+                                    loss_warmup_epochs=loss_warmup_epochs)
                 torch.manual_seed(seed)
                 student = space.build(arch, dataset.num_classes, dataset.input_shape)
                 result = full_distill(student, teacher.forward, None, dataset, config,
@@ -205,19 +210,21 @@ def main() -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--steps", default="200,600", help="brief budgets to compare, comma separated ('' skips part 2)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--losses", default=",".join(LOSS_NAMES), help="distillation losses to compare with "
-                        "labels only (default: all)")
+    parser.add_argument("--losses", default=",".join(COLUMNS), help="the columns of parts 2 and 3: labels "
+                        "(trained from the labels alone) and distillation losses (default: all)")
     parser.add_argument("--full-epochs", type=int, default=0, help="epochs of part 3 (default 0: skipped)")
     parser.add_argument("--speed-steps", type=int, default=60, help="steps of part 1 (0 skips it)")
     parser.add_argument("--student", default="middle", choices=sorted(STUDENTS),
                         help="the nb201-small student of parts 2 and 3 (default: middle)")
+    parser.add_argument("--loss-warmup-epochs", type=float, default=None, help="part 3's ramp of the "
+                        "distillation term (default: hwkd distill's)")
     parser.add_argument("--small-teacher", action="store_true", help="hwkd's default network at its small-data "
                         "recipe, cached in the folder proxy_fidelity.py uses")
     args = parser.parse_args()
     losses = [name.strip() for name in args.losses.split(",") if name.strip()]
-    unknown = [name for name in losses if name not in LOSS_NAMES]
-    if unknown:
-        parser.error(f"--losses {','.join(unknown)}: choose from {', '.join(LOSS_NAMES)}")
+    unknown = [name for name in losses if name not in COLUMNS]
+    if unknown or not losses:
+        parser.error(f"--losses {','.join(unknown) or repr(args.losses)}: choose from {', '.join(COLUMNS)}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     dataset = load_dataset(args.data, args.data_dir)
     print(f"{dataset.name}: {len(dataset.train)} train / {len(dataset.val)} val / {len(dataset.test)} test images")
@@ -242,7 +249,10 @@ def main() -> None:
         accuracy(dataset, logits, teacher_acc, [int(s) for s in args.steps.split(",")], args.seeds, losses,
                  args.student)
     if args.full_epochs:
-        full_accuracy(dataset, teacher, teacher_acc, args.full_epochs, args.seeds, losses, args.student)
+        from hwkd.distillation.config import FullConfig
+
+        ramp = FullConfig.loss_warmup_epochs if args.loss_warmup_epochs is None else args.loss_warmup_epochs
+        full_accuracy(dataset, teacher, teacher_acc, args.full_epochs, args.seeds, losses, args.student, ramp)
 
 
 if __name__ == "__main__":

@@ -195,7 +195,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     config = FullConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=d.warmup_epochs,
         weight_decay=d.weight_decay, temperature=args.temperature, alpha=args.alpha, loss=args.loss,
-        transfer=args.transfer,
+        loss_warmup_epochs=args.loss_warmup_epochs, transfer=args.transfer,
         transfer_weight=args.transfer_weight, teacher_layers=tuple(_names(args.teacher_layers)),
         student_layers=tuple(_names(args.student_layers)), augment=not args.no_augment, seed=args.seed,
     )
@@ -273,6 +273,9 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=d.temperature)
     p.add_argument("--alpha", type=float, default=d.alpha, help=f"weight of the distillation term (default {d.alpha})")
     _add_loss(p, d.loss)
+    p.add_argument("--loss-warmup-epochs", type=float, default=d.loss_warmup_epochs, metavar="EPOCHS",
+                   help="ramp the distillation term's weight up from 0 over these first epochs, as DKD's authors do "
+                   f"(default {d.loss_warmup_epochs:g}; 0: full weight from the first step)")
     p.add_argument("--transfer", default="none", help="none (default), feature (FitNets hints with adapters) "
                    "or attention (attention transfer)")
     p.add_argument("--transfer-weight", type=float, default=d.transfer_weight)

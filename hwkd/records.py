@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from hwkd.distillation.config import BriefConfig, FullConfig
+from hwkd.distillation.config import FULL_LEGACY, BriefConfig, FullConfig
 from hwkd.errors import RunError
 
 RECORD_VERSION = 2  # 2: trials keep val_accuracy as an attribute, the objective may be a blend
@@ -372,7 +372,7 @@ class TrainedStudent:
 
 def _full_config(data: Mapping[str, Any]) -> FullConfig:
     """A FullConfig as a result file keeps it (JSON has lists where the config has tuples)."""
-    config = {"loss": "kd", **data}  # older results all used KD
+    config = {**FULL_LEGACY, **data}
     for key in ("teacher_layers", "student_layers"):
         config[key] = tuple(config.get(key, ()))
     return FullConfig(**config)

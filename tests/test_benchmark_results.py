@@ -224,4 +224,4 @@ def test_distill_benchmark_refuses_an_unknown_loss_before_any_training(capsys, m
     monkeypatch.setattr(sys, "argv", ["distill.py", "--losses", "kd,ce"])
     with pytest.raises(SystemExit) as stop:
         _benchmark(monkeypatch, "distill").main()
-    assert stop.value.code == 2 and capsys.readouterr().err.strip().endswith("--losses ce: choose from kd, dkd, dist, ls")
+    assert stop.value.code == 2 and capsys.readouterr().err.strip().endswith("--losses ce: choose from labels, kd, dkd, dist, ls")

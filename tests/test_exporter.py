@@ -223,8 +223,9 @@ def test_bad_runs_trials_and_formats(run, tmp_path: Path, capsys) -> None:
         parse_formats("onnx,tflite")
     assert main(["export", str(tmp_path / "nothing"), "--trial", "0"]) == 2
     assert "no such run folder" in capsys.readouterr().err
-    assert main(["distill", str(path), "--trial", str(infeasible), "--epochs", "0"]) == 2
-    assert "--epochs 0: must be at least 1" in capsys.readouterr().err
+    assert main(["distill", str(path), "--trial", str(infeasible), "--epochs", "0", "--loss-warmup-epochs", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs 0: must be at least 1" in err and "--loss-warmup-epochs -1.0: must be a number >= 0" in err
 
 
 def test_report_shows_proxy_fidelity_from_three_distilled_students(run, capsys) -> None:

@@ -75,6 +75,11 @@ def test_distill_record_round_trips(tmp_path: Path) -> None:
     folder.write_distilled(record)
     assert folder.read_distilled(3) == record and folder.read_distilled(4) is None
     assert folder.distilled_trials() == [3]
+    data = json.loads((folder.distilled_dir(3) / "result.json").read_text())
+    del data["config"]["loss_warmup_epochs"], data["config"]["loss"]  # as hwkd wrote it before either option
+    (folder.distilled_dir(3) / "result.json").write_text(json.dumps(data))
+    old = folder.read_distilled(3)
+    assert old is not None and (old.config.loss, old.config.loss_warmup_epochs) == ("kd", 0.0)
     (folder.distilled_dir(3) / "result.json").write_text("{")
     with pytest.raises(RunError, match="result.json: unreadable"):
         folder.read_distilled(3)

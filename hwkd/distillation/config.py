@@ -49,6 +49,11 @@ class FullConfig:
     temperature: float = 4.0
     alpha: float = 0.9  # weight of the distillation term; 1 - alpha goes to the labels
     loss: str = "kd"  # hwkd.distillation.losses.LOSSES
+    # The distillation term's weight rises linearly from 0 to alpha over these first epochs while
+    # the labels keep theirs: DKD's own warm-up (Zhao et al. ramp it over 20 of 240 epochs), which
+    # spares a random student a strong pull towards outputs it cannot yet follow. 0: full weight
+    # from the first step.
+    loss_warmup_epochs: float = 0.0
     transfer: str = "none"  # "none", "feature" (FitNets hints) or "attention"
     transfer_weight: float = 1.0  # added to the loss times this weight; attention maps use 1000x (as in AT)
     teacher_layers: tuple[str, ...] = ()  # fx node names; empty: pair the deepest stages automatically
@@ -60,6 +65,9 @@ class FullConfig:
         """Every bad value at once, as one line."""
         problems = [f"--epochs {self.epochs}: must be at least 1"] if self.epochs < 1 else []
         problems += _training_problems(self.batch_size, self.lr, self.temperature, self.alpha, self.loss)
+        if not 0 <= self.loss_warmup_epochs < float("inf"):
+            problems.append(f"--loss-warmup-epochs {self.loss_warmup_epochs}: must be a number >= 0 "
+                            "(0: the distillation term at full weight from the first step)")
         if self.transfer not in TRANSFERS:
             problems.append(f"--transfer {self.transfer!r}: choose {', '.join(TRANSFERS[:-1])} or {TRANSFERS[-1]}")
         if problems:
@@ -90,3 +98,7 @@ LOSS_NAMES = ("kd", "dkd", "dist", "ls")
 # Fine-tuning a pruned student (hwkd compress) starts from good weights: a few epochs at a tenth of
 # the learning rate, no warm-up.
 FINETUNE = FullConfig(epochs=5, lr=0.01, warmup_epochs=0.0)
+
+# FullConfig fields newer than some checkpoints and result files, at the values that reproduce the
+# training those were made with (older results all used KD at full weight from the first step)
+FULL_LEGACY = {"loss": "kd", "loss_warmup_epochs": 0.0}

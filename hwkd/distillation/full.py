@@ -1,7 +1,8 @@
 """Full distillation of a chosen student: the teacher runs on every augmented batch.
 
 Loss: `alpha * distillation term + (1 - alpha) * CE`, the term chosen by `--loss` (Hinton KD by
-default, decoupled KD or DIST: `hwkd.distillation.losses`), plus, as an option, feature or
+default, decoupled KD, DIST or logit standardization: `hwkd.distillation.losses`) and, with
+`--loss-warmup-epochs`, its weight ramped up from 0 over the first epochs, plus, as an option, feature or
 attention transfer between paired layers (`hwkd.distillation.features`). SGD with Nesterov momentum, linear
 warm-up then cosine decay, set per step from the step number (so a resumed run continues the
 same schedule). A checkpoint is written atomically after every epoch; a run started again with
@@ -26,7 +27,7 @@ from torch import nn
 from hwkd.data.augment import augment
 from hwkd.data.datasets import Dataset
 from hwkd.distillation.brief import TrainingDiverged
-from hwkd.distillation.config import FullConfig
+from hwkd.distillation.config import FULL_LEGACY, FullConfig
 from hwkd.distillation.features import Transfer, feature_points, pair_layers, tap, trace
 from hwkd.distillation.losses import distill_loss
 from hwkd.errors import HwkdError, error_line
@@ -56,6 +57,11 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def term_ramp(step: int, warmup: int) -> float:
+    """The distillation term's share of its weight at `step`: linear up to 1 over `warmup` steps."""
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
 
 
 def full_distill(
@@ -99,6 +105,7 @@ def full_distill(
     steps_per_epoch = max(1, len(dataset.train) // config.batch_size)
     total = config.epochs * steps_per_epoch
     warmup = min(int(config.warmup_epochs * steps_per_epoch), total // 5)  # short runs still decay
+    loss_warmup = min(int(config.loss_warmup_epochs * steps_per_epoch), total)
     generator = torch.Generator().manual_seed(config.seed)
     state_key = {**identity, "config": asdict(config)}
     start_epoch, earlier_seconds = _resume(checkpoint, state_key, student, transfer, optimizer, generator)
@@ -136,7 +143,8 @@ def full_distill(
                     s_logits, *s_feats = student_tap(x)
                 else:
                     s_logits, s_feats = student_tap(x), []
-                loss = distill_loss(config.loss, s_logits, t_logits, y, config.temperature, config.alpha)
+                loss = distill_loss(config.loss, s_logits, t_logits, y, config.temperature, config.alpha,
+                                    term_ramp(step, loss_warmup))
                 if pairs:
                     scale = ATTENTION_SCALE if config.transfer == "attention" else 1.0
                     loss = loss + config.transfer_weight * scale * transfer(t_feats, s_feats)
@@ -187,6 +195,9 @@ def _resume(path: Path, key: dict[str, Any], student: nn.Module, transfer: nn.Mo
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
         raise HwkdError(f"checkpoint {path} is unreadable ({error_line(exc, first=True, limit=120)}); "
                         "delete it or pass --restart to train from the beginning") from None
+    # settings added since: a checkpoint without them was made with their old behaviour
+    if isinstance(saved_key, dict) and isinstance(saved_key.get("config"), dict):
+        saved_key = {**saved_key, "config": {**FULL_LEGACY, **saved_key["config"]}}
     if saved_key != key:
         changed = sorted(k for k in set(key) | set(saved_key) if key.get(k) != saved_key.get(k))
         raise HwkdError(f"checkpoint {path} was made with other settings ({', '.join(changed)}); "

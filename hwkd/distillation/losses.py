@@ -154,16 +154,18 @@ def distill_loss(
     labels: torch.Tensor,
     temperature: float,
     alpha: float,
+    ramp: float = 1.0,
 ) -> torch.Tensor:
-    """alpha * distillation term `name` + (1 - alpha) * CE(s, y).
+    """ramp * alpha * distillation term `name` + (1 - alpha) * CE(s, y).
 
     student_logits, teacher_logits: (N, K); labels: (N,) class indices. Without a teacher (or
-    alpha = 0) this is plain cross-entropy.
+    alpha = 0) this is plain cross-entropy. `ramp` in [0, 1] scales the distillation term alone
+    (full distillation's loss warm-up).
     """
     if name not in LOSSES:
         raise HwkdError(f"--loss {name!r}: choose {', '.join(LOSSES)}")
     hard = F.cross_entropy(student_logits, labels)
-    if teacher_logits is None or alpha == 0:
+    if teacher_logits is None or alpha == 0 or ramp == 0:
         return hard
-    return alpha * LOSSES[name].term(student_logits, teacher_logits, labels, temperature) + (1 - alpha) * hard
+    return ramp * alpha * LOSSES[name].term(student_logits, teacher_logits, labels, temperature) + (1 - alpha) * hard
 

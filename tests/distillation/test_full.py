@@ -12,7 +12,7 @@ import hwkd.distillation.full as full_module
 from hwkd.data.datasets import Split
 from hwkd.distillation.brief import TrainingDiverged
 from hwkd.distillation.config import FullConfig
-from hwkd.distillation.full import full_distill, lr_at
+from hwkd.distillation.full import full_distill, lr_at, term_ramp
 from hwkd.errors import HwkdError
 from hwkd.spaces import load_space
 from hwkd.teachers import load_teacher_file
@@ -117,3 +117,22 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
     values = [lr_at(s, 100, 10, 0.1) for s in range(100)]
     assert values[0] == pytest.approx(0.01) and values[9] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(values[10:], values[11:])) and values[-1] < 1e-4
+
+
+def test_the_distillation_term_ramps_up_over_its_warm_up() -> None:
+    assert [term_ramp(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert term_ramp(0, 0) == 1.0  # no warm-up: full weight from the first step
+    with pytest.raises(HwkdError, match=r"--loss-warmup-epochs -1.0: must be a number >= 0"):
+        FullConfig(loss_warmup_epochs=-1.0).check()
+
+
+def test_a_checkpoint_from_before_the_loss_warm_up_resumes(small, teacher, tmp_path: Path) -> None:
+    path = tmp_path / "c.pt"
+    run(small, teacher, path, replace(CONFIG, epochs=1))
+    saved = torch.load(path, weights_only=True)
+    del saved["key"]["config"]["loss_warmup_epochs"]  # as hwkd wrote it before the option
+    torch.save(saved, path)
+    _, result = run(small, teacher, path, replace(CONFIG, epochs=1))
+    assert result.resumed_from_epoch == 1  # its training had no ramp, which 0 (the default) means
+    with pytest.raises(HwkdError, match=r"made with other settings \(config\)"):
+        run(small, teacher, path, replace(CONFIG, epochs=1, loss_warmup_epochs=2.0))

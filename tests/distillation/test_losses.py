@@ -42,6 +42,14 @@ def test_kd_is_kl_scaled_by_t_squared_plus_the_labels_term() -> None:
     assert torch.allclose(distill_loss("kd", s, t, labels, temperature, 0.6), expected, atol=1e-5)
 
 
+def test_the_ramp_scales_the_distillation_term_alone() -> None:
+    s, t, labels = torch.randn(8, 5), torch.randn(8, 5), torch.randint(0, 5, (8,))
+    term = float(kd_term(s, t, labels, 4.0))
+    hard = float(F.cross_entropy(s, labels))
+    assert float(distill_loss("kd", s, t, labels, 4.0, 0.9, 0.25)) == pytest.approx(0.25 * 0.9 * term + 0.1 * hard)
+    assert float(distill_loss("dkd", s, t, labels, 4.0, 0.9, 0.0)) == pytest.approx(hard)  # step 0 of no term
+
+
 def test_dkd_by_hand() -> None:
     # label 0; teacher [1/5, 3/5, 1/5], student uniform (T = 1)
     s, t, label = logits_of([1 / 3, 1 / 3, 1 / 3]), logits_of([0.2, 0.6, 0.2]), torch.tensor([0])
