@@ -262,9 +262,9 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
 
     d = FullConfig()
     p = sub.add_parser("distill", help="fully distill a searched student from the run's teacher",
-                       description="Full distillation of one trial's student: Hinton KD (or --loss), optionally feature or "
-                       "attention transfer, augmentation, warm-up + cosine schedule; checkpoints every epoch and "
-                       "resumes when run again.")
+                       description="Full distillation of one trial's student: Hinton KD (or --loss), optionally "
+                       "feature or attention transfer, augmentation, warm-up + cosine schedule; checkpoints every "
+                       "epoch and resumes when run again.")
     p.add_argument("run", metavar="RUN", help="a run folder written by hwkd search")
     p.add_argument("--trial", type=int, required=True, help="the trial number (hwkd report lists them)")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
