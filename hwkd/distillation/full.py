@@ -1,9 +1,9 @@
 """Full distillation of a chosen student: the teacher runs on every augmented batch.
 
 Loss: `alpha * distillation term + (1 - alpha) * CE`, the term chosen by `--loss` (Hinton KD by
-default, decoupled KD, DIST or logit standardization: `hwkd.distillation.losses`) and, with
-`--loss-warmup-epochs`, its weight ramped up from 0 over the first epochs, plus, as an option, feature or
-attention transfer between paired layers (`hwkd.distillation.features`). SGD with Nesterov momentum, linear
+default, decoupled KD, DIST or logit standardization: `hwkd.distillation.losses`), its weight
+ramped up from 0 over the first `--loss-warmup-epochs` (none by default), plus, as an option,
+feature or attention transfer between paired layers (`hwkd.distillation.features`). SGD with Nesterov momentum, linear
 warm-up then cosine decay, set per step from the step number (so a resumed run continues the
 same schedule). A checkpoint is written atomically after every epoch; a run started again with
 the same settings continues from the last one.
