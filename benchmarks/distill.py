@@ -43,7 +43,7 @@ import torch
 
 from hwkd.data import load_dataset
 from hwkd.distillation.brief import brief_distill, brief_indices, brief_subset
-from hwkd.distillation.config import LOSS_NAMES, BriefConfig
+from hwkd.distillation.config import LOSS_NAMES, BriefConfig, FullConfig
 from hwkd.distillation.losses import distill_loss
 from hwkd.initial_design import torch_macs
 from hwkd.searcher import DEFAULT_TRIALS
@@ -172,7 +172,6 @@ def full_accuracy(dataset, teacher, teacher_acc: float, epochs: int, seeds: int,
     import tempfile
     from pathlib import Path
 
-    from hwkd.distillation.config import FullConfig
     from hwkd.distillation.full import full_distill
 
     space = load_space("nb201-small")
@@ -216,8 +215,8 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=60, help="steps of part 1 (0 skips it)")
     parser.add_argument("--student", default="middle", choices=sorted(STUDENTS),
                         help="the nb201-small student of parts 2 and 3 (default: middle)")
-    parser.add_argument("--loss-warmup-epochs", type=float, default=None, help="part 3's ramp of the "
-                        "distillation term (default: hwkd distill's)")
+    parser.add_argument("--loss-warmup-epochs", type=float, default=FullConfig.loss_warmup_epochs,
+                        help="part 3's ramp of the distillation term (default: hwkd distill's)")
     parser.add_argument("--small-teacher", action="store_true", help="hwkd's default network at its small-data "
                         "recipe, cached in the folder proxy_fidelity.py uses")
     args = parser.parse_args()
@@ -249,10 +248,8 @@ def main() -> None:
         accuracy(dataset, logits, teacher_acc, [int(s) for s in args.steps.split(",")], args.seeds, losses,
                  args.student)
     if args.full_epochs:
-        from hwkd.distillation.config import FullConfig
-
-        ramp = FullConfig.loss_warmup_epochs if args.loss_warmup_epochs is None else args.loss_warmup_epochs
-        full_accuracy(dataset, teacher, teacher_acc, args.full_epochs, args.seeds, losses, args.student, ramp)
+        full_accuracy(dataset, teacher, teacher_acc, args.full_epochs, args.seeds, losses, args.student,
+                      args.loss_warmup_epochs)
 
 
 if __name__ == "__main__":

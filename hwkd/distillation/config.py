@@ -50,9 +50,10 @@ class FullConfig:
     alpha: float = 0.9  # weight of the distillation term; 1 - alpha goes to the labels
     loss: str = "kd"  # hwkd.distillation.losses.LOSSES
     # The distillation term's weight rises linearly from 0 to alpha over these first epochs while
-    # the labels keep theirs: DKD's own warm-up (Zhao et al. ramp it over 20 of 240 epochs). Off by
-    # measurement: 2 epochs rescued DKD in short runs from a weak teacher but cost it its lead in
-    # 5-epoch runs on full Fashion-MNIST (benchmarks/distill.py --loss-warmup-epochs, README).
+    # the labels keep theirs: DKD's own warm-up (Zhao et al. ramp it over 20 of 240 epochs). 2 epochs
+    # rescued DKD and LS in short runs from a weak teacher but cost DKD its lead in 5-epoch runs on
+    # full Fashion-MNIST; LS with it was at or above KD in every regime measured, the candidate for
+    # the default once a middle-size student is measured too (benchmarks/distill.py, README).
     loss_warmup_epochs: float = 0.0
     transfer: str = "none"  # "none", "feature" (FitNets hints) or "attention"
     transfer_weight: float = 1.0  # added to the loss times this weight; attention maps use 1000x (as in AT)
