@@ -225,7 +225,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         train_device=args.train_device, restart=args.restart), progress=None)
     r = outcome.record
     epochs = f"{r.finetune_epochs} epoch{'s' if r.finetune_epochs != 1 else ''}"
-    tuned = f"after {epochs} of KD fine-tuning" if r.finetune_epochs else "without fine-tuning"
+    tuned = f"after {epochs} of {r.finetune.loss.upper()} fine-tuning" if r.finetune_epochs else "without fine-tuning"
     print(f"trial {r.trial} pruned to {r.latency_ms:.3f} ms on {r.device} (from {r.unpruned_latency_ms:.3f} ms, "
           f"target {r.target_ms:.3f} ms): {r.channels_removed} of {r.channels_before} channels removed, "
           f"{r.params_bytes / 4e3:.1f}k parameters (from {r.unpruned_params_bytes / 4e3:.1f}k)")
@@ -262,20 +262,22 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
 
     d = FullConfig()
     p = sub.add_parser("distill", help="fully distill a searched student from the run's teacher",
-                       description="Full distillation of one trial's student: Hinton KD (or --loss), optionally "
-                       "feature or attention transfer, augmentation, warm-up + cosine schedule; checkpoints every "
-                       "epoch and resumes when run again.")
+                       description="Full distillation of one trial's student: KD on standardized logits, the "
+                       "distillation term ramped up over the first epochs (or --loss, --loss-warmup-epochs), "
+                       "optionally feature or attention transfer, augmentation, warm-up + cosine schedule; "
+                       "checkpoints every epoch and resumes when run again.")
     p.add_argument("run", metavar="RUN", help="a run folder written by hwkd search")
     p.add_argument("--trial", type=int, required=True, help="the trial number (hwkd report lists them)")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
-    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--temperature", type=float, default=d.temperature,
+                   help=f"of --loss kd, dkd and dist (default {d.temperature:g}; ls sets its own)")
     p.add_argument("--alpha", type=float, default=d.alpha, help=f"weight of the distillation term (default {d.alpha})")
     _add_loss(p, d.loss)
     p.add_argument("--loss-warmup-epochs", type=float, default=d.loss_warmup_epochs, metavar="EPOCHS",
                    help="ramp the distillation term's weight up from 0 over these first epochs, as DKD's authors do "
-                   f"(default {d.loss_warmup_epochs:g}; 0: full weight from the first step)")
+                   f"(default {d.loss_warmup_epochs:g}, at most half the run; 0: full weight from the first step)")
     p.add_argument("--transfer", default="none", help="none (default), feature (FitNets hints with adapters) "
                    "or attention (attention transfer)")
     p.add_argument("--transfer-weight", type=float, default=d.transfer_weight)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from hwkd.distillation.config import FULL_LEGACY, BriefConfig, FullConfig
+from hwkd.distillation.config import FULL_LEGACY, BriefConfig, FullConfig, setting_changes
 from hwkd.errors import RunError
 
 RECORD_VERSION = 2  # 2: trials keep val_accuracy as an attribute, the objective may be a blend
@@ -108,14 +108,7 @@ class FixedSettings:
 
     def differences(self, new: FixedSettings) -> list[str]:
         """'key: old -> new' for each setting that differs; nested settings key by key."""
-        return [f"{key}: {old!r} -> {value!r}" for name, old_value in self.to_dict().items()
-                for key, old, value in _differences(name, old_value, new.to_dict()[name])]
-
-
-def _differences(key: str, old: Any, new: Any) -> list[tuple[str, Any, Any]]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in sorted(set(old) | set(new)) for d in _differences(f"{key}.{k}", old.get(k), new.get(k))]
-    return [] if old == new else [(key, old, new)]
+        return setting_changes(self.to_dict(), new.to_dict())
 
 
 @dataclass(frozen=True)

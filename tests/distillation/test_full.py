@@ -12,7 +12,7 @@ import hwkd.distillation.full as full_module
 from hwkd.data.datasets import Split
 from hwkd.distillation.brief import TrainingDiverged
 from hwkd.distillation.config import FullConfig
-from hwkd.distillation.full import full_distill, lr_at, term_ramp
+from hwkd.distillation.full import full_distill, lr_at, term_ramp, term_ramp_steps
 from hwkd.errors import HwkdError
 from hwkd.spaces import load_space
 from hwkd.teachers import load_teacher_file
@@ -80,7 +80,7 @@ def test_bad_checkpoints_are_refused_with_the_way_out(small, teacher, tmp_path: 
     with pytest.raises(HwkdError, match=r"checkpoint .*c.pt is unreadable .*--restart"):
         run(small, teacher, path)
     run(small, teacher, path := tmp_path / "d.pt", replace(CONFIG, epochs=1))
-    with pytest.raises(HwkdError, match=r"made with other settings \(config\)"):
+    with pytest.raises(HwkdError, match=r"made with other settings \(config.epochs: 1 -> 4\); pass the same"):
         run(small, teacher, path)
 
 
@@ -122,17 +122,25 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
 def test_the_distillation_term_ramps_up_over_its_warm_up() -> None:
     assert [term_ramp(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert term_ramp(0, 0) == 1.0  # no warm-up: full weight from the first step
+    assert term_ramp_steps(2.0, 16, 4 * 16) == 32  # 2 epochs of 4 (the tests' runs)
+    assert term_ramp_steps(2.0, 421, 30 * 421) == 842  # hwkd distill's 30 epochs on full Fashion-MNIST
+    assert term_ramp_steps(2.0, 421, 421) == 210  # --epochs 1: half the run, not a run that never gets there
+    assert term_ramp_steps(0.0, 421, 421) == 0
     with pytest.raises(HwkdError, match=r"--loss-warmup-epochs -1.0: must be a number >= 0"):
         FullConfig(loss_warmup_epochs=-1.0).check()
 
 
 def test_a_checkpoint_from_before_the_loss_warm_up_resumes(small, teacher, tmp_path: Path) -> None:
     path = tmp_path / "c.pt"
-    run(small, teacher, path, replace(CONFIG, epochs=1))
+    old = replace(CONFIG, epochs=1, loss="kd", loss_warmup_epochs=0.0)  # what hwkd trained before the options
+    run(small, teacher, path, old)
     saved = torch.load(path, weights_only=True)
     del saved["key"]["config"]["loss_warmup_epochs"]  # as hwkd wrote it before the option
+    del saved["key"]["config"]["loss"]
     torch.save(saved, path)
-    _, result = run(small, teacher, path, replace(CONFIG, epochs=1))
-    assert result.resumed_from_epoch == 1  # its training had no ramp, which 0 (the default) means
-    with pytest.raises(HwkdError, match=r"made with other settings \(config\)"):
-        run(small, teacher, path, replace(CONFIG, epochs=1, loss_warmup_epochs=2.0))
+    _, result = run(small, teacher, path, old)
+    assert result.resumed_from_epoch == 1
+    # today's defaults are another training: the refusal names what to pass to resume it
+    with pytest.raises(HwkdError, match=r"other settings \(config.loss: 'kd' -> 'ls'; "
+                       r"config.loss_warmup_epochs: 0.0 -> 2.0\); pass the same settings"):
+        run(small, teacher, path, replace(CONFIG, epochs=1))
