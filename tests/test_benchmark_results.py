@@ -225,3 +225,18 @@ def test_distill_benchmark_refuses_an_unknown_loss_before_any_training(capsys, m
     with pytest.raises(SystemExit) as stop:
         _benchmark(monkeypatch, "distill").main()
     assert stop.value.code == 2 and capsys.readouterr().err.strip().endswith("--losses ce: choose from labels, kd, dkd, dist, ls")
+
+
+def test_the_ls_full_runs_file_gives_the_readme_figures(capsys, monkeypatch) -> None:
+    # the same nb201-widths students distilled fully with hwkd distill's default since 2026-12-07
+    monkeypatch.setattr(sys, "argv", ["proxy_fidelity.py", "--load", str(RESULTS / "proxy_fidelity_ls.json")])
+    _benchmark(monkeypatch, "proxy_fidelity").main()
+    assert "full: 5 epochs x 54000 images, loss ls ramped over 2 epochs" in capsys.readouterr().out
+    # files saved before --full-loss were all measured with KD at full weight, and say so
+    monkeypatch.setattr(sys, "argv", ["proxy_fidelity.py", "--load", str(RESULTS / "proxy_fidelity_default_teacher.json")])
+    _benchmark(monkeypatch, "proxy_fidelity").main()
+    assert "full: 5 epochs x 54000 images, loss kd ramped over 0 epochs" in capsys.readouterr().out
+    table = _table(capsys, monkeypatch, "proxy_fidelity_ls.json")["nb201-widths"]
+    assert table[SEARCH][:2] == ["0.874", "0.52 to 0.97"]
+    assert table["200 steps: val accuracy (--synflow-points 0)"][0] == "0.860"
+    assert table["MACs (no training)"][0] == "0.925"
