@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 import hwkd
-from hwkd.distillation.config import FINETUNE
+from hwkd.distillation.config import FINETUNE, FULL_LEGACY
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -72,10 +72,9 @@ def main() -> None:
 
     def distilled(number: int) -> float:
         if number not in full:
-            # Hinton KD at full weight, as when the README's figures were taken (hwkd distill's
+            # the training of the README's figures (Hinton KD at full weight; hwkd distill's
             # default is now LS with a ramp)
-            outcome = hwkd.distill(args.run_dir, number, hwkd.FullConfig(epochs=args.epochs, loss="kd",
-                                                                         loss_warmup_epochs=0.0),
+            outcome = hwkd.distill(args.run_dir, number, hwkd.FullConfig(epochs=args.epochs, **FULL_LEGACY),
                                    train_device=args.train_device, progress=True)
             full[number] = outcome.result.test_accuracy
         return full[number]

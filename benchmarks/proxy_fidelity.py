@@ -49,7 +49,7 @@ from torch import nn
 from hwkd.data import load_dataset
 from hwkd.data.datasets import Dataset
 from hwkd.distillation.brief import brief_distill, brief_indices, brief_subset
-from hwkd.distillation.config import LOSS_NAMES, BriefConfig, FullConfig
+from hwkd.distillation.config import FULL_LEGACY, LOSS_NAMES, BriefConfig, FullConfig
 from hwkd.distillation.full import full_distill
 from hwkd.files import write_atomic
 from hwkd.initial_design import forward_macs, spread_by_cost
@@ -64,6 +64,8 @@ from hwkd.zero_cost import synflow
 
 SMALL_VAL = 1000  # the "smaller validation split" option: the first images of the 10 % split
 TIE_POINTS = 0.5  # brief accuracies this close count as a tie for the SynFlow tie-breaker
+# The full-distillation settings of a --save file written before --full-loss: hwkd distill's training then
+SAVED_LEGACY = {f"full_{key}": value for key, value in FULL_LEGACY.items()}
 
 
 @dataclass
@@ -390,11 +392,11 @@ def main() -> None:
                         help="the brief distillation's loss; a resumed --save keeps the briefs of other losses and "
                         "runs only the missing ones (the full runs are shared), and the table shows each loss")
     # The README's figures were taken when hwkd distill trained with Hinton KD at full weight from the
-    # first step; these defaults keep them reproducible (`--full-loss ls --full-loss-warmup-epochs 2`
-    # measures against today's hwkd distill).
-    parser.add_argument("--full-loss", default="kd", choices=LOSS_NAMES,
+    # first step (FULL_LEGACY); these defaults keep them reproducible (`--full-loss ls
+    # --full-loss-warmup-epochs 2` measures against today's hwkd distill).
+    parser.add_argument("--full-loss", default=SAVED_LEGACY["full_loss"], choices=LOSS_NAMES,
                         help="the full distillation's loss (default kd: the README's figures)")
-    parser.add_argument("--full-loss-warmup-epochs", type=float, default=0.0,
+    parser.add_argument("--full-loss-warmup-epochs", type=float, default=SAVED_LEGACY["full_loss_warmup_epochs"],
                         help="the full distillation's ramp of the distillation term (default 0: the README's figures)")
     parser.add_argument("--small-teacher", action="store_true", help="hwkd's default network at its small-data "
                         "recipe (minutes on 2 cores instead of most of an hour), cached in a folder of its own")
@@ -408,11 +410,11 @@ def main() -> None:
     args = parser.parse_args()
     budgets = [int(v) for v in str(args.brief_steps).split(",")]
     if args.load:
-        saved = json.loads(Path(args.load).read_text())
+        saved = {**SAVED_LEGACY, **json.loads(Path(args.load).read_text())}
         for name, rows in saved["spaces"].items():
             summarize(name, students_of(rows), saved["budgets"], argparse.Namespace(
-                epochs=saved["epochs"], full_loss=saved.get("full_loss", "kd"),
-                full_loss_warmup_epochs=saved.get("full_loss_warmup_epochs", 0.0)), saved["train_images"])
+                epochs=saved["epochs"], full_loss=saved["full_loss"],
+                full_loss_warmup_epochs=saved["full_loss_warmup_epochs"]), saved["train_images"])
         return
     device = pick_device(args.train_device)
     where = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -423,11 +425,9 @@ def main() -> None:
                 "students": args.students, "seed": args.seed, "brief_lr": args.brief_lr,
                 "small_teacher": args.small_teacher, "full_loss": args.full_loss,
                 "full_loss_warmup_epochs": args.full_loss_warmup_epochs}
-    legacy = {"full_loss": "kd", "full_loss_warmup_epochs": 0.0}  # files saved before the two flags
     saved_spaces: dict[str, list[dict]] = {}
     if args.save and Path(args.save).exists():
-        saved = json.loads(Path(args.save).read_text())
-        saved = {**legacy, **saved}
+        saved = {**SAVED_LEGACY, **json.loads(Path(args.save).read_text())}
         differ = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
         if differ:
             raise SystemExit(f"{args.save} was written with other settings ({differ}, saved first); "

@@ -240,3 +240,16 @@ def test_the_ls_full_runs_file_gives_the_readme_figures(capsys, monkeypatch) -> 
     assert table[SEARCH][:2] == ["0.874", "0.52 to 0.97"]
     assert table["200 steps: val accuracy (--synflow-points 0)"][0] == "0.860"
     assert table["MACs (no training)"][0] == "0.925"
+
+
+def test_a_save_from_before_full_loss_counts_as_kd_and_refuses_another_loss(monkeypatch, tmp_path: Path) -> None:
+    old = (RESULTS / "proxy_fidelity_default_teacher.json").read_text()
+    assert '"full_loss"' not in old  # written before the flag
+    save = tmp_path / "old.json"
+    save.write_text(old)
+    monkeypatch.setattr(sys, "argv", ["proxy_fidelity.py", "--save", str(save), "--full-loss", "ls",
+                                      "--full-loss-warmup-epochs", "2"])
+    with pytest.raises(SystemExit, match=r"other settings \(\{'full_loss': \('kd', 'ls'\), "
+                       r"'full_loss_warmup_epochs': \(0.0, 2.0\)\}, saved first\)"):
+        _benchmark(monkeypatch, "proxy_fidelity").main()
+    assert save.read_text() == old  # refused before anything was written
